@@ -1,0 +1,146 @@
+"""The internal request and answer: frozen, provider-neutral, validated before they exist.
+
+Nodes build a `Call` from a validated body; provider adapters read it and never see Flask or JSON
+bodies of ours. Everything here is plain data so translation stays pure and testable as tables.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal, Union
+
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_MAX_TOKENS = 1000
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "other"]
+
+
+@dataclass(frozen=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """An image as the caller sent it: an http(s) URL or a `data:image/...;base64,` URI.
+
+    Adapters that need bytes (Gemini, servers without URL support) get parts whose `url` is already a
+    data URI: dispatch inlines them before building, so adapters never download anything.
+    """
+    url: str
+    detail: str | None = None
+
+    @property
+    def is_data_uri(self) -> bool:
+        return self.url.startswith("data:")
+
+
+Part = Union[TextPart, ImagePart]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    parts: tuple[Part, ...]
+
+    @property
+    def text(self) -> str:
+        """The message's text parts joined; images are ignored."""
+        return "\n".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+    @property
+    def has_images(self) -> bool:
+        return any(isinstance(p, ImagePart) for p in self.parts)
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    type: Literal["json_object", "json_schema"]
+    name: str = "response"
+    schema: dict | None = None
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class Options:
+    temperature: float | None = None   # None: the caller did not set it (adapters use the default)
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    stop: tuple[str, ...] = ()
+    timeout_ms: int | None = None
+
+    @property
+    def temperature_or_default(self) -> float:
+        return DEFAULT_TEMPERATURE if self.temperature is None else self.temperature
+
+
+@dataclass(frozen=True)
+class Call:
+    messages: tuple[Message, ...]
+    model: str                          # as the caller wrote it: "provider.model", an alias, or "auto"
+    options: Options = Options()
+    response_format: ResponseFormat | None = None
+    task: str | None = None
+    fallbacks: tuple[str, ...] = ()
+    tenant_id: str | None = None
+    agent_id: str | None = None
+    key_id: str | None = None
+    request_id: str | None = None
+
+    @property
+    def has_images(self) -> bool:
+        return any(m.has_images for m in self.messages)
+
+    def with_messages(self, messages: tuple[Message, ...]) -> "Call":
+        return replace(self, messages=messages)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Normalised token counts: `output_tokens` always includes reasoning/thinking tokens."""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_input_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What an adapter's `parse_response` returns: the provider's answer in our terms."""
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    model: str                          # the model name the provider says served the call
+    data: object = None                 # structured output the provider returned natively (tool input)
+    cost: float | None = None           # the provider's own cost figure, preferred over our prices
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Routing:
+    is_auto_routed: bool
+    model_chosen: str
+    confidence: float
+    reason: str
+    fallbacks: tuple[str, ...] = ()
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The finished call, ready for a node to dump."""
+    text: str
+    data: object
+    model: str
+    provider: str
+    finish_reason: FinishReason
+    usage: Usage
+    cost: float | None
+    latency_ms: int
+    routing: Routing
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+    request_id: str | None = None
+    upstream_ms: float = 0.0

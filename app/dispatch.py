@@ -1,0 +1,199 @@
+"""One call, end to end: route, then per candidate build -> send -> parse, with retries, fallbacks,
+a circuit breaker and one deadline over all of it; then the shared post-processing.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+from . import postprocess, routing
+from .breaker import CircuitBreaker
+from .calls import Answer, Call, Completion, ImagePart, Message, Routing
+from .catalog import Catalog, Resolved
+from .config import Settings
+from .errors import (DeadlineExceeded, FlowcallError, ProviderError, ProviderOverloaded, ProviderRateLimited,
+                     ProviderTimeout, ProviderUnreachable, ServiceUnavailable)
+from .http import HttpResponse
+from .providers import Target, adapter_for
+from .transport import Transport
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = (ProviderTimeout, ProviderUnreachable, ProviderRateLimited, ProviderOverloaded)
+ATTEMPTS_PER_MODEL = 3
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 8.0
+
+
+@dataclass
+class _Trace:
+    """What happened during one call, for the answer, the logs and the ledger."""
+    attempts: int = 0
+    upstream_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    last_error: FlowcallError | None = None
+
+
+def backoff_delay(attempt: int, retry_after: float | None, rng: Callable[[], float] = random.random) -> float:
+    """Full-jitter exponential backoff, but never sooner than the provider's Retry-After."""
+    jittered = rng() * min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2 ** attempt))
+    return max(jittered, retry_after or 0.0)
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, catalog: Catalog, transport: Transport | None = None,
+                 fetch_image: Callable[[str], tuple[str, bytes]] | None = None,
+                 breaker: CircuitBreaker | None = None,
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
+        self.settings = settings
+        self.catalog = catalog
+        self.transport = transport or Transport()
+        self.fetch_image = fetch_image
+        self.breaker = breaker or CircuitBreaker(clock=clock)
+        self.sleep = sleep
+        self.clock = clock
+
+    # -- the public entry point -------------------------------------------------------------------
+    def execute(self, call: Call) -> Answer:
+        start = self.clock()
+        deadline = start + self.timeout_s(call)
+        route = routing.route(call, self.catalog, self.settings)
+        trace = _Trace()
+        for index, candidate in enumerate(route.candidates):
+            if index > 0:
+                previous = route.candidates[index - 1].model.id
+                why = trace.last_error.code if trace.last_error else "error"
+                trace.warnings.append(f"Fell back from {previous} to {candidate.model.id} after {why}.")
+            try:
+                completion, target, plan_warnings = self._try_model(call, candidate, deadline, trace)
+            except ProviderError as err:
+                trace.last_error = err
+                if not self._may_fall_back(err) or self.clock() >= deadline:
+                    break
+                continue
+            return self._answer(call, route, index, candidate, target, completion, plan_warnings,
+                                trace, start)
+        raise self._final_error(trace, deadline)
+
+    def timeout_s(self, call: Call) -> float:
+        ms = call.options.timeout_ms or self.settings.default_timeout_ms
+        return min(ms, self.settings.max_timeout_ms) / 1000
+
+    def target(self, model) -> Target:
+        provider = self.catalog.providers[model.provider]
+        base_url, key = self.settings.credentials(provider)
+        if base_url is None:
+            envs = " or ".join(provider.key_env or [provider.base_url_env or ""])
+            raise ServiceUnavailable(f"Provider {provider.name} is not configured: set {envs}.",
+                                     code="provider_not_configured", provider=provider.name)
+        return Target(model=model, provider=provider, base_url=base_url, api_key=key)
+
+    # -- one model, with retries -----------------------------------------------------------------
+    def _try_model(self, call: Call, candidate: Resolved, deadline: float, trace: _Trace):
+        target = self.target(candidate.model)
+        adapter = adapter_for(target.provider.format)
+        prepared = self._inline_images(call, target)
+        attempt = 0
+        while True:
+            if not self.breaker.allow(target.provider.name):
+                raise ProviderOverloaded(
+                    f"{target.provider.name} is failing repeatedly; skipped for a cool-down (circuit open).",
+                    provider=target.provider.name, code="circuit_open")
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                raise DeadlineExceeded("The call's deadline passed before the provider answered.",
+                                       provider=target.provider.name)
+            trace.attempts += 1
+            try:
+                completion, warnings = self._attempt(adapter, prepared, target, remaining, trace)
+            except ProviderError as err:
+                if isinstance(err, TRANSIENT) and err.retryable:
+                    self.breaker.record_failure(target.provider.name)
+                trace.last_error = err
+                attempt += 1
+                if not (isinstance(err, TRANSIENT) and err.retryable) or attempt >= ATTEMPTS_PER_MODEL:
+                    raise
+                delay = backoff_delay(attempt - 1, err.retry_after)
+                if self.clock() + delay >= deadline:
+                    raise
+                log.info("retrying %s after %s in %.2fs", target.model.id, err.code, delay)
+                self.sleep(delay)
+                continue
+            self.breaker.record_success(target.provider.name)
+            return completion, target, warnings
+
+    def _attempt(self, adapter, call: Call, target: Target, remaining: float, trace: _Trace):
+        if target.provider.format == "mock":
+            return adapter.complete(call, target), ()
+        plan = adapter.build_request(call, target)
+        connect = min(self.settings.connect_timeout_s, remaining)
+        sent = self.clock()
+        try:
+            resp: HttpResponse = self.transport.send(plan.request, provider=target.provider.name,
+                                                     connect_timeout=connect, read_timeout=remaining)
+        finally:
+            trace.upstream_s += self.clock() - sent
+        if not 200 <= resp.status < 300:
+            raise adapter.parse_error(resp, target)
+        return adapter.parse_response(resp, call, target), plan.warnings
+
+    def _inline_images(self, call: Call, target: Target) -> Call:
+        """Providers that cannot fetch URLs get the bytes: we download (SSRF-guarded) and inline."""
+        if target.provider.image_urls or not call.has_images:
+            return call
+        if self.fetch_image is None:
+            raise ServiceUnavailable("Image download is not available in this process.")
+        from .images import to_data_uri
+        messages = []
+        for m in call.messages:
+            parts = tuple(
+                ImagePart(to_data_uri(*self.fetch_image(p.url)), p.detail)
+                if isinstance(p, ImagePart) and not p.is_data_uri else p for p in m.parts)
+            messages.append(Message(m.role, parts))
+        return call.with_messages(tuple(messages))
+
+    @staticmethod
+    def _may_fall_back(err: ProviderError) -> bool:
+        """Move down the list on provider trouble; a request the provider rejects as bad would be
+        rejected by the next one too, except a retired model, which another model can serve."""
+        return err.retryable or err.code in ("model_not_found", "circuit_open", "provider_not_configured")
+
+    def _final_error(self, trace: _Trace, deadline: float) -> FlowcallError:
+        err = trace.last_error or ServiceUnavailable("No model could serve the call.")
+        if self.clock() >= deadline and not isinstance(err, (ProviderTimeout, DeadlineExceeded)):
+            return DeadlineExceeded(f"The call's deadline passed; last error: {err.message}",
+                                    provider=err.provider)
+        return err
+
+    # -- the answer ---------------------------------------------------------------------------------
+    def _answer(self, call: Call, route, index: int, candidate: Resolved, target: Target,
+                completion: Completion, plan_warnings, trace: _Trace, start: float) -> Answer:
+        model = candidate.model
+        text, cut = postprocess.enforce_stop(completion.text, call.options.stop)
+        finish = "stop" if cut else completion.finish_reason
+        completion = replace(completion, text=text, finish_reason=finish)
+        data = None
+        if call.response_format is not None:
+            data = postprocess.parse_structured(completion, call.response_format, model.provider)
+        cost = completion.cost if completion.cost is not None else model.cost(completion.usage)
+        warnings = [*candidate.warnings, *plan_warnings, *completion.warnings, *trace.warnings]
+        if cost is None and model.known:
+            warnings.append(f"No price is known for {model.id}; cost is null.")
+        fallbacks = tuple(c.model.id for c in route.candidates[index + 1:])
+        elapsed = self.clock() - start
+        return Answer(
+            text=text, data=data, model=completion.model or model.name, provider=model.provider,
+            finish_reason=finish, usage=completion.usage, cost=cost,
+            latency_ms=int(round(elapsed * 1000)),
+            routing=Routing(is_auto_routed=route.is_auto, model_chosen=model.id,
+                            confidence=route.confidence if index == 0 else 0.0,
+                            reason=route.reason if index == 0 else
+                            f"{model.id} served the call as fallback {index} after "
+                            f"{route.candidates[0].model.id} failed.",
+                            fallbacks=fallbacks, attempts=trace.attempts),
+            warnings=tuple(dict.fromkeys(warnings)), request_id=call.request_id,
+            upstream_ms=trace.upstream_s * 1000,
+        )

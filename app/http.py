@@ -1,0 +1,57 @@
+"""Plain values for one outbound HTTP exchange, so adapters build and parse without doing I/O."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    url: str
+    headers: dict = field(default_factory=dict)
+    json: dict | None = None
+    secrets: tuple[str, ...] = ()       # values to scrub from any error text (the key we sent)
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    body: bytes
+    headers: dict = field(default_factory=dict)   # lower-cased names
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def json(self):
+        """The body as JSON, or None when it is not JSON (callers decide what that means)."""
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def text(self, limit: int = 500) -> str:
+        return self.body[:limit].decode("utf-8", "replace")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An adapter's built request plus what it had to change to get there."""
+    request: HttpRequest
+    warnings: tuple[str, ...] = ()
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """`Retry-After` in seconds (delta form only; providers do not send HTTP dates)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def drop_none(d: dict) -> dict:
+    """Providers reject explicit nulls for optional fields; we never send them."""
+    return {k: v for k, v in d.items() if v is not None}

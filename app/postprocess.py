@@ -1,0 +1,73 @@
+"""What happens to every answer after the provider, whoever it was: stops, then structured output.
+
+Stop sequences are enforced here for all providers, so an adapter only chooses what it can send
+natively; where the provider already stopped, there is nothing left to cut.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import jsonschema
+
+from .calls import Completion, ResponseFormat
+from .errors import InvalidStructuredOutput
+
+_FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n(?P<body>.*?)\n?\s*```\s*$", re.S)
+
+
+def enforce_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    """Cut the text at the earliest stop sequence; (text, whether one was found)."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    if cut < 0:
+        return text, False
+    return text[:cut], True
+
+
+def _strip_wrappers(text: str) -> str:
+    """Models wrap JSON in ``` fences or chatter around it; take the JSON itself."""
+    match = _FENCE.match(text)
+    if match:
+        return match.group("body").strip()
+    stripped = text.strip()
+    if stripped[:1] in "{[":
+        return stripped
+    start = min((i for i in (stripped.find("{"), stripped.find("[")) if i >= 0), default=-1)
+    end = max(stripped.rfind("}"), stripped.rfind("]"))
+    if start >= 0 and end > start:
+        return stripped[start:end + 1]
+    return stripped
+
+
+def parse_structured(completion: Completion, fmt: ResponseFormat, provider: str) -> object:
+    """The parsed JSON for a structured-output call; bad JSON or a strict-schema miss is a 502."""
+    if completion.data is not None:
+        data = completion.data
+    else:
+        text = _strip_wrappers(completion.text)
+        if not text:
+            hint = " (the answer was cut at the token limit: raise options.maxTokens)" \
+                if completion.finish_reason == "length" else ""
+            raise InvalidStructuredOutput(f"The model returned no JSON{hint}.", provider=provider,
+                                          retryable=completion.finish_reason == "length")
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            hint = " The answer was cut at the token limit: raise options.maxTokens." \
+                if completion.finish_reason == "length" else ""
+            raise InvalidStructuredOutput(
+                f"The model's answer is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}).{hint}",
+                provider=provider, retryable=True) from None
+    if fmt.type == "json_object" and not isinstance(data, dict):
+        raise InvalidStructuredOutput("response_format json_object asked for a JSON object; the model "
+                                      f"returned a {type(data).__name__}.", provider=provider, retryable=True)
+    if fmt.type == "json_schema" and fmt.strict and fmt.schema is not None:
+        validator = jsonschema.Draft202012Validator(fmt.schema)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+            raise InvalidStructuredOutput(
+                f"The model's JSON does not match the schema at {where}: {error.message}",
+                provider=provider, retryable=True)
+    return data
+

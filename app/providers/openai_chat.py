@@ -1,0 +1,172 @@
+"""Chat Completions (`POST {base}/chat/completions`): OpenAI, xAI, Groq and any OpenAI-compatible
+server (Ollama), which differ only in configuration (catalog `providers`) and error shapes.
+
+Wire facts relied on (../shared/specs/providers.md §2.1, 2.4, 2.5, 2.7, §3): `stop` takes at most 4
+strings; reasoning models (o-series, gpt-5 family, xAI grok-4 family) reject `stop` and a
+non-default `temperature` and need `max_completion_tokens`; `json_object` mode needs the word
+"JSON" in the messages; xAI errors are `{"code", "error": "<string>"}`, a bad xAI key is a 400, and
+xAI counts reasoning tokens outside `completion_tokens`; `insufficient_quota` 429s never clear.
+"""
+from __future__ import annotations
+
+import json
+
+from ..calls import Call, Completion, ImagePart, Message, TextPart, Usage
+from ..errors import (ContentBlocked, InvalidProviderResponse, ModelNotFound, ProviderAuthFailed,
+                      ProviderError, ProviderRateLimited, from_upstream_status, redact)
+from ..http import HttpRequest, HttpResponse, Plan, drop_none, retry_after_seconds
+from .common import int_or_zero, json_object
+
+OPENAI_STOP_LIMIT = 4
+_FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter",
+           "tool_calls": "tool_calls", "function_call": "tool_calls"}
+
+
+def schema_instruction(fmt) -> str:
+    """The prompt-side half of structured output, for servers without native schema support."""
+    if fmt.type == "json_schema" and fmt.schema is not None:
+        return ("Respond only with a JSON object that matches this JSON Schema, with no other text:\n"
+                + json.dumps(fmt.schema, separators=(",", ":")))
+    return "Respond only with a JSON object, with no other text."
+
+
+def _content(message: Message):
+    if all(isinstance(p, TextPart) for p in message.parts):
+        return message.text
+    parts = []
+    for p in message.parts:
+        if isinstance(p, TextPart):
+            parts.append({"type": "text", "text": p.text})
+        else:
+            parts.append({"type": "image_url", "image_url": drop_none({"url": p.url, "detail": p.detail})})
+    return parts
+
+
+def _response_format(call: Call, caps, warnings: list[str]) -> tuple[dict | None, str | None]:
+    """(native response_format, extra system instruction) for the model's capabilities."""
+    fmt = call.response_format
+    if fmt is None:
+        return None, None
+    if fmt.type == "json_schema" and caps.json_schema:
+        return {"type": "json_schema",
+                "json_schema": {"name": fmt.name, "schema": fmt.schema, "strict": fmt.strict}}, None
+    if fmt.type == "json_schema":
+        warnings.append("This model has no native JSON-schema mode: the schema was put in the prompt "
+                        "and the answer validated against it.")
+    if caps.json_object:
+        instruction = schema_instruction(fmt) if fmt.type == "json_schema" else None
+        mentions_json = any("json" in m.text.lower() for m in call.messages)
+        if instruction is None and not mentions_json:
+            instruction = "Respond with a JSON object."    # json_object mode requires the word JSON
+        return {"type": "json_object"}, instruction
+    warnings.append("This model has no JSON mode: JSON was asked for in the prompt.")
+    return None, schema_instruction(fmt)
+
+
+def build_request(call: Call, target) -> Plan:
+    model, provider = target.model, target.provider
+    caps = model.capabilities
+    warnings: list[str] = []
+    fmt, instruction = _response_format(call, caps, warnings)
+    messages = [{"role": m.role, "content": _content(m)} for m in call.messages]
+    if instruction:
+        messages.insert(0, {"role": "system", "content": instruction})
+
+    body: dict = {"model": model.name, "messages": messages}
+    if caps.temperature:
+        body["temperature"] = call.options.temperature_or_default
+    elif call.options.temperature is not None:
+        warnings.append(f"{model.id} accepts only its default temperature; options.temperature was not sent.")
+    max_field = "max_completion_tokens" if caps.reasoning else provider.max_tokens_field
+    body[max_field] = call.options.max_tokens
+    stops = [s for s in call.options.stop if s]
+    if stops and caps.stop:
+        limit = min(OPENAI_STOP_LIMIT, caps.stop_limit or OPENAI_STOP_LIMIT)
+        body["stop"] = stops[:limit]
+    elif stops:
+        warnings.append(f"{model.id} does not accept stop sequences; they were enforced on the output instead.")
+    if fmt is not None:
+        body["response_format"] = fmt
+
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if target.api_key:
+        headers["Authorization"] = f"Bearer {target.api_key}"
+    request = HttpRequest("POST", f"{target.base_url}/chat/completions", headers=headers, json=body,
+                          secrets=target.secrets)
+    return Plan(request=request, warnings=tuple(warnings))
+
+
+def _usage(raw, reasoning_outside: bool) -> Usage:
+    if not isinstance(raw, dict):
+        return Usage()
+    completion = int_or_zero(raw.get("completion_tokens"))
+    details = raw.get("completion_tokens_details") or {}
+    reasoning = int_or_zero(details.get("reasoning_tokens")) if isinstance(details, dict) else 0
+    cached = (raw.get("prompt_tokens_details") or {})
+    cached = int_or_zero(cached.get("cached_tokens")) if isinstance(cached, dict) else 0
+    output = completion + reasoning if reasoning_outside else completion
+    return Usage(input_tokens=int_or_zero(raw.get("prompt_tokens")), output_tokens=output,
+                 reasoning_tokens=reasoning, cached_input_tokens=cached)
+
+
+def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
+    provider = target.provider.name
+    body = json_object(resp, provider)
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        if "error" in body:
+            raise parse_error(resp, target)
+        raise InvalidProviderResponse(f"{provider} answered without choices.", provider=provider, retryable=True)
+    choice = choices[0]
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    content = message.get("content")
+    if isinstance(content, list):   # some compatible servers answer with parts
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    if content is not None and not isinstance(content, str):
+        raise InvalidProviderResponse(f"{provider} answered with non-text content.", provider=provider)
+    refusal = message.get("refusal")
+    if refusal and not content:
+        raise ContentBlocked(f"{target.model.id} refused: {refusal}", provider=provider)
+    raw_finish = choice.get("finish_reason")
+    finish = _FINISH.get(raw_finish, "other" if raw_finish else "stop")
+    usage = _usage(body.get("usage"), target.provider.reasoning_tokens_outside_completion)
+    warnings = []
+    if finish == "length" and not content:
+        warnings.append("The answer is empty because the token limit was reached"
+                        + (" while the model was reasoning" if usage.reasoning_tokens else "")
+                        + ": raise options.maxTokens.")
+    return Completion(text=content or "", finish_reason=finish, usage=usage,
+                      model=body.get("model") if isinstance(body.get("model"), str) else target.model.name,
+                      warnings=tuple(warnings))
+
+
+def _error_fields(body) -> tuple[str | None, str | None, str | None]:
+    """(message, code, type) from an OpenAI-style or xAI-style error body."""
+    if not isinstance(body, dict):
+        return None, None, None
+    err = body.get("error")
+    if isinstance(err, dict):   # OpenAI, Groq, Ollama
+        code = err.get("code")
+        return err.get("message"), str(code) if code is not None else None, err.get("type")
+    if isinstance(err, str):    # xAI: {"code": "...", "error": "<message>"}
+        code = body.get("code")
+        return err, str(code) if code is not None else None, None
+    return body.get("message") if isinstance(body.get("message"), str) else None, None, None
+
+
+def parse_error(resp: HttpResponse, target) -> ProviderError:
+    provider = target.provider.name
+    message, code, kind = _error_fields(resp.json())
+    text = message or f"HTTP {resp.status}: {resp.text(200)}"
+    text = redact(f"{target.provider.label} said: {text}", target.secrets)
+    retry_after = retry_after_seconds(resp.header("retry-after"))
+    lowered = (message or "").lower()
+    if resp.status == 429 and (code == "insufficient_quota" or kind == "insufficient_quota"
+                               or "ran out of credits" in lowered or "quota" in lowered and "exceeded your" in lowered):
+        return ProviderRateLimited(text, provider=provider, code="provider_quota_exceeded", retryable=False,
+                                   upstream_status=429)
+    if code in ("model_not_found", "model_decommissioned") or "decommissioned" in lowered:
+        return ModelNotFound(text, provider=provider, upstream_status=resp.status)
+    if resp.status == 400 and ("api key" in lowered and ("incorrect" in lowered or "invalid" in lowered)):
+        return ProviderAuthFailed(text, provider=provider, upstream_status=400)
+    return from_upstream_status(resp.status, text, provider=provider, code=code, retry_after=retry_after)

@@ -1,0 +1,58 @@
+"""Model spec -> the ordered models to try: the chosen one first, then its fallbacks.
+
+An explicit spec ("provider.model" or an alias) is resolved through the catalog, retirements
+followed, and checked against what the call needs. `auto` is delegated to `app.autoroute`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .calls import Call
+from .catalog import Catalog, ModelInfo, Resolved
+from .config import Settings
+from .errors import CapabilityMissing, ValidationError
+
+
+@dataclass(frozen=True)
+class Route:
+    candidates: tuple[Resolved, ...]      # first is the choice; the rest are fallbacks in order
+    is_auto: bool
+    confidence: float
+    reason: str
+
+
+def requirement_gaps(call: Call, model: ModelInfo) -> list[str]:
+    """What the call needs that the model cannot do at all (soft differences are handled by adapters)."""
+    gaps = []
+    if call.has_images and not model.capabilities.vision:
+        gaps.append("vision")
+    return gaps
+
+
+def check_capabilities(call: Call, resolved: Resolved, catalog: Catalog) -> None:
+    gaps = requirement_gaps(call, resolved.model)
+    if "vision" in gaps:
+        alternatives = [m.id for m in catalog.models.values()
+                        if m.capabilities.vision and m.status != "retired" and m.provider != "mock"][:6]
+        raise CapabilityMissing(
+            f"{resolved.model.id} cannot read images. Vision-capable models: {', '.join(alternatives)}"
+            f" (or model 'auto').", fields={"model": "model is not vision-capable"})
+
+
+def route(call: Call, catalog: Catalog, settings: Settings) -> Route:
+    if call.model.strip().lower() == "auto":
+        from . import autoroute
+        return autoroute.choose(call, catalog, settings)
+    chosen = catalog.resolve(call.model)
+    check_capabilities(call, chosen, catalog)
+    fallbacks = []
+    for i, spec in enumerate(call.fallbacks):
+        try:
+            resolved = catalog.resolve(spec)
+        except ValidationError as err:
+            raise ValidationError(err.message, code=err.code, fields={f"fallbacks.{i}": err.message}) from None
+        if resolved.model.id != chosen.model.id and not requirement_gaps(call, resolved.model):
+            fallbacks.append(resolved)
+    return Route(candidates=(chosen, *fallbacks), is_auto=False, confidence=1.0,
+                 reason=f"{chosen.model.id} was requested" + (
+                     f" as {call.model}" if call.model != chosen.model.id else "") + ".")

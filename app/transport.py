@@ -1,0 +1,85 @@
+"""The only place flowcall talks to providers: one pooled `requests.Session` per provider.
+
+Contract: `send(request, timeout) -> HttpResponse` for any HTTP status; network failures become
+ProviderTimeout / ProviderUnreachable, mapped once from the table below. The transport knows
+nothing of providers' formats, and it never retries: dispatch decides that, within the deadline.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from .errors import InvalidProviderResponse, ProviderError, ProviderTimeout, ProviderUnreachable, redact
+from .http import HttpRequest, HttpResponse
+
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024   # a provider answer larger than this is garbage, not text
+POOL_SIZE = 100
+
+_EXCEPTIONS = (   # checked in order: the first match wins
+    (requests.exceptions.ConnectTimeout, ProviderTimeout, "connecting to {p} timed out"),
+    (requests.exceptions.ReadTimeout, ProviderTimeout, "{p} did not answer in time"),
+    (requests.exceptions.SSLError, ProviderUnreachable, "TLS error talking to {p}"),
+    (requests.exceptions.ConnectionError, ProviderUnreachable, "could not connect to {p}"),
+    (requests.exceptions.ChunkedEncodingError, ProviderUnreachable, "{p} broke off its answer"),
+    (requests.exceptions.ContentDecodingError, ProviderUnreachable, "{p} sent an undecodable answer"),
+    (requests.exceptions.RequestException, ProviderUnreachable, "request to {p} failed"),
+)
+
+
+class Transport:
+    def __init__(self, pool_size: int = POOL_SIZE):
+        self._sessions: dict[str, requests.Session] = {}
+        self._lock = threading.Lock()
+        self._pool_size = pool_size
+
+    def session(self, provider: str) -> requests.Session:
+        session = self._sessions.get(provider)
+        if session is None:
+            with self._lock:
+                session = self._sessions.get(provider)
+                if session is None:
+                    session = requests.Session()
+                    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self._pool_size, max_retries=0)
+                    session.mount("http://", adapter)
+                    session.mount("https://", adapter)
+                    session.trust_env = False   # no ~/.netrc or proxy surprises adding credentials
+                    self._sessions[provider] = session
+        return session
+
+    def send(self, request: HttpRequest, *, provider: str, connect_timeout: float,
+             read_timeout: float) -> HttpResponse:
+        """One exchange; the read timeout also bounds the whole body (slow-drip answers)."""
+        deadline = time.monotonic() + connect_timeout + read_timeout
+        try:
+            with self.session(provider).request(
+                    request.method, request.url, headers=request.headers, json=request.json,
+                    timeout=(connect_timeout, read_timeout), stream=True, allow_redirects=False) as r:
+                body = bytearray()
+                for chunk in r.iter_content(64 * 1024):
+                    body += chunk
+                    if len(body) > MAX_RESPONSE_BYTES:
+                        raise InvalidProviderResponse(
+                            f"{provider} sent an answer larger than {MAX_RESPONSE_BYTES} bytes",
+                            provider=provider, retryable=False)
+                    if time.monotonic() > deadline:
+                        raise ProviderTimeout(f"{provider} was still sending its answer at the deadline",
+                                              provider=provider)
+                headers = {k.lower(): v for k, v in r.headers.items()}
+                return HttpResponse(status=r.status_code, body=bytes(body), headers=headers)
+        except ProviderError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped from the table, anything else re-raised
+            for exc_type, err_type, message in _EXCEPTIONS:
+                if isinstance(exc, exc_type):
+                    raise err_type(redact(message.format(p=provider), request.secrets),
+                                   provider=provider) from None
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            for session in self._sessions.values():
+                session.close()
+            self._sessions.clear()
