@@ -11,7 +11,7 @@ from typing import Callable
 
 from . import postprocess, routing
 from .breaker import CircuitBreaker
-from .calls import Answer, Call, Completion, ImagePart, Message, Routing
+from .calls import Answer, Call, Completion, ImagePart, Message, Options, Routing, TextPart
 from .catalog import Catalog, Resolved
 from .config import Settings
 from .errors import (DeadlineExceeded, FlowcallError, ProviderError, ProviderOverloaded, ProviderRateLimited,
@@ -77,6 +77,16 @@ class Dispatcher:
             return self._answer(call, route, index, candidate, target, completion, plan_warnings,
                                 trace, start)
         raise self._final_error(trace, deadline)
+
+    def probe(self, spec: str, timeout_s: float = 15.0) -> float:
+        """One minimal real call, no retries, fallbacks or breaker: for credential checks. Seconds."""
+        model = self.catalog.resolve(spec).model
+        call = Call(messages=(Message("user", (TextPart("ping"),)),), model=model.id,
+                    options=Options(max_tokens=16))
+        target = self.target(model)
+        started = self.clock()
+        self._attempt(adapter_for(target.provider.format), call, target, timeout_s, _Trace())
+        return self.clock() - started
 
     def timeout_s(self, call: Call) -> float:
         ms = call.options.timeout_ms or self.settings.default_timeout_ms

@@ -1,0 +1,395 @@
+"""The node payloads: marshmallow schemas that validate bodies (unknown fields are errors) and
+dump answers, plus the translation of a validated body into a `Call`.
+
+Errors are reported per field as dotted paths (`options.maxTokens`, `messages.0.content.1.image_url.url`),
+and the mistakes the seed warns about get a pointer to the right field.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import jsonschema
+from marshmallow import RAISE, Schema, fields, validate, validates_schema
+from marshmallow import ValidationError as MarshmallowError
+
+from .calls import DEFAULT_MAX_TOKENS, Call, ImagePart, Message, Options, ResponseFormat, TextPart
+from .errors import ImageRejected, InvalidJSON, ValidationError
+from .images import decode_data_uri, to_data_uri
+
+MAX_STOP_SEQUENCES = 16
+MAX_FALLBACKS = 5
+
+# The seed's own warnings ("use options.maxTokens, not max_tokens at root level"), and their cousins.
+HINTS = {
+    "max_tokens": "use options.maxTokens",
+    "maxTokens": "use options.maxTokens",
+    "max_completion_tokens": "use options.maxTokens",
+    "temperature": "use options.temperature",
+    "stop": "use options.stop",
+    "task": "use context.task",
+    "options.max_tokens": "use options.maxTokens",
+    "options.max_completion_tokens": "use options.maxTokens",
+    "options.timeout": "use options.timeoutMs (milliseconds)",
+    "options.timeout_ms": "use options.timeoutMs",
+    "context.task_type": "use context.task",
+    "json_schema": "put it inside response_format: {\"type\": \"json_schema\", \"json_schema\": {...}}",
+}
+
+
+class Number(fields.Field):
+    """A finite number; numeric strings too (Zapier sends every field as a string), never booleans."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise MarshmallowError("Must be a number, not a boolean.")
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise MarshmallowError("Must be a number.") from None
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise MarshmallowError("Must be a finite number.")
+        return value
+
+
+class WholeNumber(Number):
+    def _deserialize(self, value, attr, data, **kwargs):
+        value = super()._deserialize(value, attr, data, **kwargs)
+        if value != int(value):
+            raise MarshmallowError("Must be a whole number.")
+        return int(value)
+
+
+class StrictString(fields.String):
+    """A string, never a number or object coerced into one."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise MarshmallowError("Must be a string.")
+        return value
+
+
+class ImageUrlSchema(Schema):
+    class Meta:
+        unknown = RAISE
+    url = StrictString(required=True, validate=validate.Length(min=1, max=30_000_000))
+    detail = StrictString(validate=validate.OneOf(["auto", "low", "high"]))
+
+
+class PartSchema(Schema):
+    class Meta:
+        unknown = RAISE
+    type = StrictString(required=True, validate=validate.OneOf(["text", "image_url"]))
+    text = StrictString()
+    image_url = fields.Nested(ImageUrlSchema)
+
+    @validates_schema
+    def _one_payload(self, data, **kwargs):
+        if data.get("type") == "text" and "text" not in data:
+            raise MarshmallowError({"text": ["Required for a text part."]})
+        if data.get("type") == "image_url" and "image_url" not in data:
+            raise MarshmallowError({"image_url": ["Required for an image_url part: {\"url\": \"https://...\"}."]})
+        if data.get("type") == "text" and "image_url" in data or data.get("type") == "image_url" and "text" in data:
+            raise MarshmallowError("A part carries either text or image_url, matching its type.")
+
+
+class Content(fields.Field):
+    """A message's content: a string, or a list of text / image_url parts."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, list) or not value:
+            raise MarshmallowError("Must be a string or a non-empty list of parts.")
+        parts, errors = [], {}
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                errors[i] = ["Each part must be an object with a type."]
+                continue
+            try:
+                parts.append(PartSchema().load(item))
+            except MarshmallowError as err:
+                errors[i] = err.messages
+        if errors:
+            raise MarshmallowError(errors)
+        return parts
+
+
+class MessageSchema(Schema):
+    class Meta:
+        unknown = RAISE
+    role = StrictString(required=True, validate=validate.OneOf(["system", "developer", "user", "assistant"]))
+    content = Content(required=True)
+    name = StrictString(validate=validate.Length(max=64))
+
+
+class OptionsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+    temperature = Number(validate=validate.Range(min=0, max=1))
+    maxTokens = WholeNumber(validate=validate.Range(min=1, max=1_000_000))
+    stop = fields.List(StrictString(validate=validate.Length(min=1, max=500)),
+                       validate=validate.Length(max=MAX_STOP_SEQUENCES))
+    timeoutMs = WholeNumber(validate=validate.Range(min=100, max=3_600_000))
+
+
+class ContextSchema(Schema):
+    class Meta:
+        unknown = RAISE
+    task = StrictString(validate=validate.Length(min=1, max=64))
+
+
+class JsonSchemaSpec(Schema):
+    class Meta:
+        unknown = RAISE
+    name = StrictString(validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,64}$",
+                                                 error="Letters, digits, _ and - only, at most 64."))
+    description = StrictString()
+    strict = fields.Boolean(truthy={True}, falsy={False})
+    schema = fields.Dict(required=True)
+
+    @validates_schema
+    def _valid_schema(self, data, **kwargs):
+        schema = data.get("schema")
+        if schema is None:
+            return
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise MarshmallowError({"schema": [f"Not a valid JSON Schema: {exc.message}"]}) from None
+
+
+class ResponseFormatSchema(Schema):
+    class Meta:
+        unknown = RAISE
+    type = StrictString(required=True, validate=validate.OneOf(["text", "json_object", "json_schema"]))
+    json_schema = fields.Nested(JsonSchemaSpec)
+
+    @validates_schema
+    def _schema_when_needed(self, data, **kwargs):
+        if data.get("type") == "json_schema" and "json_schema" not in data:
+            raise MarshmallowError({"json_schema": ["Required when type is json_schema: {\"name\", \"strict\", \"schema\"}."]})
+
+
+class CallSchema(Schema):
+    """POST /api/v3/llm/call and /api/v3/llm/public/call."""
+
+    class Meta:
+        unknown = RAISE
+    model = StrictString(required=True, validate=validate.Length(min=1, max=200))
+    prompt = StrictString(validate=validate.Length(min=1))
+    query = StrictString(validate=validate.Length(min=1), metadata={"description": "Synonym of prompt."})
+    messages = fields.List(fields.Nested(MessageSchema), validate=validate.Length(min=1))
+    options = fields.Nested(OptionsSchema)
+    context = fields.Nested(ContextSchema)
+    response_format = fields.Nested(ResponseFormatSchema)
+    fallbacks = fields.List(StrictString(validate=validate.Length(min=1, max=200)),
+                            validate=validate.Length(max=MAX_FALLBACKS))
+
+    @validates_schema
+    def _prompt_or_messages(self, data, **kwargs):
+        if "prompt" in data and "query" in data and data["prompt"] != data["query"]:
+            raise MarshmallowError({"query": ["query is a synonym of prompt: send one of them."]})
+        if not any(k in data for k in ("prompt", "query", "messages")):
+            raise MarshmallowError({"prompt": ["Send prompt (or query) or messages."]})
+
+
+class AgentAiSchema(Schema):
+    """POST /v1/action/invoke_llm (the agent.ai node)."""
+
+    class Meta:
+        unknown = RAISE
+    instructions = StrictString(required=True, validate=validate.Length(min=1))
+    llm_engine = StrictString(load_default="gpt4o", validate=validate.Length(min=1, max=200))
+
+
+class TestConnectionSchema(Schema):
+    class Meta:
+        unknown = RAISE
+    provider = StrictString(required=True, validate=validate.Length(min=1, max=64))
+    model = StrictString(validate=validate.Length(min=1, max=200))
+
+
+# -- answers --------------------------------------------------------------------------------------
+class UsageOut(Schema):
+    input_tokens = fields.Integer()
+    output_tokens = fields.Integer()
+    total_tokens = fields.Integer()
+
+
+class RoutingOut(Schema):
+    is_auto_routed = fields.Boolean()
+    model_chosen = fields.String()
+    confidence = fields.Float()
+    reason = fields.String()
+    fallbacks = fields.List(fields.String())
+    attempts = fields.Integer()
+
+
+class CallResponseSchema(Schema):
+    success = fields.Boolean()
+    response = fields.String()
+    data = fields.Raw(allow_none=True)
+    model = fields.String()
+    provider = fields.String()
+    finish_reason = fields.String()
+    usage = fields.Nested(UsageOut)
+    cost = fields.Float(allow_none=True)
+    latency_ms = fields.Integer()
+    routing = fields.Nested(RoutingOut)
+    warnings = fields.List(fields.String())
+    request_id = fields.String(allow_none=True)
+
+
+class ErrorBody(Schema):
+    code = fields.String()
+    message = fields.String()
+    provider = fields.String(allow_none=True)
+    field_errors = fields.Dict(keys=fields.String(), values=fields.String(), data_key="fields")
+    retryable = fields.Boolean()
+
+
+class ErrorResponseSchema(Schema):
+    success = fields.Boolean()
+    error = fields.Nested(ErrorBody)
+    request_id = fields.String(allow_none=True)
+
+
+def answer_to_dict(answer) -> dict:
+    """The flat success body: every key always present, with a stable type."""
+    u = answer.usage
+    r = answer.routing
+    return {
+        "success": True,
+        "response": answer.text,
+        "data": answer.data,
+        "model": answer.model,
+        "provider": answer.provider,
+        "finish_reason": answer.finish_reason,
+        "usage": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
+                  "total_tokens": u.total_tokens},
+        "cost": answer.cost,
+        "latency_ms": answer.latency_ms,
+        "routing": {"is_auto_routed": r.is_auto_routed, "model_chosen": r.model_chosen,
+                    "confidence": round(r.confidence, 3), "reason": r.reason,
+                    "fallbacks": list(r.fallbacks), "attempts": r.attempts},
+        "warnings": list(answer.warnings),
+        "request_id": answer.request_id,
+    }
+
+
+# -- loading --------------------------------------------------------------------------------------
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _no_duplicates(pairs):
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def parse_json_body(raw: bytes) -> dict:
+    """Strict JSON: no NaN/Infinity, no duplicate keys (which would silently drop a value)."""
+    if not raw or not raw.strip():
+        raise InvalidJSON("The request body is empty: send a JSON object.")
+    try:
+        text = raw.decode("utf-8-sig")
+        body = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+        raise InvalidJSON(f"The request body is not valid JSON: {detail}.") from None
+    if not isinstance(body, dict):
+        raise InvalidJSON("The request body must be a JSON object.")
+    return body
+
+
+def flatten_errors(messages, prefix: str = "") -> dict[str, str]:
+    """marshmallow's nested error dict -> {"dotted.path": "message"}, with hints for known mistakes."""
+    out: dict[str, str] = {}
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            path = prefix if key == "_schema" else (f"{prefix}.{key}" if prefix else str(key))
+            out.update(flatten_errors(value, path))
+    elif isinstance(messages, list):
+        if all(isinstance(m, str) for m in messages):
+            text = " ".join(messages)
+            if text == "Unknown field." and prefix in HINTS:
+                text = f"Unknown field: {HINTS[prefix]}."
+            out[prefix or "body"] = text
+        else:
+            for m in messages:
+                out.update(flatten_errors(m, prefix))
+    else:
+        out[prefix or "body"] = str(messages)
+    return out
+
+
+def load(schema: Schema, body: dict) -> dict:
+    try:
+        return schema.load(body)
+    except MarshmallowError as err:
+        fields_ = flatten_errors(err.messages)
+        summary = "; ".join(f"{k}: {v}" for k, v in list(fields_.items())[:5])
+        raise ValidationError(f"Invalid request: {summary}", fields=fields_) from None
+    except RecursionError:
+        raise ValidationError("The request body is nested too deeply.") from None
+
+
+def _parts(content, where: str, max_image_bytes: int) -> tuple:
+    if isinstance(content, str):
+        return (TextPart(content),)
+    parts = []
+    for i, p in enumerate(content):
+        if p["type"] == "text":
+            parts.append(TextPart(p["text"]))
+            continue
+        url = p["image_url"]["url"].strip()
+        field = f"{where}.{i}.image_url.url"
+        if url.startswith("data:"):
+            mime, raw = decode_data_uri(url, max_image_bytes, where=field)
+            url = to_data_uri(mime, raw) if not url.startswith(f"data:{mime};base64,") else url
+        elif not re.match(r"^https?://[^\s/]+", url, re.I) or len(url) > 8192:
+            raise ImageRejected("Image URLs must be http(s) URLs or data:image/...;base64 URIs.",
+                                fields={field: "not an http(s) or data URI"})
+        parts.append(ImagePart(url, p["image_url"].get("detail")))
+    return tuple(parts)
+
+
+def call_from_body(data: dict, *, request_id: str | None = None, tenant_id: str | None = None,
+                   agent_id: str | None = None, key_id: str | None = None,
+                   max_image_bytes: int = 20 * 1024 * 1024) -> Call:
+    """A validated body -> the internal Call. `messages` then `prompt` (the new user turn)."""
+    messages = []
+    for i, m in enumerate(data.get("messages") or []):
+        role = "system" if m["role"] == "developer" else m["role"]
+        parts = _parts(m["content"], f"messages.{i}.content", max_image_bytes)
+        if role != "user" and any(isinstance(p, ImagePart) for p in parts):
+            raise ValidationError("Images go in user messages.", fields={f"messages.{i}.content": "images only in user messages"})
+        messages.append(Message(role, parts))
+    prompt = data.get("prompt") or data.get("query")
+    if prompt:
+        messages.append(Message("user", (TextPart(prompt),)))
+    if not any(m.role == "user" for m in messages):
+        raise ValidationError("The conversation needs at least one user message (or a prompt).",
+                              fields={"messages": "no user message"})
+    opts = data.get("options") or {}
+    options = Options(temperature=opts.get("temperature"),
+                      max_tokens=opts.get("maxTokens", DEFAULT_MAX_TOKENS),
+                      stop=tuple(opts.get("stop") or ()), timeout_ms=opts.get("timeoutMs"))
+    fmt = None
+    rf = data.get("response_format")
+    if rf and rf["type"] == "json_object":
+        fmt = ResponseFormat("json_object")
+    elif rf and rf["type"] == "json_schema":
+        spec = rf["json_schema"]
+        fmt = ResponseFormat("json_schema", name=spec.get("name", "response"), schema=spec["schema"],
+                             strict=bool(spec.get("strict", False)))
+    return Call(messages=tuple(messages), model=data["model"], options=options, response_format=fmt,
+                task=(data.get("context") or {}).get("task"), fallbacks=tuple(data.get("fallbacks") or ()),
+                tenant_id=tenant_id, agent_id=agent_id, key_id=key_id, request_id=request_id)

@@ -1,0 +1,69 @@
+"""Fixtures built from the app factory; no test sees the developer's own provider keys."""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import jwt
+import pytest
+
+from app import create_app
+
+JWT_SECRET = "test-secret-for-hs256-signing-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("FLOWCALL_") or name.endswith(("_API_KEY", "_BASE_URL")):
+            monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def tenant_id() -> str:
+    return str(uuid.uuid4())
+
+
+@pytest.fixture
+def agent_id() -> str:
+    return str(uuid.uuid4())
+
+
+@pytest.fixture
+def config(tmp_path) -> dict:
+    return {"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp_path / 'flowcall.db'}",
+            "FLOWCALL_JWT_SECRET": JWT_SECRET}
+
+
+@pytest.fixture
+def app(config):
+    app = create_app(config)
+    app.config["TESTING"] = True
+    yield app
+    app.extensions["flowcall"].store.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def api_key(app, tenant_id) -> str:
+    _, plain = app.extensions["flowcall"].store.create_key(tenant_id, name="test")
+    return plain
+
+
+def make_jwt(tenant_id: str | None, *, secret: str = JWT_SECRET, algorithm: str = "HS256",
+             exp_in: int = 300, **claims) -> str:
+    payload = {"sub": "user-1", "exp": int(time.time()) + exp_in, **claims}
+    if tenant_id is not None:
+        payload.setdefault("tenant_id", tenant_id)
+    return jwt.encode(payload, secret, algorithm=algorithm)
+
+
+@pytest.fixture
+def jwt_headers(tenant_id, agent_id) -> dict:
+    return {"Authorization": f"Bearer {make_jwt(tenant_id)}", "x-tenant-id": tenant_id,
+            "x-agent-id": agent_id}
