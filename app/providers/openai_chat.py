@@ -77,8 +77,7 @@ def build_request(call: Call, target) -> Plan:
         body["temperature"] = call.options.temperature_or_default
     elif call.options.temperature is not None:
         warnings.append(f"{model.id} accepts only its default temperature; options.temperature was not sent.")
-    max_field = "max_completion_tokens" if caps.reasoning else provider.max_tokens_field
-    body[max_field] = call.options.max_tokens
+    body[provider.max_tokens_field] = call.options.max_tokens   # Ollama lists only max_tokens
     stops = [s for s in call.options.stop if s]
     if stops and caps.stop:
         limit = min(OPENAI_STOP_LIMIT, caps.stop_limit or OPENAI_STOP_LIMIT)
