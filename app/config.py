@@ -44,6 +44,8 @@ class Settings:
     connect_timeout_s: float = 5.0
     models_file: str | None = None
     routing_preference: str = "balanced"
+    breaker_threshold: int = 5
+    breaker_cooldown_s: float = 30.0
     log_level: str = "INFO"
     environ: Mapping = field(default_factory=dict)   # snapshot for provider keys and base URLs
 
@@ -67,6 +69,8 @@ class Settings:
             connect_timeout_s=_int(env, "FLOWCALL_CONNECT_TIMEOUT_MS", 5_000, 10) / 1000,
             models_file=env.get("FLOWCALL_MODELS_FILE") or None,
             routing_preference=preference,
+            breaker_threshold=_int(env, "FLOWCALL_BREAKER_THRESHOLD", 5, 1),
+            breaker_cooldown_s=_int(env, "FLOWCALL_BREAKER_COOLDOWN_MS", 30_000, 0) / 1000,
             log_level=env.get("FLOWCALL_LOG_LEVEL", "INFO").upper(),
             environ=env,
         )

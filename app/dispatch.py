@@ -52,7 +52,7 @@ class Dispatcher:
         self.catalog = catalog
         self.transport = transport or Transport()
         self.fetch_image = fetch_image
-        self.breaker = breaker or CircuitBreaker(clock=clock)
+        self.breaker = breaker or CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s, clock=clock)
         self.sleep = sleep
         self.clock = clock
 
@@ -68,7 +68,9 @@ class Dispatcher:
                 why = trace.last_error.code if trace.last_error else "error"
                 trace.warnings.append(f"Fell back from {previous} to {candidate.model.id} after {why}.")
             try:
-                completion, target, plan_warnings = self._try_model(call, candidate, deadline, trace)
+                remaining_candidates = len(route.candidates) - index
+                completion, target, plan_warnings = self._try_model(call, candidate, deadline, trace,
+                                                                    remaining_candidates)
             except ProviderError as err:
                 trace.last_error = err
                 if not self._may_fall_back(err) or self.clock() >= deadline:
@@ -102,7 +104,8 @@ class Dispatcher:
         return Target(model=model, provider=provider, base_url=base_url, api_key=key)
 
     # -- one model, with retries -----------------------------------------------------------------
-    def _try_model(self, call: Call, candidate: Resolved, deadline: float, trace: _Trace):
+    def _try_model(self, call: Call, candidate: Resolved, deadline: float, trace: _Trace,
+                   remaining_candidates: int = 1):
         target = self.target(candidate.model)
         adapter = adapter_for(target.provider.format)
         prepared = self._inline_images(call, target)
@@ -117,8 +120,11 @@ class Dispatcher:
                 raise DeadlineExceeded("The call's deadline passed before the provider answered.",
                                        provider=target.provider.name)
             trace.attempts += 1
+            # With fallbacks still to try, one hung attempt may use only its share of the time left,
+            # so a fallback still runs inside the deadline; the last candidate gets all of it.
+            budget = remaining / remaining_candidates if remaining_candidates > 1 else remaining
             try:
-                completion, warnings = self._attempt(adapter, prepared, target, remaining, trace)
+                completion, warnings = self._attempt(adapter, prepared, target, budget, trace)
             except ProviderError as err:
                 if isinstance(err, TRANSIENT) and err.retryable:
                     self.breaker.record_failure(target.provider.name)
@@ -126,6 +132,8 @@ class Dispatcher:
                 attempt += 1
                 if not (isinstance(err, TRANSIENT) and err.retryable) or attempt >= ATTEMPTS_PER_MODEL:
                     raise
+                if isinstance(err, ProviderTimeout) and remaining_candidates > 1:
+                    raise           # a slow model is better replaced than waited for again
                 delay = backoff_delay(attempt - 1, err.retry_after)
                 if self.clock() + delay >= deadline:
                     raise

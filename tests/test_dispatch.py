@@ -81,12 +81,26 @@ def test_exhausted_retries_fall_back_with_a_warning():
 @responses.activate
 def test_timeout_falls_back_within_the_deadline():
     responses.post(OPENAI, body=requests.exceptions.ReadTimeout("slow"))
-    responses.post(OPENAI, body=requests.exceptions.ReadTimeout("slow"))
-    responses.post(OPENAI, body=requests.exceptions.ReadTimeout("slow"))
     responses.post(XAI, json=ok("grok-4.3"))
-    d, _ = make()
+    d, clock = make()
     answer = d.execute(call(fallbacks=("xai.grok-4.3",), options=Options(timeout_ms=25_000)))
-    assert answer.provider == "xai"
+    assert answer.provider == "xai" and clock.slept == []          # no retry of the slow model
+    assert [c.request.url for c in responses.calls] == [OPENAI, XAI]
+
+
+def test_attempt_budget_is_shared_with_the_fallbacks():
+    seen = []
+
+    class Transport:
+        def send(self, request, *, provider, connect_timeout, read_timeout):
+            seen.append((provider, read_timeout))
+            clock.now += read_timeout
+            raise ProviderTimeout("timed out", provider=provider)
+
+    d, clock = make(transport=Transport())
+    with pytest.raises((ProviderTimeout, DeadlineExceeded)):
+        d.execute(call(fallbacks=("xai.grok-4.3",), options=Options(timeout_ms=10_000)))
+    assert seen == [("openai", 5.0), ("xai", 5.0)]
 
 
 @responses.activate

@@ -2,44 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import uuid
-from pathlib import Path
 
 import pytest
 import requests
 
 from conftest import make_jwt
 from fake_provider import FakeProvider
+from service import JWT_SECRET, clean_env, gunicorn, provider_env
 
 pytestmark = pytest.mark.e2e
-ROOT = Path(__file__).resolve().parent.parent
-SECRET = "e2e-secret-0123456789-abcdefghijkl"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """Poll the health route until the server answers (readiness, bounded by a deadline)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gunicorn exited: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError("gunicorn did not become ready")
+SECRET = JWT_SECRET
 
 
 @pytest.fixture(scope="module")
@@ -52,37 +25,11 @@ def fake():
 @pytest.fixture(scope="module")
 def service(fake, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
-    env = {k: v for k, v in os.environ.items()
-           if not (k.startswith("FLOWCALL_") or k.endswith(("_API_KEY", "_BASE_URL")))}
-    env.update({
-        "FLOWCALL_DATABASE_URL": f"sqlite:///{tmp / 'flowcall.db'}",
-        "FLOWCALL_JWT_SECRET": SECRET,
-        "FLOWCALL_ALLOW_PRIVATE_IMAGE_HOSTS": "127.0.0.1",
-        "FLOWCALL_DEFAULT_TIMEOUT_MS": "20000",
-        "OPENAI_API_KEY": "sk-e2e-openai-0123456789", "OPENAI_BASE_URL": f"{fake.url}/openai/v1",
-        "XAI_API_KEY": "xai-e2e-0123456789", "XAI_BASE_URL": f"{fake.url}/xai/v1",
-        "GROQ_API_KEY": "gsk_e2e0123456789", "GROQ_BASE_URL": f"{fake.url}/groq/openai/v1",
-        "OLLAMA_BASE_URL": f"{fake.url}/ollama/v1",
-        "ANTHROPIC_API_KEY": "sk-ant-e2e-0123456789", "ANTHROPIC_BASE_URL": f"{fake.url}/anthropic",
-        "GEMINI_API_KEY": "AIzaE2E-0123456789abcdefghijklmn", "GEMINI_BASE_URL": f"{fake.url}/gemini",
-        "PERPLEXITY_API_KEY": "pplx-e2e-0123456789", "PERPLEXITY_BASE_URL": f"{fake.url}/pplx",
-        "PYTHONPATH": str(ROOT),
-    })
-    tenant = str(uuid.uuid4())
-    created = subprocess.run([sys.executable, "-m", "app.cli", "keys", "create", "--tenant", tenant, "--name", "e2e"],
-                             cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    key = created.stdout.strip().splitlines()[-1]
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "wsgi:app"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, proc)
-        yield {"url": url, "key": key, "tenant": tenant, "env": env}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        proc.stderr.close()
+    env = clean_env({"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp / 'flowcall.db'}", "FLOWCALL_JWT_SECRET": SECRET,
+                     "FLOWCALL_ALLOW_PRIVATE_IMAGE_HOSTS": "127.0.0.1", "FLOWCALL_DEFAULT_TIMEOUT_MS": "20000",
+                     **provider_env(fake.url)})
+    with gunicorn(env) as svc:
+        yield svc
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,83 @@
+"""Start the real service under gunicorn for end-to-end tests, pointed at a fake provider."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+JWT_SECRET = "e2e-secret-0123456789-abcdefghijkl"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def provider_env(fake_url: str) -> dict:
+    """Every provider configured, each under its own path prefix on the fake."""
+    return {
+        "OPENAI_API_KEY": "sk-e2e-openai-0123456789", "OPENAI_BASE_URL": f"{fake_url}/openai/v1",
+        "XAI_API_KEY": "xai-e2e-0123456789", "XAI_BASE_URL": f"{fake_url}/xai/v1",
+        "GROQ_API_KEY": "gsk_e2e0123456789", "GROQ_BASE_URL": f"{fake_url}/groq/openai/v1",
+        "OLLAMA_BASE_URL": f"{fake_url}/ollama/v1",
+        "ANTHROPIC_API_KEY": "sk-ant-e2e-0123456789", "ANTHROPIC_BASE_URL": f"{fake_url}/anthropic",
+        "GEMINI_API_KEY": "AIzaE2E-0123456789abcdefghijklmn", "GEMINI_BASE_URL": f"{fake_url}/gemini",
+        "PERPLEXITY_API_KEY": "pplx-e2e-0123456789", "PERPLEXITY_BASE_URL": f"{fake_url}/pplx",
+    }
+
+
+def clean_env(extra: dict) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not (k.startswith("FLOWCALL_") or k.endswith(("_API_KEY", "_BASE_URL")))}
+    env.update(extra)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Poll the health route until the server answers (readiness, bounded by a deadline)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("gunicorn did not become ready")
+
+
+def create_key(env: dict, tenant: str | None = None) -> tuple[str, str]:
+    tenant = tenant or str(uuid.uuid4())
+    created = subprocess.run([sys.executable, "-m", "app.cli", "keys", "create", "--tenant", tenant, "--name", "e2e"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return created.stdout.strip().splitlines()[-1], tenant
+
+
+@contextmanager
+def gunicorn(env: dict, workers: int = 2, extra_args: tuple = ()):
+    """A running gunicorn with `env`; yields {"url", "key", "tenant", "env", "proc"}."""
+    key, tenant = create_key(env)
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
+                             *extra_args, "wsgi:app"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc)
+        yield {"url": url, "key": key, "tenant": tenant, "env": env, "proc": proc}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+        proc.stderr.close()
