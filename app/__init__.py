@@ -17,6 +17,10 @@ from . import errors, logs
 from .catalog import Catalog, set_catalog
 from .config import Settings
 from .dispatch import Dispatcher
+from .gateway import Gateway
+from .idempotency import Idempotency
+from .ledger import Ledger
+from .quotas import Quotas, make_storage
 from .store import Store
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -28,6 +32,8 @@ class Services:
     catalog: Catalog
     store: Store
     dispatcher: Dispatcher
+    ledger: Ledger
+    gateway: Gateway
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -44,15 +50,18 @@ def create_app(config: dict | None = None) -> Flask:
 
     catalog = Catalog.load(settings.models_file)
     set_catalog(catalog)
-    store = Store(settings.database_url)
+    store = Store(settings.database_url)          # refuses an unmigrated database
     dispatcher = Dispatcher(settings, catalog, fetch_image=_image_fetcher(settings))
-    app.extensions["flowcall"] = Services(settings, catalog, store, dispatcher)
+    ledger = Ledger(store.engine, log_content=settings.log_content)
+    quotas = Quotas(make_storage(store.engine, settings.redis_url), ledger)
+    gateway = Gateway(store, dispatcher, ledger, Idempotency(store.engine), quotas)
+    app.extensions["flowcall"] = Services(settings, catalog, store, dispatcher, ledger, gateway)
 
     errors.init_app(app)
     _init_request_context(app)
 
-    from nodes import agentai, call, health, test_connection
-    for module in (call, agentai, test_connection, health):
+    from nodes import agentai, call, health, test_connection, usage
+    for module in (call, agentai, test_connection, usage, health):
         app.register_blueprint(module.bp)
     return app
 

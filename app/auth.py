@@ -13,7 +13,7 @@ import jwt
 
 from .config import Settings
 from .errors import Forbidden, ServiceUnavailable, Unauthorized, ValidationError
-from .store import Store
+from .store import Limits, Store
 
 HMAC_ALGORITHMS = ("HS256",)
 PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256")
@@ -28,6 +28,7 @@ class Principal:
     key_id: str | None = None
     key_name: str | None = None
     subject: str | None = None
+    limits: Limits = Limits()          # the key's own limits (tenant limits live in the store)
 
 
 def _uuid_header(headers, name: str) -> str:
@@ -99,7 +100,7 @@ def authenticate_api_key(presented: str | None, store: Store) -> Principal:
     if key is None:
         raise Unauthorized("Invalid or revoked API key.", code="invalid_api_key")
     return Principal(tenant_id=key.tenant_id, agent_id=key.agent_id, method="api_key", key_id=key.id,
-                     key_name=key.name)
+                     key_name=key.name, limits=key.limits)
 
 
 def api_key_from_header(headers) -> str | None:

@@ -1,12 +1,14 @@
-"""The `flowcall` command: run the service for development and manage API keys."""
+"""The `flowcall` command: migrate the database, manage keys and tenants, read usage, serve."""
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 import uuid
 
 from .config import Settings
-from .store import Store
+from .db import NotMigrated, make_engine, revisions, upgrade
+from .store import Limits, Store
 
 
 def _uuid(value: str) -> str:
@@ -20,6 +22,31 @@ def _store() -> Store:
     return Store(Settings.from_env().database_url)
 
 
+def _limits(args) -> Limits:
+    return Limits(rpm=args.rpm, tpm=args.tpm, budget_usd=args.budget_usd)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def cmd_db_upgrade(args) -> int:
+    engine = make_engine(Settings.from_env().database_url)
+    before, head = revisions(engine)
+    upgrade(engine)
+    print(f"database at {head}" + (f" (was {before or 'empty'})" if before != head else " (already current)"))
+    engine.dispose()
+    return 0
+
+
+def cmd_db_current(args) -> int:
+    engine = make_engine(Settings.from_env().database_url)
+    current, head = revisions(engine)
+    print(f"current: {current or 'empty'}  head: {head}")
+    engine.dispose()
+    return 0 if current == head else 1
+
+
 def cmd_serve(args) -> int:
     from . import create_app
     create_app().run(host=args.host, port=args.port, threaded=True)
@@ -28,7 +55,7 @@ def cmd_serve(args) -> int:
 
 def cmd_keys_create(args) -> int:
     tenant = args.tenant or str(uuid.uuid4())
-    key, plain = _store().create_key(tenant, args.agent, args.name)
+    key, plain = _store().create_key(tenant, args.agent, args.name, _limits(args))
     print(f"key id:  {key.id}", file=sys.stderr)
     print(f"tenant:  {key.tenant_id}" + ("  (new)" if not args.tenant else ""), file=sys.stderr)
     if key.agent_id:
@@ -40,10 +67,55 @@ def cmd_keys_create(args) -> int:
 
 def cmd_keys_list(args) -> int:
     keys = _store().list_keys(args.tenant)
-    print(f"{'ID':<18}{'TENANT':<38}{'AGENT':<38}{'NAME':<20}{'CREATED':<22}STATE")
+    print(f"{'ID':<18}{'TENANT':<38}{'AGENT':<38}{'NAME':<20}{'CREATED':<21}{'RPM':>7}{'TPM':>9}{'BUDGET':>9}  STATE")
     for k in keys:
+        lim = k.limits
         print(f"{k.id:<18}{k.tenant_id:<38}{(k.agent_id or '-'):<38}{(k.name or '-')[:19]:<20}"
-              f"{k.created_at:%Y-%m-%d %H:%M:%S}   {'revoked' if k.revoked else 'active'}")
+              f"{k.created_at:%Y-%m-%d %H:%M:%S}  {_fmt(lim.rpm):>7}{_fmt(lim.tpm):>9}{_fmt(lim.budget_usd):>9}"
+              f"  {'revoked' if k.revoked else 'active'}")
+    return 0
+
+
+def cmd_keys_set(args) -> int:
+    if _store().set_key_limits(args.id, _limits(args)):
+        print(f"limits of {args.id}: {_limits(args).as_dict()} (other processes see it within 5 s)")
+        return 0
+    print(f"no key with id {args.id}", file=sys.stderr)
+    return 1
+
+
+def cmd_tenants_set(args) -> int:
+    _store().set_tenant_limits(args.tenant, _limits(args))
+    print(f"limits of tenant {args.tenant}: {_limits(args).as_dict()}")
+    return 0
+
+
+def cmd_tenants_list(args) -> int:
+    print(f"{'TENANT':<38}{'RPM':>7}{'TPM':>9}{'BUDGET':>9}")
+    for tenant, lim in _store().list_tenants():
+        print(f"{tenant:<38}{_fmt(lim.rpm):>7}{_fmt(lim.tpm):>9}{_fmt(lim.budget_usd):>9}")
+    return 0
+
+
+def cmd_usage(args) -> int:
+    from .ledger import Ledger, default_range, parse_day
+    store = _store()
+    first, last = default_range()
+    start, end = parse_day(args.from_, first), parse_day(args.to, last)
+    result = Ledger(store.engine).usage(args.tenant, start, end, args.group_by)
+    rows = [{"group": r["group"], **{k: v for k, v in r.items() if k != "group"}} for r in result["groups"]]
+    rows.append({"group": "TOTAL", **result["totals"]})
+    columns = ["group", "calls", "errors", "input_tokens", "output_tokens", "total_tokens", "cost"]
+    if args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        return 0
+    print(f"tenant {args.tenant}, {start:%Y-%m-%d} to {end:%Y-%m-%d}" + (f", by {args.group_by}" if args.group_by else ""))
+    print(f"{'GROUP':<40}{'CALLS':>8}{'ERRORS':>8}{'IN':>12}{'OUT':>12}{'TOTAL':>12}{'COST USD':>14}")
+    for r in rows:
+        print(f"{str(r['group'])[:39]:<40}{r['calls']:>8}{r['errors']:>8}{r['input_tokens']:>12}"
+              f"{r['output_tokens']:>12}{r['total_tokens']:>12}{r['cost']:>14.6f}")
     return 0
 
 
@@ -55,9 +127,19 @@ def cmd_keys_revoke(args) -> int:
     return 1
 
 
+def _limit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--rpm", type=int, help="requests per minute (omit: unlimited)")
+    p.add_argument("--tpm", type=int, help="tokens per minute (omit: unlimited)")
+    p.add_argument("--budget-usd", type=float, help="monthly cost budget in USD (omit: unlimited)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowcall", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database migrations").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply every pending migration").set_defaults(func=cmd_db_upgrade)
+    db.add_parser("current", help="show the database's revision (exit 1 when behind)").set_defaults(func=cmd_db_current)
 
     serve = sub.add_parser("serve", help="run the service (development server; use gunicorn in production)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -69,19 +151,43 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--tenant", type=_uuid, help="tenant UUID (a new one is made when omitted)")
     create.add_argument("--agent", type=_uuid, help="restrict the key to one agent UUID")
     create.add_argument("--name", help="a label for the key")
+    _limit_options(create)
     create.set_defaults(func=cmd_keys_create)
+    setk = keys.add_parser("set", help="replace a key's limits")
+    setk.add_argument("id")
+    _limit_options(setk)
+    setk.set_defaults(func=cmd_keys_set)
     lst = keys.add_parser("list", help="list keys (never the secrets)")
     lst.add_argument("--tenant", type=_uuid)
     lst.set_defaults(func=cmd_keys_list)
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id")
     revoke.set_defaults(func=cmd_keys_revoke)
+
+    tenants = sub.add_parser("tenants", help="tenant limits").add_subparsers(dest="tenants_command", required=True)
+    tset = tenants.add_parser("set", help="replace a tenant's limits")
+    tset.add_argument("tenant", type=_uuid)
+    _limit_options(tset)
+    tset.set_defaults(func=cmd_tenants_set)
+    tenants.add_parser("list", help="tenants with limits").set_defaults(func=cmd_tenants_list)
+
+    usage = sub.add_parser("usage", help="a tenant's usage totals from the ledger")
+    usage.add_argument("--tenant", type=_uuid, required=True)
+    usage.add_argument("--from", dest="from_", help="YYYY-MM-DD (default: first of this month)")
+    usage.add_argument("--to", help="YYYY-MM-DD, exclusive (default: tomorrow)")
+    usage.add_argument("--group-by", choices=["model", "agent", "day", "provider", "key"])
+    usage.add_argument("--csv", action="store_true", help="CSV instead of a table")
+    usage.set_defaults(func=cmd_usage)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except NotMigrated as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

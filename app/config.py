@@ -32,6 +32,8 @@ def _list(env: Mapping, name: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class Settings:
     database_url: str = "sqlite:///flowcall.db"
+    redis_url: str | None = None
+    log_content: bool = False
     jwt_secret: str | None = None
     jwt_public_key: str | None = None
     jwt_issuer: str | None = None
@@ -57,6 +59,8 @@ class Settings:
             raise SystemExit("FLOWCALL_ROUTING_PREFERENCE must be balanced, cost or quality")
         return cls(
             database_url=env.get("FLOWCALL_DATABASE_URL") or "sqlite:///flowcall.db",
+            redis_url=env.get("FLOWCALL_REDIS_URL") or None,
+            log_content=env.get("FLOWCALL_LOG_CONTENT", "") in ("1", "true", "yes"),
             jwt_secret=env.get("FLOWCALL_JWT_SECRET") or None,
             jwt_public_key=env.get("FLOWCALL_JWT_PUBLIC_KEY") or None,
             jwt_issuer=env.get("FLOWCALL_JWT_ISSUER") or None,

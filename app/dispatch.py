@@ -78,7 +78,10 @@ class Dispatcher:
                 continue
             return self._answer(call, route, index, candidate, target, completion, plan_warnings,
                                 trace, start)
-        raise self._final_error(trace, deadline)
+        err = self._final_error(trace, deadline)
+        err.attempts = trace.attempts
+        err.model_id = route.candidates[-1].model.id if trace.attempts else route.candidates[0].model.id
+        raise err
 
     def probe(self, spec: str, timeout_s: float = 15.0) -> float:
         """One minimal real call, no retries, fallbacks or breaker: for credential checks. Seconds."""

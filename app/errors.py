@@ -10,8 +10,11 @@
     ├── Forbidden                     403 forbidden
     ├── NotFound                      404 not_found
     ├── MethodNotAllowed              405 method_not_allowed
+    ├── BudgetExceeded                402 budget_exceeded_key / budget_exceeded_tenant
+    ├── IdempotencyConflict           409 idempotency_in_progress   retryable
+    ├── IdempotencyMismatch           422 idempotency_key_reused
     ├── PayloadTooLarge               413 payload_too_large
-    ├── RateLimited                   429 rate_limited (retry_after)
+    ├── RateLimited                   429 rpm_exceeded_* / tpm_exceeded_* (retry_after)
     ├── ServiceUnavailable            503 (no_provider_configured, auth_not_configured, ...)
     ├── DeadlineExceeded              504 deadline_exceeded
     └── ProviderError                 502 provider_error (provider, upstream_status, retry_after)
@@ -58,6 +61,8 @@ class FlowcallError(Exception):
     status = 500
     code = "internal_error"
     retryable = False
+    attempts = 0            # set by dispatch: provider attempts made before this error
+    model_id: str | None = None
 
     def __init__(self, message: str, *, code: str | None = None, fields: dict | None = None,
                  provider: str | None = None, retryable: bool | None = None, status: int | None = None,
@@ -124,6 +129,22 @@ class NotFound(FlowcallError):
 class MethodNotAllowed(FlowcallError):
     status = 405
     code = "method_not_allowed"
+
+
+class BudgetExceeded(FlowcallError):
+    status = 402
+    code = "budget_exceeded"
+
+
+class IdempotencyConflict(FlowcallError):
+    status = 409
+    code = "idempotency_in_progress"
+    retryable = True
+
+
+class IdempotencyMismatch(FlowcallError):
+    status = 422
+    code = "idempotency_key_reused"
 
 
 class PayloadTooLarge(FlowcallError):
@@ -231,7 +252,7 @@ def init_app(app) -> None:
         body = {"success": False, "error": err.to_dict(), "request_id": getattr(g, "request_id", None)}
         resp = jsonify(body)
         resp.status_code = err.status
-        if err.retry_after is not None and err.status in (429, 503):
+        if err.retry_after is not None and err.status in (409, 429, 503):
             resp.headers["Retry-After"] = str(max(1, int(round(err.retry_after))))
         return resp
 

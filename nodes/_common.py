@@ -1,9 +1,11 @@
-"""What every node does the same way: reach the services, read a body, answer a call."""
+"""What every node does the same way: reach the services, read a body, run a metered call."""
 from __future__ import annotations
 
 from flask import current_app, g, jsonify, request
 
-from app.schemas import answer_to_dict, call_from_body, load, parse_json_body
+from app.auth import api_key_from_header, authenticate_api_key, authenticate_jwt
+from app.idempotency import validate_key
+from app.schemas import call_from_body, load, parse_json_body
 
 
 def services():
@@ -15,16 +17,31 @@ def body_with(schema) -> dict:
     return load(schema, parse_json_body(request.get_data(cache=False)))
 
 
-def execute(data: dict, principal):
-    """Validated call body -> the core -> the answer; records upstream time for the overhead header."""
+def either_auth():
+    """API key (X-Api-Key) when sent, else JWT with tenant headers: for read endpoints."""
     svc = services()
-    call = call_from_body(data, request_id=g.request_id, tenant_id=principal.tenant_id,
-                          agent_id=principal.agent_id, key_id=principal.key_id,
-                          max_image_bytes=svc.settings.max_image_bytes)
-    answer = svc.dispatcher.execute(call)
-    g.upstream_ms = answer.upstream_ms
-    return answer
+    if request.headers.get("X-Api-Key"):
+        return authenticate_api_key(api_key_from_header(request.headers), svc.store)
+    return authenticate_jwt(request.headers, svc.settings)
 
 
-def call_response(answer):
-    return jsonify(answer_to_dict(answer))
+def run_call(principal, endpoint: str, data: dict, render):
+    """A validated call body through the gateway (idempotency, limits, ledger) -> a Flask response."""
+    svc = services()
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        key = validate_key(key.strip())
+
+    def make_call():
+        return call_from_body(data, request_id=g.request_id, tenant_id=principal.tenant_id,
+                              agent_id=principal.agent_id, key_id=principal.key_id,
+                              max_image_bytes=svc.settings.max_image_bytes)
+
+    outcome = svc.gateway.run(principal, endpoint, data, make_call, render, idempotency_key=key)
+    if outcome.answer is not None:
+        g.upstream_ms = outcome.answer.upstream_ms
+    response = jsonify(outcome.body)
+    response.status_code = outcome.status
+    if outcome.replayed:
+        response.headers["Idempotent-Replay"] = "true"
+    return response

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import jwt
 import pytest
@@ -11,6 +14,22 @@ import pytest
 from app import create_app
 
 JWT_SECRET = "test-secret-for-hs256-signing-0123456789"
+_TEMPLATE: Path | None = None
+
+
+def migrated_db_url(directory: Path) -> str:
+    """A fresh SQLite database at the current migration, copied from one migrated once per session."""
+    global _TEMPLATE
+    if _TEMPLATE is None:
+        from app.db import make_engine, upgrade
+        template = Path(tempfile.mkdtemp(prefix="flowcall-template-")) / "template.db"
+        engine = make_engine(f"sqlite:///{template}")
+        upgrade(engine)
+        engine.dispose()
+        _TEMPLATE = template
+    target = Path(directory) / "flowcall.db"
+    shutil.copyfile(_TEMPLATE, target)
+    return f"sqlite:///{target}"
 
 
 @pytest.fixture(autouse=True)
@@ -32,8 +51,7 @@ def agent_id() -> str:
 
 @pytest.fixture
 def config(tmp_path) -> dict:
-    return {"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp_path / 'flowcall.db'}",
-            "FLOWCALL_JWT_SECRET": JWT_SECRET}
+    return {"FLOWCALL_DATABASE_URL": migrated_db_url(tmp_path), "FLOWCALL_JWT_SECRET": JWT_SECRET}
 
 
 @pytest.fixture

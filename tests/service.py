@@ -43,24 +43,26 @@ def clean_env(extra: dict) -> dict:
     return env
 
 
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 30.0) -> None:
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
     """Poll the health route until the server answers (readiness, bounded by a deadline)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"gunicorn exited: {proc.stderr.read().decode()[-2000:]}")
         try:
-            if requests.get(f"{url}/healthz", timeout=1).status_code == 200:
+            if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
                 return
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass                  # not listening yet, or the worker is still booting
         time.sleep(0.05)
     raise RuntimeError("gunicorn did not become ready")
 
 
-def create_key(env: dict, tenant: str | None = None) -> tuple[str, str]:
+def create_key(env: dict, tenant: str | None = None, *limits: str) -> tuple[str, str]:
     tenant = tenant or str(uuid.uuid4())
-    created = subprocess.run([sys.executable, "-m", "app.cli", "keys", "create", "--tenant", tenant, "--name", "e2e"],
+    subprocess.run([sys.executable, "-m", "app.cli", "db", "upgrade"], cwd=ROOT, env=env, capture_output=True,
+                   check=True)
+    created = subprocess.run([sys.executable, "-m", "app.cli", "keys", "create", "--tenant", tenant, "--name", "e2e", *limits],
                              cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     return created.stdout.strip().splitlines()[-1], tenant
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from app import create_app
-from conftest import JWT_SECRET, make_jwt
+from conftest import migrated_db_url, JWT_SECRET, make_jwt
 
 BODY = {"model": "mock.echo", "prompt": "hi"}
 
@@ -85,7 +85,7 @@ def _rsa_pair():
 @pytest.fixture
 def rs_app(tmp_path):
     private, public = _rsa_pair()
-    app = create_app({"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp_path / 'db'}", "FLOWCALL_JWT_PUBLIC_KEY": public,
+    app = create_app({"FLOWCALL_DATABASE_URL": migrated_db_url(tmp_path), "FLOWCALL_JWT_PUBLIC_KEY": public,
                       "FLOWCALL_JWT_ISSUER": "https://auth.example", "FLOWCALL_JWT_AUDIENCE": "flowcall"})
     yield app, private, public
     app.extensions["flowcall"].store.close()
@@ -123,7 +123,7 @@ def test_es256_accepted(tmp_path, tenant_id, agent_id):
     private = ec.generate_private_key(ec.SECP256R1())
     public = private.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    app = create_app({"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp_path / 'db'}", "FLOWCALL_JWT_PUBLIC_KEY": public})
+    app = create_app({"FLOWCALL_DATABASE_URL": migrated_db_url(tmp_path), "FLOWCALL_JWT_PUBLIC_KEY": public})
     token = jwt.encode({"tenant_id": tenant_id, "exp": int(time.time()) + 60}, private, algorithm="ES256")
     headers = {"Authorization": f"Bearer {token}", "x-tenant-id": tenant_id, "x-agent-id": agent_id}
     assert call(app.test_client(), headers).status_code == 200
@@ -131,7 +131,7 @@ def test_es256_accepted(tmp_path, tenant_id, agent_id):
 
 
 def test_jwt_endpoint_without_jwt_config_is_503(tmp_path, tenant_id, agent_id):
-    app = create_app({"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp_path / 'db'}"})
+    app = create_app({"FLOWCALL_DATABASE_URL": migrated_db_url(tmp_path)})
     headers = {"Authorization": f"Bearer {make_jwt(tenant_id)}", "x-tenant-id": tenant_id, "x-agent-id": agent_id}
     assert code(call(app.test_client(), headers)) == (503, "auth_not_configured")
     app.extensions["flowcall"].store.close()

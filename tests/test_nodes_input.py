@@ -6,6 +6,7 @@ import json
 import pytest
 
 from app.images import to_data_uri
+from conftest import migrated_db_url
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(32)
 ERROR_KEYS = {"code", "message", "fields", "provider", "retryable"}
@@ -115,7 +116,7 @@ def test_deep_nesting_inside_valid_json_is_a_400(client, key_headers):
 
 def test_oversize_body_is_413(tmp_path, tenant_id):
     from app import create_app
-    app = create_app({"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp_path / 'db'}", "FLOWCALL_MAX_BODY_BYTES": "2048"})
+    app = create_app({"FLOWCALL_DATABASE_URL": migrated_db_url(tmp_path), "FLOWCALL_MAX_BODY_BYTES": "2048"})
     _, key = app.extensions["flowcall"].store.create_key(tenant_id)
     resp = post(app.test_client(), "/api/v3/llm/public/call", {"model": "mock.echo", "prompt": "x" * 5000},
                 headers={"X-Api-Key": key})

@@ -1,0 +1,13 @@
+"""Alembic environment: runs against the engine flowcall hands it (see app/db.py)."""
+from alembic import context
+
+from app.db import make_engine, metadata
+
+config = context.config
+engine = config.attributes.get("engine") or make_engine(config.get_main_option("sqlalchemy.url"))
+
+with engine.connect() as connection:
+    context.configure(connection=connection, target_metadata=metadata,
+                      render_as_batch=connection.dialect.name == "sqlite")
+    with context.begin_transaction():
+        context.run_migrations()
