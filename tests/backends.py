@@ -1,0 +1,40 @@
+"""The database and counter backends the store suites run on: SQLite always, PostgreSQL and Redis
+when FLOWCALL_TEST_DATABASE_URL / FLOWCALL_TEST_REDIS_URL name them (skipped with a reason otherwise).
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+from sqlalchemy import text
+
+from app.db import make_engine, metadata, upgrade
+from conftest import migrated_db_url
+
+PG_URL = os.environ.get("FLOWCALL_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("FLOWCALL_TEST_REDIS_URL")
+
+DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(
+    not PG_URL, reason="FLOWCALL_TEST_DATABASE_URL is not set (no PostgreSQL to test against)"))]
+COUNTERS = ["sql", pytest.param("redis", marks=pytest.mark.skipif(
+    not REDIS_URL, reason="FLOWCALL_TEST_REDIS_URL is not set (no Redis to test against)"))]
+
+
+def fresh_database_url(kind: str, tmp_path) -> str:
+    """An empty database at the current migration."""
+    if kind == "sqlite":
+        return migrated_db_url(tmp_path)
+    engine = make_engine(PG_URL)
+    with engine.begin() as conn:
+        metadata.drop_all(conn)
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    upgrade(engine)
+    engine.dispose()
+    return PG_URL
+
+
+def flush_redis() -> None:
+    import redis
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    client.close()
