@@ -163,7 +163,8 @@ class Dispatcher:
 
     def _inline_images(self, call: Call, target: Target) -> Call:
         """Providers that cannot fetch URLs get the bytes: we download (SSRF-guarded) and inline."""
-        if target.provider.image_urls or not call.has_images:
+        needs_download = any(isinstance(p, ImagePart) and not p.is_data_uri for m in call.messages for p in m.parts)
+        if target.provider.image_urls or not needs_download:
             return call
         if self.fetch_image is None:
             raise ServiceUnavailable("Image download is not available in this process.")

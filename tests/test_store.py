@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import inspect
 
 from app.auth import Principal
-from app.db import make_engine, metadata, revisions
+from app.db import metadata, revisions
 from app.errors import BudgetExceeded, IdempotencyConflict, IdempotencyMismatch, RateLimited
 from app.idempotency import Idempotency, Replay, body_hash
 from app.ledger import Ledger, Row

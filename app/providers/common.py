@@ -1,6 +1,8 @@
 """Small pure helpers shared by adapters: message shaping and error-body reading."""
 from __future__ import annotations
 
+import json
+
 from ..calls import Message, TextPart
 from ..errors import InvalidProviderResponse
 from ..http import HttpResponse
@@ -47,3 +49,11 @@ def json_object(resp: HttpResponse, provider: str) -> dict:
 
 def int_or_zero(value) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def schema_instruction(fmt) -> str:
+    """The prompt-side half of structured output, for servers without native schema support."""
+    if fmt.type == "json_schema" and fmt.schema is not None:
+        return ("Respond only with a JSON object that matches this JSON Schema, with no other text:\n"
+                + json.dumps(fmt.schema, separators=(",", ":")))
+    return "Respond only with a JSON object, with no other text."

@@ -9,25 +9,16 @@ xAI counts reasoning tokens outside `completion_tokens`; `insufficient_quota` 42
 """
 from __future__ import annotations
 
-import json
 
-from ..calls import Call, Completion, ImagePart, Message, TextPart, Usage
+from ..calls import Call, Completion, Message, TextPart, Usage
 from ..errors import (ContentBlocked, InvalidProviderResponse, ModelNotFound, ProviderAuthFailed,
                       ProviderError, ProviderRateLimited, from_upstream_status, redact)
 from ..http import HttpRequest, HttpResponse, Plan, drop_none, retry_after_seconds
-from .common import int_or_zero, json_object
+from .common import int_or_zero, json_object, schema_instruction
 
 OPENAI_STOP_LIMIT = 4
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter",
            "tool_calls": "tool_calls", "function_call": "tool_calls"}
-
-
-def schema_instruction(fmt) -> str:
-    """The prompt-side half of structured output, for servers without native schema support."""
-    if fmt.type == "json_schema" and fmt.schema is not None:
-        return ("Respond only with a JSON object that matches this JSON Schema, with no other text:\n"
-                + json.dumps(fmt.schema, separators=(",", ":")))
-    return "Respond only with a JSON object, with no other text."
 
 
 def _content(message: Message):

@@ -1,0 +1,290 @@
+"""Google Gemini `generateContent` (Generative Language API v1beta).
+
+Wire facts relied on (../shared/specs/providers.md §2.3, §0.6-0.7, gemini/*.proto, and the real
+pydantic-ai recordings in fixtures/test_google): the key goes in `x-goog-api-key` (never the URL,
+where proxies and logs would keep it); roles are `user`/`model` with system text in
+`systemInstruction`; `stopSequences` takes at most 5; thinking tokens (`thoughtsTokenCount`) are
+counted outside `candidatesTokenCount`; a candidate's `content` may have no `parts` at all when a
+thinking model hits the token limit; a blocked prompt is a 200 with `promptFeedback.blockReason` and
+no candidates; errors are `{"error": {code, message, status, details[]}}` with google.rpc details
+(`RetryInfo.retryDelay`, `QuotaFailure.violations`, `ErrorInfo.reason`).
+"""
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+from ..calls import Call, Completion, ImagePart, Message, TextPart, Usage
+from ..errors import (ContentBlocked, ImageRejected, InvalidProviderResponse, ModelNotFound,
+                      ProviderAuthFailed, ProviderError, ProviderOverloaded, ProviderRateLimited,
+                      ProviderTimeout, from_upstream_status, redact)
+from ..http import HttpRequest, HttpResponse, Plan, retry_after_seconds
+from ..images import split_data_uri
+from . import gemini_schema
+from .common import int_or_zero, json_object, merge_consecutive, split_system
+from .common import schema_instruction
+
+GEMINI_STOP_LIMIT = 5
+JSON_MIME = "application/json"
+
+_ROLES = {"user": "user", "assistant": "model"}
+_FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
+# Finish reasons that mean a filter (safety, recitation, blocklists, Model Armor) withheld the text.
+_FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
+                       "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR"})
+_AUTH_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED"})
+_PER_DAY = re.compile(r"per_?day", re.I)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+# -- request ----------------------------------------------------------------------------------------
+def _part(part, where: str) -> dict:
+    if isinstance(part, TextPart):
+        return {"text": part.text}
+    if isinstance(part, ImagePart) and part.is_data_uri:
+        mime, data = split_data_uri(part.url)
+        return {"inlineData": {"mimeType": mime, "data": data}}
+    # Dispatch inlines URL images for providers with image_urls=false; reaching here is our bug.
+    raise ImageRejected("Gemini takes images only as inline data; this image URL was not downloaded first.",
+                        fields={where: "image URL not inlined before building the Gemini request"})
+
+
+def _contents(messages: tuple[Message, ...]) -> list[dict]:
+    contents = []
+    for i, m in enumerate(messages):
+        parts = [_part(p, f"messages.{i}.content") for p in m.parts] or [{"text": ""}]
+        contents.append({"role": _ROLES[m.role], "parts": parts})
+    return contents
+
+
+def _schema_config(fmt, model, warnings: list[str]) -> dict:
+    """`responseJsonSchema` by default; `responseSchema` only for a model whose catalog entry asks.
+
+    Every recorded structured-output request in fixtures/test_google for gemini-2.0-flash and
+    gemini-2.5-flash (nested models, $defs/$ref, recursive refs, integer enums, anyOf-null,
+    additionalProperties, prefixItems) uses `responseJsonSchema` and got a 200, so current models take
+    JSON Schema directly and keep $ref, nullability and tuples that the OpenAPI subset loses. Only the
+    oldest recording (native_output_multiple, 2.0-flash) used `responseSchema`. The proto in
+    ../shared/specs names the field's JSON form `_responseJsonSchema`; the recordings, google-genai
+    and the google-ai-generativelanguage 0.12.1 protos all use `responseJsonSchema`.
+    """
+    if model.params.get("schema_field") == "responseSchema":
+        field, translated = "responseSchema", gemini_schema.to_response_schema(fmt.schema)
+    else:
+        field, translated = "responseJsonSchema", gemini_schema.to_response_json_schema(fmt.schema)
+    if translated.dropped:
+        warnings.append(
+            "Gemini does not support these JSON Schema keywords, which were left out of the schema sent: "
+            + ", ".join(translated.dropped) + (
+                "; the answer was still validated against the full schema." if fmt.strict else "."))
+    return {"responseMimeType": JSON_MIME, field: translated.schema}
+
+
+def _structured(call: Call, model, warnings: list[str]) -> tuple[dict, str | None]:
+    """(generationConfig entries, extra system instruction) for the call's response_format."""
+    fmt, caps = call.response_format, model.capabilities
+    if fmt is None:
+        return {}, None
+    if fmt.type == "json_schema" and fmt.schema is not None and caps.json_schema:
+        return _schema_config(fmt, model, warnings), None
+    if fmt.type == "json_schema":
+        warnings.append("This model has no native JSON-schema mode: the schema was put in the prompt "
+                        "and the answer validated against it.")
+        instruction = schema_instruction(fmt)
+    else:
+        instruction = None
+    if caps.json_object:
+        return {"responseMimeType": JSON_MIME}, instruction
+    warnings.append("This model has no JSON mode: JSON was asked for in the prompt.")
+    return {}, schema_instruction(fmt)
+
+
+def _stop_sequences(call: Call, model, warnings: list[str]) -> list[str] | None:
+    stops = [s for s in call.options.stop if s]
+    if not stops:
+        return None
+    if not model.capabilities.stop:
+        warnings.append(f"{model.id} does not accept stop sequences; they were enforced on the output instead.")
+        return None
+    limit = min(GEMINI_STOP_LIMIT, model.capabilities.stop_limit or GEMINI_STOP_LIMIT)
+    if len(stops) > limit:
+        warnings.append(f"Gemini accepts at most {limit} stop sequences: the first {limit} were sent and "
+                        "the others enforced on the output.")
+    return stops[:limit]
+
+
+def build_request(call: Call, target) -> Plan:
+    model = target.model
+    warnings: list[str] = []
+    structured, instruction = _structured(call, model, warnings)
+    system, rest = split_system(call.messages)
+    system = "\n\n".join(t for t in (system, instruction) if t)
+
+    config: dict = {}
+    if model.capabilities.temperature:
+        config["temperature"] = call.options.temperature_or_default
+    elif call.options.temperature is not None:
+        warnings.append(f"{model.id} accepts only its default temperature; options.temperature was not sent.")
+    config["maxOutputTokens"] = call.options.max_tokens
+    stops = _stop_sequences(call, model, warnings)
+    if stops:
+        config["stopSequences"] = stops
+    config.update(structured)
+
+    body: dict = {"contents": _contents(merge_consecutive(rest))}
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": system}]}
+    body["generationConfig"] = config
+
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if target.api_key:
+        headers["x-goog-api-key"] = target.api_key
+    url = f"{target.base_url}/v1beta/models/{quote(model.name, safe='-._~')}:generateContent"
+    request = HttpRequest("POST", url, headers=headers, json=body, secrets=target.secrets)
+    return Plan(request=request, warnings=tuple(warnings))
+
+
+# -- answer -----------------------------------------------------------------------------------------
+def _usage(raw) -> Usage:
+    """Gemini counts thinking outside `candidatesTokenCount`; ours includes it in output."""
+    if not isinstance(raw, dict):
+        return Usage()
+    thoughts = int_or_zero(raw.get("thoughtsTokenCount"))
+    return Usage(
+        input_tokens=int_or_zero(raw.get("promptTokenCount")) + int_or_zero(raw.get("toolUsePromptTokenCount")),
+        output_tokens=int_or_zero(raw.get("candidatesTokenCount")) + thoughts,
+        reasoning_tokens=thoughts,
+        cached_input_tokens=int_or_zero(raw.get("cachedContentTokenCount")))
+
+
+def _text(candidate: dict) -> str:
+    content = candidate.get("content")
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list):
+        return ""
+    return "".join(p["text"] for p in parts
+                   if isinstance(p, dict) and isinstance(p.get("text"), str) and not p.get("thought"))
+
+
+def _finish(raw) -> str:
+    if raw is None:
+        return "stop"
+    if raw in _FILTERED:
+        return "content_filter"
+    return _FINISH.get(raw, "other")
+
+
+def _blocked_prompt(body: dict, target, status: int) -> ProviderError:
+    feedback = body.get("promptFeedback") if isinstance(body.get("promptFeedback"), dict) else {}
+    reason = feedback.get("blockReason")
+    if not reason:
+        return InvalidProviderResponse(f"{target.provider.name} answered without candidates.",
+                                       provider=target.provider.name, retryable=True, upstream_status=status)
+    detail = feedback.get("blockReasonMessage")
+    return ContentBlocked(f"Google Gemini blocked the prompt ({reason})" + (f": {detail}" if detail else "."),
+                          provider=target.provider.name, upstream_status=status)
+
+
+def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
+    provider = target.provider.name
+    body = json_object(resp, provider)
+    candidates = body.get("candidates")
+    if not isinstance(candidates, list) or not candidates:
+        if isinstance(body.get("error"), dict):
+            raise parse_error(resp, target)
+        raise _blocked_prompt(body, target, resp.status)
+    candidate = candidates[0]
+    if not isinstance(candidate, dict):
+        raise InvalidProviderResponse(f"{provider} answered with a malformed candidate.", provider=provider,
+                                      retryable=True, upstream_status=resp.status)
+    text = _text(candidate)
+    raw_finish = candidate.get("finishReason")
+    finish = _finish(raw_finish)
+    # A filtered candidate with no text is a refusal, not an answer: an empty 200 would flow on
+    # through a workflow as if the model had said nothing (OpenAI refusals are treated the same way).
+    if finish == "content_filter" and not text:
+        detail = candidate.get("finishMessage")
+        raise ContentBlocked(f"Google Gemini withheld the answer ({raw_finish})" + (f": {detail}" if detail else "."),
+                             provider=provider, upstream_status=resp.status)
+    usage = _usage(body.get("usageMetadata"))
+    warnings = []
+    if finish == "length" and not text:
+        warnings.append("The answer is empty because the token limit was reached"
+                        + (" while the model was thinking" if usage.reasoning_tokens else "")
+                        + ": raise options.maxTokens.")
+    elif finish == "content_filter":
+        warnings.append(f"Gemini stopped the answer early ({raw_finish}); the text is what came before.")
+    model_version = body.get("modelVersion")
+    return Completion(text=text, finish_reason=finish, usage=usage,
+                      model=model_version if isinstance(model_version, str) and model_version else target.model.name,
+                      warnings=tuple(warnings))
+
+
+# -- errors -----------------------------------------------------------------------------------------
+def _error_object(body) -> dict:
+    if isinstance(body, list) and body and isinstance(body[0], dict):   # some Google fronts wrap it
+        body = body[0]
+    err = body.get("error") if isinstance(body, dict) else None
+    return err if isinstance(err, dict) else {}
+
+
+def _details(err: dict, type_suffix: str) -> list[dict]:
+    details = err.get("details")
+    return [d for d in details if isinstance(d, dict) and str(d.get("@type", "")).endswith(type_suffix)] \
+        if isinstance(details, list) else []
+
+
+def _retry_delay(err: dict) -> float | None:
+    for info in _details(err, "google.rpc.RetryInfo"):
+        match = _DURATION.match(str(info.get("retryDelay", "")))
+        if match:
+            return float(match.group(1))
+    return None
+
+
+def _quota_wont_clear(err: dict, message: str) -> bool:
+    """A per-day quota (or a free tier with limit 0) stays exhausted for hours: retrying is waste."""
+    for failure in _details(err, "google.rpc.QuotaFailure"):
+        for v in failure.get("violations") or []:
+            if isinstance(v, dict) and (_PER_DAY.search(str(v.get("quotaId", "")))
+                                        or _PER_DAY.search(str(v.get("quotaMetric", "")))):
+                return True
+    return "limit: 0," in message
+
+
+def parse_error(resp: HttpResponse, target) -> ProviderError:
+    provider = target.provider.name
+    err = _error_object(resp.json())
+    message = err.get("message") if isinstance(err.get("message"), str) else None
+    rpc_status = err.get("status") if isinstance(err.get("status"), str) else None
+    text = message or f"HTTP {resp.status}: {resp.text(200)}"
+    text = redact(f"{target.provider.label} said: {text}", target.secrets)
+    retry_after = _retry_delay(err)
+    if retry_after is None:
+        retry_after = retry_after_seconds(resp.header("retry-after"))
+    reasons = {str(d.get("reason")) for d in _details(err, "google.rpc.ErrorInfo")}
+    error = _classify(resp.status, rpc_status, reasons, err, message or "", text, provider, retry_after)
+    if rpc_status:
+        error.upstream_code = rpc_status
+    return error
+
+
+def _classify(status: int, rpc_status: str | None, reasons: set[str], err: dict, message: str, text: str,
+              provider: str, retry_after: float | None) -> ProviderError:
+    kw = dict(provider=provider, upstream_status=status)
+    if status == 429 or rpc_status == "RESOURCE_EXHAUSTED":
+        if _quota_wont_clear(err, message):
+            return ProviderRateLimited(text, code="provider_quota_exceeded", retryable=False,
+                                       retry_after=retry_after, **kw)
+        return ProviderRateLimited(text, retry_after=retry_after, **kw)
+    if reasons & _AUTH_REASONS or "api key not valid" in message.lower():
+        return ProviderAuthFailed(text, **kw)
+    if rpc_status in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+        return ProviderAuthFailed(text, **kw)
+    if rpc_status == "NOT_FOUND":
+        return ModelNotFound(text, **kw)
+    if rpc_status == "DEADLINE_EXCEEDED":
+        return ProviderTimeout(text, **kw)
+    if rpc_status in ("INTERNAL", "UNAVAILABLE"):
+        return ProviderOverloaded(text, retry_after=retry_after, **kw)
+    return from_upstream_status(status, text, provider=provider, retry_after=retry_after)
