@@ -123,9 +123,10 @@ class Dispatcher:
                 raise DeadlineExceeded("The call's deadline passed before the provider answered.",
                                        provider=target.provider.name)
             trace.attempts += 1
-            # With fallbacks still to try, one hung attempt may use only its share of the time left,
-            # so a fallback still runs inside the deadline; the last candidate gets all of it.
-            budget = remaining / remaining_candidates if remaining_candidates > 1 else remaining
+            # With fallbacks still to try, one hung attempt may use half the time left, so the
+            # fallbacks still run inside the deadline (halving again down the list); the last
+            # candidate gets all of it. A slow but healthy first choice keeps most of the budget.
+            budget = remaining / 2 if remaining_candidates > 1 else remaining
             try:
                 completion, warnings = self._attempt(adapter, prepared, target, budget, trace)
             except ProviderError as err:

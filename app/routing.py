@@ -51,7 +51,8 @@ def route(call: Call, catalog: Catalog, settings: Settings) -> Route:
             resolved = catalog.resolve(spec)
         except ValidationError as err:
             raise ValidationError(err.message, code=err.code, fields={f"fallbacks.{i}": err.message}) from None
-        if resolved.model.id != chosen.model.id and not requirement_gaps(call, resolved.model):
+        configured = settings.is_configured(catalog.providers[resolved.model.provider])
+        if resolved.model.id != chosen.model.id and configured and not requirement_gaps(call, resolved.model):
             fallbacks.append(resolved)
     return Route(candidates=(chosen, *fallbacks), is_auto=False, confidence=1.0,
                  reason=f"{chosen.model.id} was requested" + (
