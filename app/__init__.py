@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from flask import Flask, g, request
 
-from . import errors, logs
+from . import errors, logs, metrics
 from .catalog import Catalog, set_catalog
 from .config import Settings
 from .dispatch import Dispatcher
@@ -51,7 +51,8 @@ def create_app(config: dict | None = None) -> Flask:
     catalog = Catalog.load(settings.models_file)
     set_catalog(catalog)
     store = Store(settings.database_url)          # refuses an unmigrated database
-    dispatcher = Dispatcher(settings, catalog, fetch_image=_image_fetcher(settings))
+    dispatcher = Dispatcher(settings, catalog, fetch_image=_image_fetcher(settings),
+                            observer=metrics.PrometheusObserver())
     ledger = Ledger(store.engine, log_content=settings.log_content)
     quotas = Quotas(make_storage(store.engine, settings.redis_url), ledger)
     gateway = Gateway(store, dispatcher, ledger, Idempotency(store.engine), quotas)
@@ -60,23 +61,21 @@ def create_app(config: dict | None = None) -> Flask:
     errors.init_app(app)
     _init_request_context(app)
 
-    from nodes import agentai, call, health, test_connection, usage
-    for module in (call, agentai, test_connection, usage, health):
+    from nodes import agentai, call, docs, health, me, models, test_connection, usage
+    from nodes import metrics as metrics_node
+    for module in (call, agentai, test_connection, usage, models, me, docs, metrics_node, health):
         app.register_blueprint(module.bp)
+    app.register_blueprint(docs.ui)
     return app
 
 
 def _image_fetcher(settings: Settings):
-    """Imported on first use: most processes never download an image."""
-    fetcher = None
-
-    def fetch(url: str):
-        nonlocal fetcher
-        if fetcher is None:
-            from .image_fetch import make_fetcher
-            fetcher = make_fetcher(settings)
-        return fetcher(url)
-    return fetch
+    """The SSRF-guarded downloader; a malformed allow-list stops the start, not the first image."""
+    from .image_fetch import make_fetcher
+    try:
+        return make_fetcher(settings)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def _init_request_context(app: Flask) -> None:
@@ -92,5 +91,11 @@ def _init_request_context(app: Flask) -> None:
         response.headers["X-Request-Id"] = g.get("request_id", "")
         if "started" in g:
             total_ms = (time.perf_counter() - g.started) * 1000
-            response.headers["X-Flowcall-Overhead-Ms"] = f"{max(0.0, total_ms - g.get('upstream_ms', 0.0)):.3f}"
+            overhead_ms = max(0.0, total_ms - g.get("upstream_ms", 0.0))
+            response.headers["X-Flowcall-Overhead-Ms"] = f"{overhead_ms:.3f}"
+            endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            metrics.record_request(endpoint, response.status_code, overhead_ms / 1000)
+            logs.access(request_id=g.get("request_id"), method=request.method, path=request.path,
+                        status=response.status_code, latency_ms=total_ms, overhead_ms=overhead_ms,
+                        principal=g.get("principal"), answer=g.get("answer"), error_code=g.get("error_code"))
         return response

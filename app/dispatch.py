@@ -17,6 +17,7 @@ from .config import Settings
 from .errors import (DeadlineExceeded, FlowcallError, ProviderError, ProviderOverloaded, ProviderRateLimited,
                      ProviderTimeout, ProviderUnreachable, ServiceUnavailable)
 from .http import HttpResponse
+from .observe import Observer
 from .providers import Target, adapter_for
 from .transport import Transport
 
@@ -46,7 +47,7 @@ def backoff_delay(attempt: int, retry_after: float | None, rng: Callable[[], flo
 class Dispatcher:
     def __init__(self, settings: Settings, catalog: Catalog, transport: Transport | None = None,
                  fetch_image: Callable[[str], tuple[str, bytes]] | None = None,
-                 breaker: CircuitBreaker | None = None,
+                 breaker: CircuitBreaker | None = None, observer: Observer | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self.catalog = catalog
@@ -55,6 +56,7 @@ class Dispatcher:
         self.breaker = breaker or CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s, clock=clock)
         self.sleep = sleep
         self.clock = clock
+        self.observer = observer or Observer()
 
     # -- the public entry point -------------------------------------------------------------------
     def execute(self, call: Call) -> Answer:
@@ -67,6 +69,7 @@ class Dispatcher:
                 previous = route.candidates[index - 1].model.id
                 why = trace.last_error.code if trace.last_error else "error"
                 trace.warnings.append(f"Fell back from {previous} to {candidate.model.id} after {why}.")
+                self.observer.fallback(previous, candidate.model.id)
             try:
                 remaining_candidates = len(route.candidates) - index
                 completion, target, plan_warnings = self._try_model(call, candidate, deadline, trace,
@@ -76,8 +79,10 @@ class Dispatcher:
                 if not self._may_fall_back(err) or self.clock() >= deadline:
                     break
                 continue
-            return self._answer(call, route, index, candidate, target, completion, plan_warnings,
-                                trace, start)
+            answer = self._answer(call, route, index, candidate, target, completion, plan_warnings,
+                                  trace, start)
+            self.observer.completed(answer)
+            return answer
         err = self._final_error(trace, deadline)
         err.attempts = trace.attempts
         err.model_id = route.candidates[-1].model.id if trace.attempts else route.candidates[0].model.id
@@ -111,7 +116,7 @@ class Dispatcher:
                    remaining_candidates: int = 1):
         target = self.target(candidate.model)
         adapter = adapter_for(target.provider.format)
-        prepared = self._inline_images(call, target)
+        prepared = self._inline_images(call, target, deadline)
         attempt = 0
         while True:
             if not self.breaker.allow(target.provider.name):
@@ -132,6 +137,7 @@ class Dispatcher:
             except ProviderError as err:
                 if isinstance(err, TRANSIENT) and err.retryable:
                     self.breaker.record_failure(target.provider.name)
+                    self.observer.circuit(target.provider.name, self.breaker.state(target.provider.name))
                 trace.last_error = err
                 attempt += 1
                 if not (isinstance(err, TRANSIENT) and err.retryable) or attempt >= ATTEMPTS_PER_MODEL:
@@ -142,9 +148,11 @@ class Dispatcher:
                 if self.clock() + delay >= deadline:
                     raise
                 log.info("retrying %s after %s in %.2fs", target.model.id, err.code, delay)
+                self.observer.retry(target.provider.name)
                 self.sleep(delay)
                 continue
             self.breaker.record_success(target.provider.name)
+            self.observer.circuit(target.provider.name, "closed")
             return completion, target, warnings
 
     def _attempt(self, adapter, call: Call, target: Target, remaining: float, trace: _Trace):
@@ -156,14 +164,25 @@ class Dispatcher:
         try:
             resp: HttpResponse = self.transport.send(plan.request, provider=target.provider.name,
                                                      connect_timeout=connect, read_timeout=remaining)
-        finally:
+        except ProviderError as err:
             trace.upstream_s += self.clock() - sent
-        if not 200 <= resp.status < 300:
-            raise adapter.parse_error(resp, target)
-        return adapter.parse_response(resp, call, target), plan.warnings
+            self.observer.attempt(target.provider.name, target.model.id, err.code, self.clock() - sent)
+            raise
+        waited = self.clock() - sent            # parsing below is our time, not the provider's
+        trace.upstream_s += waited
+        try:
+            if not 200 <= resp.status < 300:
+                raise adapter.parse_error(resp, target)
+            completion = adapter.parse_response(resp, call, target)
+        except ProviderError as err:
+            self.observer.attempt(target.provider.name, target.model.id, err.code, waited)
+            raise
+        self.observer.attempt(target.provider.name, target.model.id, "ok", waited)
+        return completion, plan.warnings
 
-    def _inline_images(self, call: Call, target: Target) -> Call:
-        """Providers that cannot fetch URLs get the bytes: we download (SSRF-guarded) and inline."""
+    def _inline_images(self, call: Call, target: Target, deadline: float) -> Call:
+        """Providers that cannot fetch URLs get the bytes: we download (SSRF-guarded) and inline,
+        within the call's deadline."""
         needs_download = any(isinstance(p, ImagePart) and not p.is_data_uri for m in call.messages for p in m.parts)
         if target.provider.image_urls or not needs_download:
             return call
@@ -173,7 +192,8 @@ class Dispatcher:
         messages = []
         for m in call.messages:
             parts = tuple(
-                ImagePart(to_data_uri(*self.fetch_image(p.url)), p.detail)
+                ImagePart(to_data_uri(*self.fetch_image(p.url, total_timeout=max(0.1, deadline - self.clock()))),
+                          p.detail)
                 if isinstance(p, ImagePart) and not p.is_data_uri else p for p in m.parts)
             messages.append(Message(m.role, parts))
         return call.with_messages(tuple(messages))

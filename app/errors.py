@@ -249,6 +249,7 @@ def init_app(app) -> None:
     from werkzeug.exceptions import HTTPException
 
     def envelope(err: FlowcallError):
+        g.error_code = err.code
         body = {"success": False, "error": err.to_dict(), "request_id": getattr(g, "request_id", None)}
         resp = jsonify(body)
         resp.status_code = err.status
@@ -273,7 +274,10 @@ def init_app(app) -> None:
         if mapped is None:
             mapped = FlowcallError(err.description or err.name, status=err.code or 500,
                                    code=(err.name or "error").lower().replace(" ", "_"))
-        return envelope(mapped)
+        resp = envelope(mapped)
+        if err.code == 405 and getattr(err, "valid_methods", None):
+            resp.headers["Allow"] = ", ".join(sorted(err.valid_methods))     # RFC 9110 §15.5.6
+        return resp
 
     @app.errorhandler(Exception)
     def _unexpected(err):

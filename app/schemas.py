@@ -206,6 +206,8 @@ class AgentAiSchema(Schema):
 
 
 class TestConnectionSchema(Schema):
+    __test__ = False    # not a pytest test class
+
     class Meta:
         unknown = RAISE
     provider = StrictString(required=True, validate=validate.Length(min=1, max=64))
@@ -255,6 +257,90 @@ class ErrorResponseSchema(Schema):
     success = fields.Boolean()
     error = fields.Nested(ErrorBody)
     request_id = fields.String(allow_none=True)
+
+
+class AgentAiResponseSchema(Schema):
+    status = fields.Integer()
+    response = fields.String()
+
+
+class TestConnectionResponseSchema(Schema):
+    __test__ = False
+    success = fields.Boolean()
+    provider = fields.String()
+    model = fields.String()
+    latency_ms = fields.Integer(allow_none=True)
+    status = fields.String(metadata={"enum": ["connected", "auth_failed", "unreachable", "rate_limited",
+                                              "model_not_found", "not_configured", "error"]})
+    message = fields.String()
+
+
+class UsageTotalsSchema(Schema):
+    calls = fields.Integer()
+    errors = fields.Integer()
+    input_tokens = fields.Integer()
+    output_tokens = fields.Integer()
+    total_tokens = fields.Integer()
+    cost = fields.Float()
+
+
+class UsageGroupSchema(UsageTotalsSchema):
+    group = fields.String(allow_none=True)
+
+
+class UsageResponseSchema(Schema):
+    success = fields.Boolean()
+    tenant_id = fields.String()
+    start = fields.String(data_key="from")
+    to = fields.String()
+    group_by = fields.String(allow_none=True)
+    totals = fields.Nested(UsageTotalsSchema)
+    groups = fields.List(fields.Nested(UsageGroupSchema))
+
+
+class ModelOutSchema(Schema):
+    id = fields.String()
+    provider = fields.String()
+    name = fields.String()
+    label = fields.String()
+    aliases = fields.List(fields.String())
+    capabilities = fields.Dict(keys=fields.String(), values=fields.Raw())
+    price_input_per_1m = fields.Float(allow_none=True)
+    price_output_per_1m = fields.Float(allow_none=True)
+    context_window = fields.Integer(allow_none=True)
+    max_output_tokens = fields.Integer(allow_none=True)
+    configured = fields.Boolean()
+    status = fields.String()
+    deprecated = fields.Boolean()
+    shutdown = fields.String(allow_none=True)
+    successor = fields.String(allow_none=True)
+
+
+class ModelsResponseSchema(Schema):
+    success = fields.Boolean()
+    count = fields.Integer()
+    models = fields.List(fields.Nested(ModelOutSchema))
+
+
+class LimitsOutSchema(Schema):
+    rpm = fields.Integer(allow_none=True)
+    tpm = fields.Integer(allow_none=True)
+    budget_usd = fields.Float(allow_none=True)
+
+
+class MeResponseSchema(Schema):
+    success = fields.Boolean()
+    tenant_id = fields.String()
+    agent_id = fields.String(allow_none=True)
+    auth = fields.String(metadata={"enum": ["api_key", "jwt"]})
+    key_id = fields.String(allow_none=True)
+    key_name = fields.String(allow_none=True)
+    limits = fields.Nested(LimitsOutSchema)
+    tenant_limits = fields.Nested(LimitsOutSchema)
+
+
+class StatusSchema(Schema):
+    status = fields.String()
 
 
 def answer_to_dict(answer) -> dict:

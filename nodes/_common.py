@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import current_app, g, jsonify, request
 
 from app.auth import api_key_from_header, authenticate_api_key, authenticate_jwt
+from app.errors import ValidationError
 from app.idempotency import validate_key
 from app.schemas import call_from_body, load, parse_json_body
 
@@ -17,17 +18,59 @@ def body_with(schema) -> dict:
     return load(schema, parse_json_body(request.get_data(cache=False)))
 
 
+def boolean(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def one_of(*choices: str):
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+    return parse
+
+
+def query(**parsers) -> dict:
+    """The query string, strictly: known names only, each at most once, each value parsed."""
+    errors = {}
+    for name in request.args:
+        if name not in parsers:
+            errors[name] = "unknown parameter"
+        elif len(request.args.getlist(name)) > 1:
+            errors[name] = "given more than once"
+    values = {}
+    for name, parse in parsers.items():
+        raw = request.args.get(name)
+        if raw is None or name in errors:
+            continue
+        try:
+            values[name] = parse(raw)
+        except ValueError as exc:
+            errors[name] = str(exc)
+    if errors:
+        raise ValidationError("Invalid query: " + "; ".join(f"{k}: {v}" for k, v in errors.items()), fields=errors)
+    return values
+
+
 def either_auth():
     """API key (X-Api-Key) when sent, else JWT with tenant headers: for read endpoints."""
     svc = services()
     if request.headers.get("X-Api-Key"):
-        return authenticate_api_key(api_key_from_header(request.headers), svc.store)
-    return authenticate_jwt(request.headers, svc.settings)
+        g.principal = authenticate_api_key(api_key_from_header(request.headers), svc.store)
+    else:
+        g.principal = authenticate_jwt(request.headers, svc.settings)
+    return g.principal
 
 
 def run_call(principal, endpoint: str, data: dict, render):
     """A validated call body through the gateway (idempotency, limits, ledger) -> a Flask response."""
     svc = services()
+    g.principal = principal
     key = request.headers.get("Idempotency-Key")
     if key is not None:
         key = validate_key(key.strip())
@@ -40,6 +83,7 @@ def run_call(principal, endpoint: str, data: dict, render):
     outcome = svc.gateway.run(principal, endpoint, data, make_call, render, idempotency_key=key)
     if outcome.answer is not None:
         g.upstream_ms = outcome.answer.upstream_ms
+        g.answer = outcome.answer
     response = jsonify(outcome.body)
     response.status_code = outcome.status
     if outcome.replayed:

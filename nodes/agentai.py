@@ -4,7 +4,9 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from app.auth import api_key_from_bearer, authenticate_api_key
-from app.schemas import AgentAiSchema
+from app import examples
+from app.openapi import CALL_ERRORS, doc
+from app.schemas import AgentAiResponseSchema, AgentAiSchema
 
 from ._common import body_with, run_call, services
 
@@ -13,6 +15,9 @@ _schema = AgentAiSchema()
 
 
 @bp.post("/v1/action/invoke_llm")
+@doc(summary="Use GenAI (LLM): the agent.ai action", tags=("calls",), auth="bearer_key",
+     request=AgentAiSchema, response=AgentAiResponseSchema, errors=CALL_ERRORS, idempotent=True,
+     request_example=examples.INVOKE_LLM_REQUEST, response_example=examples.INVOKE_LLM_RESPONSE)
 def invoke_llm():
     principal = authenticate_api_key(api_key_from_bearer(request.headers), services().store)
     data = body_with(_schema)

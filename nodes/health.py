@@ -4,6 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from app.errors import ServiceUnavailable
+from app.openapi import doc
+from app.schemas import StatusSchema
 
 from ._common import services
 
@@ -11,11 +13,14 @@ bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
+@doc(summary="The process is up", tags=("meta",), auth="none", response=StatusSchema)
 def healthz():
     return jsonify({"status": "ok"})
 
 
 @bp.get("/readyz")
+@doc(summary="The process and its store are up", tags=("meta",), auth="none", response=StatusSchema,
+     errors=(503,))
 def readyz():
     try:
         services().store.ping()

@@ -11,7 +11,9 @@ from flask import Blueprint, jsonify, request
 from app.auth import authenticate_jwt
 from app.errors import (FlowcallError, ModelNotFound, ProviderAuthFailed, ProviderRateLimited, ProviderTimeout,
                         ProviderUnreachable, ServiceUnavailable, ValidationError)
-from app.schemas import TestConnectionSchema
+from app import examples
+from app.openapi import doc
+from app.schemas import TestConnectionResponseSchema, TestConnectionSchema
 
 from ._common import body_with, services
 
@@ -40,6 +42,9 @@ def _model_spec(catalog, provider_name: str, model: str | None) -> tuple[str, st
 
 
 @bp.post("/api/v3/llm/test-connection")
+@doc(summary="Test the connection to a provider with one minimal real call", tags=("providers",), auth="jwt",
+     request=TestConnectionSchema, response=TestConnectionResponseSchema, errors=(400, 401, 403, 413, 503),
+     request_example=examples.TEST_CONNECTION_REQUEST, response_example=examples.TEST_CONNECTION_RESPONSE)
 def test_connection():
     svc = services()
     authenticate_jwt(request.headers, svc.settings)

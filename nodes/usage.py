@@ -3,33 +3,33 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from app.errors import ValidationError
 from app.ledger import GROUPS, default_range, parse_day
+from app.openapi import doc
+from app.schemas import UsageResponseSchema
 
-from ._common import either_auth, services
+from ._common import either_auth, one_of, query, services
 
 bp = Blueprint("usage", __name__)
 
 
 @bp.get("/api/v3/llm/usage")
+@doc(summary="The caller's tenant usage totals from the ledger", tags=("account",), auth="either",
+     response=UsageResponseSchema, errors=(400, 401, 403), params=(
+         {"in": "query", "name": "from", "schema": {"type": "string"}, "required": False,
+          "description": "YYYY-MM-DD or ISO timestamp, inclusive (default: first of this month, UTC)"},
+         {"in": "query", "name": "to", "schema": {"type": "string"}, "required": False,
+          "description": "exclusive (default: tomorrow)"},
+         {"in": "query", "name": "group_by", "schema": {"type": "string", "enum": list(GROUPS)}, "required": False}))
 def usage():
     principal = either_auth()
-    unknown = set(request.args) - {"from", "to", "group_by"}
-    if unknown:
-        raise ValidationError(f"Unknown query parameters: {', '.join(sorted(unknown))}.",
-                              fields={name: "unknown parameter" for name in sorted(unknown)})
     first, last = default_range()
-    try:
-        start = parse_day(request.args.get("from"), first)
-        end = parse_day(request.args.get("to"), last)
-    except ValueError:
-        raise ValidationError("from/to must be dates (YYYY-MM-DD) or ISO timestamps.",
-                              fields={"from": "YYYY-MM-DD", "to": "YYYY-MM-DD"}) from None
-    group_by = request.args.get("group_by") or None
-    if group_by is not None and group_by not in GROUPS:
-        raise ValidationError(f"group_by must be one of {', '.join(GROUPS)}.", fields={"group_by": "unknown grouping"})
+    args = query(group_by=one_of(*GROUPS), **{"from": lambda v: parse_day(v, first), "to": lambda v: parse_day(v, last)})
+    start = args.get("from") or parse_day(None, first)
+    end = args.get("to") or parse_day(None, last)
+    group_by = args.get("group_by")
     if end <= start:
         raise ValidationError("to must be after from.", fields={"to": "must be after from"})
     result = services().ledger.usage(principal.tenant_id, start, end, group_by)

@@ -164,7 +164,9 @@ def test_non_vision_model_with_image_names_alternatives(client, key_headers):
 @pytest.mark.parametrize("path, method", [("/api/v3/llm/call", "get"), ("/api/v3/llm/public/call", "put"),
                                           ("/v1/action/invoke_llm", "delete"), ("/healthz", "post")])
 def test_wrong_method_is_405(client, path, method):
-    assert_error(getattr(client, method)(path), 405, "method_not_allowed")
+    resp = getattr(client, method)(path)
+    assert_error(resp, 405, "method_not_allowed")
+    assert resp.headers["Allow"]                  # RFC 9110 requires it (found by schemathesis)
 
 
 def test_unknown_route_is_json_404(client):

@@ -523,7 +523,7 @@ def test_wire_image_by_data_uri():
     responses.post(URL, json=gemini_ok("That is a potato.", usage={
         "candidatesTokenCount": 5, "promptTokenCount": 1817, "totalTokenCount": 1822,
         "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 11}, {"modality": "IMAGE", "tokenCount": 1806}]}))
-    d = dispatcher(fetch_image=lambda url: pytest.fail(f"a data URI was downloaded: {url[:30]}"))
+    d = dispatcher(fetch_image=lambda url, **_: pytest.fail(f"a data URI was downloaded: {url[:30]}"))
     answer = d.execute(Call(messages=(user("What is this vegetable?", ImagePart(PNG_URI)),), model=MODEL))
     assert sent()[2]["contents"] == [{"role": "user", "parts": [
         {"text": "What is this vegetable?"}, {"inlineData": {"mimeType": "image/png", "data": PNG_B64}}]}]
@@ -533,7 +533,7 @@ def test_wire_image_by_data_uri():
 @responses.activate
 def test_wire_image_url_is_downloaded_by_dispatch_and_sent_inline():
     fetched = []
-    d = dispatcher(fetch_image=lambda url: fetched.append(url) or ("image/png", PNG))
+    d = dispatcher(fetch_image=lambda url, **_: fetched.append(url) or ("image/png", PNG))
     responses.post(URL, json=gemini_ok("A square."))
     d.execute(Call(messages=(user("What is this?", ImagePart("https://example.com/a.png")),), model=MODEL))
     assert fetched == ["https://example.com/a.png"]
