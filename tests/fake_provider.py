@@ -17,6 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from app.providers.mock import example_for
 
+PNG_BYTES = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f"
+             b"\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N\x00\x00\x00\x00IEND"
+             b"\xaeB`\x82")
+
 
 def _last_user_text(items, text_of) -> str:
     for item in reversed(items or []):
@@ -161,6 +165,8 @@ class FakeProvider:
                     pass            # the client gave up (a timeout under test): nothing to tell it
 
             def do_GET(self):
+                if self.path == "/img.png":           # an image for URL-download tests
+                    return self._send(200, PNG_BYTES, {"Content-Type": "image/png"})
                 if self.path == "/_fake/requests":
                     with fake.lock:
                         return self._send(200, fake.requests)

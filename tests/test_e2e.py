@@ -205,3 +205,102 @@ def test_unknown_route_and_bad_json_are_json(service):
     r = requests.post(f"{service['url']}/api/v3/llm/public/call", data=b"{not json",
                       headers={"X-Api-Key": service["key"], "Content-Type": "application/json"}, timeout=5)
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+
+
+# -- Anthropic, Gemini, Perplexity: the seed's examples through the real service ----------------------
+NATIVE = [
+    ("anthropic.claude-sonnet-4-6", "/anthropic/v1/messages"),
+    ("google.gemini-3.5-flash", "/gemini/v1beta/models/gemini-3.5-flash:generateContent"),
+    ("perplexity.sonar", "/pplx/v1/agent"),
+]
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"},
+                                           "email": {"type": "string"}},
+          "required": ["name", "age", "email"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize("model, path", NATIVE)
+def test_native_providers_plain(service, fake, model, path):
+    r = _call(service, {"model": model, "prompt": "What is the capital of France?"})
+    assert r.status_code == 200, r.text
+    assert r.json()["response"] == "Echo: What is the capital of France?"
+    [sent] = _received(fake)
+    assert sent["path"] == path
+
+
+@pytest.mark.parametrize("model, path", NATIVE)
+def test_native_providers_structured(service, fake, model, path):
+    r = _call(service, {"model": model, "prompt": "Extract person data from: John Doe, 30 years old, john@email.com",
+                        "options": {"temperature": 0.1, "maxTokens": 200},
+                        "response_format": {"type": "json_schema", "json_schema": {
+                            "name": "person_data", "strict": True, "schema": PERSON}}})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"] == {"name": "example", "age": 0, "email": "example"}
+
+
+@pytest.mark.parametrize("model, path", NATIVE)
+def test_native_providers_stop(service, fake, model, path):
+    r = _call(service, {"model": model, "prompt": "List numbers 1 to 20. Write DONE after number 5.",
+                        "options": {"maxTokens": 500, "stop": ["DONE"]}})
+    assert r.status_code == 200, r.text
+    assert r.json()["response"] == "Echo: List numbers 1 to 20. Write " and r.json()["finish_reason"] == "stop"
+    body = _received(fake)[0]["body"]
+    native = {"anthropic": body.get("stop_sequences"), "google": (body.get("generationConfig") or {}).get("stopSequences"),
+              "perplexity": body.get("stop")}[model.split(".")[0]]
+    assert native == (None if model.startswith("perplexity") else ["DONE"])
+
+
+@pytest.mark.parametrize("model, path", NATIVE)
+def test_native_providers_image_by_url(service, fake, model, path):
+    image_url = f"{fake.url}/img.png"
+    r = _call(service, {"model": model, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "Describe this image."}, {"type": "image_url", "image_url": {"url": image_url}}]}],
+        "options": {"maxTokens": 500}})
+    assert r.status_code == 200, r.text
+    body = json.dumps(_received(fake)[-1]["body"])
+    if model.startswith("google"):                      # Gemini gets the bytes: we downloaded them
+        assert "inlineData" in body and image_url not in body
+    else:
+        assert image_url in body
+
+
+@pytest.mark.parametrize("model", ["anthropic.claude-sonnet-4-6", "google.gemini-3.5-flash"])
+def test_native_providers_image_by_data_uri(service, fake, model):
+    from fake_provider import PNG_BYTES
+    import base64
+    uri = "data:image/png;base64," + base64.b64encode(PNG_BYTES).decode()
+    r = _call(service, {"model": model, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What do you see?"}, {"type": "image_url", "image_url": {"url": uri}}]}]})
+    assert r.status_code == 200, r.text
+    assert base64.b64encode(PNG_BYTES).decode() in json.dumps(_received(fake)[-1]["body"])
+
+
+def test_image_download_refuses_private_hosts_not_allowed(service, fake):
+    r = _call(service, {"model": "google.gemini-3.5-flash", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "http://10.0.0.1/x.png"}}]}]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "image_rejected"
+    assert _received(fake) == []
+
+
+@pytest.mark.parametrize("engine, path", [
+    ("claude_sonnet_4", "/anthropic/v1/messages"), ("claude_opus", "/anthropic/v1/messages"),
+    ("claude_sonnet_35_vision", "/anthropic/v1/messages"),
+    ("gemini-2.5-pro-preview-05-06", "/gemini/v1beta/models/gemini-3.1-pro-preview:generateContent"),
+    ("gemini_15_flash", "/gemini/v1beta/models/gemini-3.5-flash:generateContent"),
+    ("perplexity", "/pplx/v1/agent"),
+])
+def test_agent_ai_aliases_served_by_successors(service, fake, engine, path):
+    r = requests.post(f"{service['url']}/v1/action/invoke_llm", json={"instructions": "What is an AI agent?",
+                                                                      "llm_engine": engine},
+                      headers={"Authorization": f"Bearer {service['key']}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"status": 200, "response": "Echo: What is an AI agent?"}
+    assert _received(fake)[0]["path"] == path
+
+
+def test_auto_routes_through_the_service(service, fake):
+    r = _call(service, {"model": "auto", "prompt": "Summarize this contract", "context": {"task": "summarize"}})
+    assert r.status_code == 200, r.text
+    routing = r.json()["routing"]
+    assert routing["is_auto_routed"] is True and 0 < routing["confidence"] <= 1
+    assert routing["reason"] and routing["fallbacks"] and routing["model_chosen"] not in routing["fallbacks"]
+    assert r.json()["provider"] == routing["model_chosen"].split(".")[0]
