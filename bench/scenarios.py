@@ -1,0 +1,156 @@
+"""What each scenario sends, on each path, and how it loads the server.
+
+Every scenario is measured twice under the same load: `direct` (load generator -> fake provider,
+with the body flowcall itself would send upstream) and `gateway` (load generator -> flowcall
+POST /api/v3/llm/public/call -> fake provider). The difference is what flowcall adds.
+
+Scenario (c), the structured-output batch, is pluggable (`BATCH_DRIVERS`): today `fanout` sends the
+batch as 20 concurrent json_schema calls; `endpoint` sends one POST /api/v3/llm/batch with the 20
+items once that route exists (`--c-mode auto` probes for it).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CALL_PATH = "/api/v3/llm/public/call"
+BATCH_PATH = "/api/v3/llm/batch"
+OPENAI_PATH = "/openai/v1/chat/completions"
+PROMPT = "What is the capital of France?"
+PERSON_SCHEMA = {"type": "object",
+                 "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "email": {"type": "string"}},
+                 "required": ["name", "age", "email"], "additionalProperties": False}
+
+
+@dataclass
+class Load:
+    mode: str                     # closed | open | burst
+    connections: int = 1
+    rate: float = 0.0             # open mode, requests/s
+    burst: int = 0                # burst mode, requests per batch
+    max_requests: int = 1000
+    duration_s: float = 10.0
+    timeout_s: float = 30.0
+    expect: str = ""              # a 2xx body must contain this, else it counts as an error
+
+
+@dataclass
+class Scenario:
+    name: str
+    title: str
+    upstream_ms: int
+    load: Load
+    direct_body: dict
+    gateway_body: dict
+    gateway_path: str = CALL_PATH
+    direct_load: Load | None = None   # when the direct path is loaded differently (batch endpoint)
+    batch_size: int = 0               # c_batch: calls per batch
+    warmup: int = 0               # gateway requests sent before measuring (threads, pools, caches)
+    targets: dict = field(default_factory=dict)
+    note: str = ""
+
+
+def gateway_call(prompt: str = PROMPT, **extra) -> dict:
+    return {"model": "openai.gpt-4o", "prompt": prompt, **extra}
+
+
+def openai_request(content, **extra) -> dict:
+    """The body flowcall sends to OpenAI for gpt-4o (what the direct path sends to the fake)."""
+    return {"model": "gpt-4o", "messages": [{"role": "user", "content": content}], "temperature": 0.7,
+            "max_completion_tokens": 1000, **extra}
+
+
+def structured_bodies() -> tuple[dict, dict]:
+    prompt = "Extract person data from: John Doe, 30 years old, john@email.com"
+    fmt = {"type": "json_schema", "json_schema": {"name": "person_data", "strict": True, "schema": PERSON_SCHEMA}}
+    return (openai_request(prompt, response_format=fmt, temperature=0.1, max_completion_tokens=200),
+            gateway_call(prompt, options={"temperature": 0.1, "maxTokens": 200},
+                         context={"task": "extract_structure"}, response_format=fmt))
+
+
+def image_bodies(megabytes: float) -> tuple[dict, dict]:
+    """A PNG-signed payload of `megabytes` MB as a data URI (flowcall checks types by magic bytes)."""
+    size = int(megabytes * 1024 * 1024)
+    raw = b"\x89PNG\r\n\x1a\n" + random.Random(6).randbytes(size - 8)
+    uri = "data:image/png;base64," + base64.b64encode(raw).decode("ascii")
+    parts = [{"type": "text", "text": "Describe this image."}, {"type": "image_url", "image_url": {"url": uri}}]
+    return openai_request(parts, max_completion_tokens=500), {"model": "openai.gpt-4o",
+                                                              "messages": [{"role": "user", "content": parts}],
+                                                              "options": {"maxTokens": 500}}
+
+
+# -- scenario (c): how a batch is sent ----------------------------------------------------------------
+class FanoutBatch:
+    """A batch as N concurrent single calls (until flowcall has a batch endpoint)."""
+    name = "fanout"
+
+    def configure(self, scn: Scenario, size: int) -> None:
+        scn.batch_size = size
+        scn.load.mode, scn.load.burst = "burst", size
+        scn.load.connections = size
+
+
+class EndpointBatch:
+    """A batch as one POST /api/v3/llm/batch {"items": [call, ...], "concurrency": N}: one request per batch."""
+    name = "endpoint"
+
+    def configure(self, scn: Scenario, size: int) -> None:
+        scn.batch_size = size
+        scn.direct_load = Load("burst", connections=size, burst=size, max_requests=scn.load.max_requests,
+                               duration_s=scn.load.duration_s, timeout_s=scn.load.timeout_s)
+        scn.gateway_path = BATCH_PATH
+        scn.gateway_body = {"items": [scn.gateway_body] * size, "concurrency": size}
+        scn.load.mode, scn.load.burst, scn.load.connections = "closed", 0, 1
+        scn.load.expect = '"failed":0'       # a batch answers 200 even when items fail
+        scn.load.max_requests = max(1, scn.load.max_requests // size)
+        scn.note = "gateway side: one batch request per measurement; direct side: the batch's calls at once"
+
+
+BATCH_DRIVERS = {"fanout": FanoutBatch, "endpoint": EndpointBatch}
+
+
+def build(args) -> list[Scenario]:
+    """The scenarios selected by the command line, with their loads."""
+    n, dur = args.requests, args.duration
+    direct_plain, gw_plain = openai_request(PROMPT), gateway_call()
+    out = {
+        "a_rate": Scenario(
+            "a_rate", f"upstream 0 ms, fixed rate {args.rate:g} requests/s (open loop)", 0,
+            Load("open", connections=args.rate_connections, rate=args.rate,
+                 max_requests=min(n, int(args.rate * dur)) if n else int(args.rate * dur), duration_s=dur),
+            direct_plain, gw_plain, warmup=args.warmup,
+            targets={"added_p50_ms": 1.0, "added_p99_ms": 5.0}),
+        "a_max": Scenario(
+            "a_max", f"upstream 0 ms, maximum throughput, {args.a_concurrency} connections (closed loop)", 0,
+            Load("closed", connections=args.a_concurrency, max_requests=n or 10**7, duration_s=dur),
+            direct_plain, gw_plain, warmup=args.warmup, targets={"gateway_rps": 1500.0}),
+        "b_hold": Scenario(
+            "b_hold", f"upstream {args.b_latency_ms} ms, {args.b_concurrency} concurrent clients (closed loop)",
+            args.b_latency_ms,
+            Load("closed", connections=args.b_concurrency, max_requests=n or 10**7, duration_s=dur,
+                 timeout_s=max(30.0, args.b_latency_ms / 1000 * 5)),
+            direct_plain, gw_plain, warmup=args.b_concurrency if args.warmup else 0,
+            targets={"errors": 0, "added_p99_ms": 50.0, "peak_rss_mb": 400.0}),
+        "c_batch": Scenario(
+            "c_batch", f"structured-output batch of {args.c_size} json_schema calls, upstream {args.c_latency_ms} ms",
+            args.c_latency_ms, Load("burst", max_requests=n or args.c_size * 25, duration_s=dur),
+            *structured_bodies(), warmup=args.warmup),
+        "d_image": Scenario(
+            "d_image", f"{args.d_image_mb:g} MB image (data URI) to openai.gpt-4o, {args.d_concurrency} connections",
+            0, Load("closed", connections=args.d_concurrency, max_requests=n or 40, duration_s=dur),
+            *image_bodies(args.d_image_mb), warmup=min(args.warmup, 4)),
+    }
+    chosen = [out[name] for name in args.scenarios]
+    for scn in chosen:
+        if scn.name == "c_batch":
+            BATCH_DRIVERS[args.c_mode_resolved]().configure(scn, args.c_size)
+    return chosen
+
+
+def write_body(tmp: Path, name: str, body: dict) -> str:
+    path = tmp / f"{name}.json"
+    path.write_text(json.dumps(body, separators=(",", ":")))
+    return str(path)

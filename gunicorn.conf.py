@@ -1,0 +1,101 @@
+"""How gunicorn serves flowcall; read automatically by `gunicorn wsgi:app` run from this directory.
+
+Serving model: gevent workers, one per core, 1,000 connections each (chosen by measurement:
+bench/README.md has the figures and `python -m bench` reproduces them). A flowcall call spends
+nearly all its life waiting on a provider (seconds); greenlets hold 1,000 such waits per process
+for a few kB each, where gthread needs an OS thread per waiting call and, in our runs, used at
+most 1.2 of 2 cores (GIL and lock hand-offs between hundreds of threads) while gevent used all of
+them for twice the throughput.
+
+Every setting can be changed from the environment (or with gunicorn's own flags, which win):
+    WEB_CONCURRENCY               worker processes (default: one per CPU core)
+    FLOWCALL_WORKER_CLASS         gevent (default), gthread or sync
+    FLOWCALL_WORKER_CONNECTIONS   gevent: concurrent requests per worker (default 1000)
+    FLOWCALL_THREADS              gthread: threads per worker (default 500)
+    HOST, PORT                    bind address (default 127.0.0.1:8000; 0.0.0.0:$PORT when only PORT
+                                  is set, as platforms that set PORT expect and gunicorn does itself)
+    FLOWCALL_TIMEOUT              worker silence (s) before the master restarts it (default 30)
+    FLOWCALL_GRACEFUL_TIMEOUT     s a stopping worker gets to finish in-flight calls (default 70)
+    FLOWCALL_KEEPALIVE            s an idle client connection is kept (default 5)
+    FLOWCALL_ACCESS_LOG           set to 1 for gunicorn's access log on stdout (off by default:
+                                  flowcall logs its own request line)
+    FLOWCALL_CONTROL_SOCKET       path of gunicorn's control socket (off by default)
+
+Correctness under gevent (the worker calls gevent.monkey.patch_all() after the fork, before it
+imports the app; nothing here may import the app, requests or urllib3 into the master, and the app
+is not preloaded, so every socket, lock and queue the app creates is cooperative):
+  * requests.Session per provider per process: urllib3's sockets and pool queue are patched, so a
+    greenlet waiting on a provider yields.
+  * The circuit breaker's threading.Lock is patched into a gevent lock; its critical sections never
+    block, so it is never contended across a yield.
+  * SQLAlchemy: the engine is created in create_app, in each worker after the fork (no
+    preload_app), so no connection is ever shared between processes. psycopg 3 (>= 3.1.14) detects
+    gevent and waits cooperatively; redis-py's sockets are patched. SQLite is a C library and does
+    not yield: its queries are short, but a write waiting on another process's write lock blocks
+    the whole worker for the busy-wait (up to tens of ms). That is the price of SQLite with several
+    processes under any worker class (threads sleep there too); use PostgreSQL in production.
+  * gunicorn's `timeout` here means "the event loop did not run for N s" (a CPU-bound or C-blocked
+    greenlet), not "a request took N s": a 60 s provider call never trips it. (For sync workers it
+    is per request; for gthread it is the main thread's heartbeat.)
+"""
+import importlib.util
+import multiprocessing
+import os
+import sys
+
+
+def _int(name, default):
+    raw = os.environ.get(name, "")
+    try:
+        return int(raw) if raw.strip() else default
+    except ValueError:
+        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+worker_class = os.environ.get("FLOWCALL_WORKER_CLASS", "").strip() or "gevent"
+if worker_class == "gevent" and importlib.util.find_spec("gevent") is None:
+    print("gunicorn.conf.py: gevent is not installed (pip install -e .); serving with gthread instead",
+          file=sys.stderr)
+    worker_class = "gthread"
+
+workers = _int("WEB_CONCURRENCY", multiprocessing.cpu_count())
+worker_connections = _int("FLOWCALL_WORKER_CONNECTIONS", 1000)
+# gunicorn turns a sync worker with threads > 1 into gthread: only gthread gets threads.
+threads = _int("FLOWCALL_THREADS", 500) if worker_class == "gthread" else 1
+
+_port = _int("PORT", 8000)
+_host = os.environ.get("HOST", "").strip() or ("0.0.0.0" if os.environ.get("PORT") else "127.0.0.1")
+bind = [f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"]
+backlog = 2048
+
+timeout = _int("FLOWCALL_TIMEOUT", 30)
+graceful_timeout = _int("FLOWCALL_GRACEFUL_TIMEOUT", 70)   # the default call deadline is 60 s
+keepalive = _int("FLOWCALL_KEEPALIVE", 5)
+
+accesslog = "-" if os.environ.get("FLOWCALL_ACCESS_LOG", "") not in ("", "0") else None
+errorlog = "-"
+
+preload_app = False            # each worker builds its own app, engine and sessions after the fork
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None   # heartbeat file off the disk
+
+# gunicorn >= 25 opens a control socket at one fixed path per user, which several instances on a
+# host (tests, a benchmark, two services) would fight over; opt in with a path of your own.
+control_socket = os.environ.get("FLOWCALL_CONTROL_SOCKET", "").strip() or None
+control_socket_disable = control_socket is None
+if control_socket is None:
+    del control_socket
+
+
+def on_starting(server):
+    """Metrics from every worker land in one directory that /metrics aggregates (prometheus-client
+    multiprocess mode); it must be set before any worker imports prometheus_client, and emptied at
+    each start so a restart does not resurrect old counts."""
+    import glob
+    import tempfile
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="flowcall-prometheus-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    os.makedirs(directory, exist_ok=True)
+    for stale in glob.glob(os.path.join(directory, "*.db")):
+        os.remove(stale)
