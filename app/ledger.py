@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
-from sqlalchemy import Date, case, cast, func, select
+from sqlalchemy import Date, bindparam, case, cast, func, select
 
 from .db import ledger
 
@@ -41,14 +41,24 @@ class Ledger:
     def __init__(self, engine, log_content: bool = False):
         self.engine = engine
         self.log_content = log_content
+        # The insert is compiled once: on the hot path, SQLAlchemy's per-statement compilation and
+        # cache-key work cost more than the insert itself (bench/README.md, profile).
+        columns = [c.name for c in ledger.columns if c.name != "id"]
+        compiled = ledger.insert().values({name: bindparam(name) for name in columns}).compile(dialect=engine.dialect)
+        self._sql = str(compiled)
+        self._order = list(compiled.positiontup) if compiled.positional else None
+        self._sqlite = engine.dialect.name == "sqlite"
 
     def write(self, row: Row) -> None:
         values = dict(row.__dict__)
         if not self.log_content:
             values["prompt"] = values["answer"] = None
-        values["created_at"] = datetime.now(timezone.utc)
+        now = datetime.now(timezone.utc)
+        # SQLite stores SQLAlchemy DateTimes as naive UTC text; the driver sees raw parameters here
+        values["created_at"] = now.replace(tzinfo=None).isoformat(" ") if self._sqlite else now
+        params = tuple(values[name] for name in self._order) if self._order else values
         with self.engine.begin() as conn:
-            conn.execute(ledger.insert().values(**values))
+            conn.exec_driver_sql(self._sql, params)
 
     def spent_since(self, since: datetime, *, tenant_id: str | None = None, key_id: str | None = None) -> float:
         """USD spent by a tenant or a key since `since` (budgets)."""

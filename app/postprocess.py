@@ -5,6 +5,7 @@ natively; where the provider already stopped, there is nothing left to cut.
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 
@@ -39,6 +40,11 @@ def _strip_wrappers(text: str) -> str:
     return stripped
 
 
+@functools.lru_cache(maxsize=256)
+def _validator(canonical_schema: str):
+    return jsonschema.Draft202012Validator(json.loads(canonical_schema))
+
+
 def parse_structured(completion: Completion, fmt: ResponseFormat, provider: str) -> object:
     """The parsed JSON for a structured-output call; bad JSON or a strict-schema miss is a 502."""
     if completion.data is not None:
@@ -62,7 +68,7 @@ def parse_structured(completion: Completion, fmt: ResponseFormat, provider: str)
         raise InvalidStructuredOutput("response_format json_object asked for a JSON object; the model "
                                       f"returned a {type(data).__name__}.", provider=provider, retryable=True)
     if fmt.type == "json_schema" and fmt.strict and fmt.schema is not None:
-        validator = jsonschema.Draft202012Validator(fmt.schema)
+        validator = _validator(json.dumps(fmt.schema, sort_keys=True))
         error = jsonschema.exceptions.best_match(validator.iter_errors(data))
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"

@@ -6,6 +6,7 @@ and the mistakes the seed warns about get a pointer to the right field.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -155,10 +156,20 @@ class JsonSchemaSpec(Schema):
         schema = data.get("schema")
         if schema is None:
             return
-        try:
-            jsonschema.Draft202012Validator.check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            raise MarshmallowError({"schema": [f"Not a valid JSON Schema: {exc.message}"]}) from None
+        problem = schema_problem(json.dumps(schema, sort_keys=True))
+        if problem:
+            raise MarshmallowError({"schema": [f"Not a valid JSON Schema: {problem}"]})
+
+
+@functools.lru_cache(maxsize=256)
+def schema_problem(canonical: str) -> str | None:
+    """Why a JSON Schema is invalid (None if it is fine); workflows resend the same schema on every
+    call, so each distinct one is checked once per process."""
+    try:
+        jsonschema.Draft202012Validator.check_schema(json.loads(canonical))
+    except jsonschema.SchemaError as exc:
+        return exc.message
+    return None
 
 
 class ResponseFormatSchema(Schema):

@@ -6,6 +6,7 @@ nothing of providers' formats, and it never retries: dispatch decides that, with
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -16,7 +17,10 @@ from .errors import InvalidProviderResponse, ProviderError, ProviderTimeout, Pro
 from .http import HttpRequest, HttpResponse
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024   # a provider answer larger than this is garbage, not text
-POOL_SIZE = 100
+# Keep-alive connections per provider per worker: as many as calls a worker holds at once
+# (gunicorn.conf.py: 1,000 gevent connections), else every call past the pool opens a new TLS
+# connection and urllib3 discards it afterwards with a warning.
+POOL_SIZE = int(os.environ.get("FLOWCALL_PROVIDER_POOL_SIZE", "1000"))
 
 _EXCEPTIONS = (   # checked in order: the first match wins
     (requests.exceptions.ConnectTimeout, ProviderTimeout, "connecting to {p} timed out"),

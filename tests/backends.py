@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import MetaData
 
-from app.db import make_engine, metadata, upgrade
+from app.db import make_engine, upgrade
 from conftest import migrated_db_url
 
 PG_URL = os.environ.get("FLOWCALL_TEST_DATABASE_URL")
@@ -25,9 +25,10 @@ def fresh_database_url(kind: str, tmp_path) -> str:
     if kind == "sqlite":
         return migrated_db_url(tmp_path)
     engine = make_engine(PG_URL)
-    with engine.begin() as conn:
-        metadata.drop_all(conn)
-        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    with engine.begin() as conn:              # everything in the database, whichever code made it
+        existing = MetaData()
+        existing.reflect(conn)
+        existing.drop_all(conn)
     upgrade(engine)
     engine.dispose()
     return PG_URL
