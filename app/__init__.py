@@ -61,9 +61,9 @@ def create_app(config: dict | None = None) -> Flask:
     errors.init_app(app)
     _init_request_context(app)
 
-    from nodes import agentai, call, docs, health, me, models, test_connection, usage
+    from nodes import agentai, call, docs, health, me, models, openai_compat, test_connection, usage
     from nodes import metrics as metrics_node
-    for module in (call, agentai, test_connection, usage, models, me, docs, metrics_node, health):
+    for module in (call, agentai, test_connection, usage, models, me, docs, metrics_node, health, openai_compat):
         app.register_blueprint(module.bp)
     app.register_blueprint(docs.ui)
     return app

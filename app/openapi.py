@@ -44,14 +44,15 @@ IDEMPOTENCY_HEADER = {"in": "header", "name": "Idempotency-Key", "required": Fal
 
 def doc(*, summary: str, tags: tuple[str, ...], auth: str, request=None, response=None, errors=(),
         request_example=None, response_example=None, params=(), description: str | None = None,
-        response_content_type: str = "application/json", idempotent: bool = False):
+        response_content_type: str = "application/json", idempotent: bool = False,
+        error_schema: str = "Error"):
     """Declare a view's contract for the OpenAPI document (nothing changes at run time)."""
     def attach(view):
         view.__openapi__ = dict(summary=summary, tags=tags, auth=auth, request=request, response=response,
                                 errors=tuple(errors), request_example=request_example,
                                 response_example=response_example, params=tuple(params),
                                 description=description, response_content_type=response_content_type,
-                                idempotent=idempotent)
+                                idempotent=idempotent, error_schema=error_schema)
         return view
     return attach
 
@@ -70,6 +71,11 @@ def build_spec(app) -> dict:
     spec.components.security_scheme("Jwt", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                                             "description": "HS256/RS256/ES256 JWT with exp and a tenant claim"})
     spec.components.schema("Error", schema=ErrorResponseSchema)
+    spec.components.schema("OpenAIError", {
+        "type": "object", "required": ["error"], "description": "OpenAI's error shape (the /v1 OpenAI-compatible routes)",
+        "properties": {"error": {"type": "object", "required": ["message", "type"], "properties": {
+            "message": {"type": "string"}, "type": {"type": "string"},
+            "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}})
 
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         view = app.view_functions.get(rule.endpoint)
@@ -117,6 +123,6 @@ def _operation(meta: dict, rule, app) -> dict:
     responses = {"200": ok}
     for status in meta["errors"]:
         responses[str(status)] = {"description": ERROR_TEXT[status],
-                                  "content": {"application/json": {"schema": "Error"}}}
+                                  "content": {"application/json": {"schema": meta["error_schema"]}}}
     op["responses"] = responses
     return op

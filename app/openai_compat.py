@@ -1,0 +1,451 @@
+"""OpenAI Chat Completions, spoken by flowcall: the request body in, our answer out, errors in
+OpenAI's shape. Pure translation (no Flask, no I/O) for nodes/openai_compat.py.
+
+Shapes from ../shared/specs/openai/openapi.yaml: CreateChatCompletionRequest,
+CreateChatCompletionResponse, CreateChatCompletionStreamResponse, ErrorResponse, ListModelsResponse.
+
+What happens to each request field (anything not listed is a 400 naming the field):
+
+| field | |
+|---|---|
+| `model` | honoured: `provider.model`, an alias, a bare catalog name, or `auto` |
+| `messages` | honoured: roles system, developer (as system), user, assistant; content a string or `text` / `image_url` parts (`prompt_cache_breakpoint` on a part is ignored); `name` and an assistant's `refusal` ignored; `tool`/`function` roles, `tool_calls`, `function_call`, `audio` and other part types: 400 |
+| `temperature` | honoured, 0..2: values above 1 are sent as 1, with a warning (flowcall takes 0..1 on every provider; Anthropic rejects more); absent: flowcall's default 0.7 |
+| `max_completion_tokens`, `max_tokens` | honoured as the output limit (`max_completion_tokens` wins when both differ, with a warning); absent: 4096 (OpenAI's own default is "the model's maximum", which not every provider has; 4096 is accepted by every catalog model) |
+| `stop` | honoured: a string or up to 16 strings, native where the model takes them, else enforced on the output (streams too) |
+| `response_format` | honoured: `text`, `json_object`, `json_schema` {name, schema, strict}; `message.content` is then the parsed JSON re-serialised (fences and chatter removed); streamed, the JSON text goes out as the model writes it and is checked at the end |
+| `stream`, `stream_options.include_usage` | honoured (`include_obfuscation` ignored: no obfuscation is added) |
+| `n` | 1 or null; more: 400 (one answer per call) |
+| `user`, `metadata`, `store`, `seed`, `service_tier`, `prompt_cache_key`, `prompt_cache_options`, `prompt_cache_retention`, `safety_identifier`, `parallel_tool_calls` | ignored silently: bookkeeping or hints that do not change the answer's shape |
+| `top_p`, `presence_penalty`, `frequency_penalty`, `logit_bias`, `reasoning_effort`, `verbosity`, `prediction`, `moderation` | ignored, with a warning unless null or the default (1, 0, 0, empty): not every provider has them |
+| `tools`, `functions` (unless empty), `tool_choice`, `function_call` (unless none/auto), `logprobs: true`, `top_logprobs` > 0, `audio`, `modalities` other than text, `web_search_options` | 400: they ask for an answer flowcall cannot give (it does not run tool calls) |
+| `fallbacks` | flowcall extension: model specs tried in order when the chosen one fails (as on /api/v3/llm/call) |
+| `flowcall` | flowcall extension: `{"task": "<routing hint for auto>", "timeoutMs": <deadline>}` |
+
+Answers: `model` is the catalog id that served the call (`openai.gpt-4o`), which can be sent back
+as `model` and says which provider a fallback or `auto` chose; the provider's own version string,
+cost, routing and warnings are under the extra top-level key `flowcall`. Our finish reason `other`
+is reported as `stop` (OpenAI has no such value), the original under `flowcall.finish_reason`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from marshmallow import RAISE, Schema, fields, validate, validates_schema
+from marshmallow import ValidationError as MarshmallowError
+
+from .errors import FlowcallError, ValidationError
+from .schemas import (MAX_FALLBACKS, MAX_STOP_SEQUENCES, JsonSchemaSpec, Number, PartSchema, StrictString,
+                      WholeNumber, answer_to_dict)
+
+COMPAT_DEFAULT_MAX_TOKENS = 4096
+MAX_TEMPERATURE = 1.0
+
+IGNORED = frozenset({"user", "metadata", "store", "seed", "service_tier", "prompt_cache_key",
+                     "prompt_cache_options", "prompt_cache_retention", "safety_identifier",
+                     "parallel_tool_calls"})
+# Ignored with a warning unless the value is one of these (None: the field was sent as null).
+IGNORED_UNLESS = {"top_p": (None, 1), "presence_penalty": (None, 0), "frequency_penalty": (None, 0),
+                  "logit_bias": (None, {}), "reasoning_effort": (None,), "verbosity": (None,),
+                  "prediction": (None,), "moderation": (None,)}
+_NO_TOOLS = "flowcall does not run tool calls; send the conversation as text."
+# Rejected unless the value is one of these; the message says why.
+REJECTED_UNLESS = {
+    "tools": ((None, []), _NO_TOOLS), "functions": ((None, []), _NO_TOOLS),
+    "tool_choice": ((None, "none", "auto"), _NO_TOOLS), "function_call": ((None, "none", "auto"), _NO_TOOLS),
+    "n": ((None, 1), "flowcall returns one choice per call: n must be 1."),
+    "logprobs": ((None, False), "flowcall does not return log probabilities."),
+    "top_logprobs": ((None, 0), "flowcall does not return log probabilities."),
+    "audio": ((None,), "flowcall answers with text only."),
+    "modalities": ((None, ["text"]), "flowcall answers with text only: modalities must be [\"text\"]."),
+    "web_search_options": ((None,), "flowcall does not add web search; use a perplexity.* model for answers "
+                                    "with search."),
+}
+FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_calls": "tool_calls",
+          "other": "stop"}
+
+
+# -- the request ------------------------------------------------------------------------------------
+class CompatPartSchema(PartSchema):
+    prompt_cache_breakpoint = fields.Raw(allow_none=True)   # a caching hint: accepted, not forwarded
+
+
+class MessageContent(fields.Field):
+    """A string, or a non-empty list of text / image_url parts."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            return value
+        if not isinstance(value, list) or not value:
+            raise MarshmallowError("Must be a string or a non-empty list of parts.")
+        parts, errors = [], {}
+        for i, item in enumerate(value):
+            if not isinstance(item, dict):
+                errors[i] = ["Each part must be an object with a type."]
+                continue
+            try:
+                part = CompatPartSchema().load(item)
+            except MarshmallowError as err:
+                errors[i] = err.messages
+                continue
+            part.pop("prompt_cache_breakpoint", None)
+            parts.append(part)
+        if errors:
+            raise MarshmallowError(errors)
+        return parts
+
+
+class ChatMessageSchema(Schema):
+    class Meta:
+        unknown = RAISE
+    role = StrictString(required=True)
+    content = MessageContent(allow_none=True)
+    name = StrictString()                                   # ignored
+    refusal = StrictString(allow_none=True)                 # ignored: the previous answer's refusal
+    tool_calls = fields.Raw(allow_none=True)
+    function_call = fields.Raw(allow_none=True)
+    audio = fields.Raw(allow_none=True)
+    tool_call_id = fields.Raw(allow_none=True)
+
+    @validates_schema
+    def _supported(self, data, **kwargs):
+        role = data.get("role")
+        if role in ("tool", "function"):
+            raise MarshmallowError({"role": [f"'{role}' messages are not supported: {_NO_TOOLS}"]})
+        if role not in ("system", "developer", "user", "assistant"):
+            raise MarshmallowError({"role": ["Must be one of: system, developer, user, assistant."]})
+        for name in ("tool_calls", "function_call"):
+            if data.get(name):
+                raise MarshmallowError({name: [_NO_TOOLS]})
+        if data.get("audio") is not None:
+            raise MarshmallowError({"audio": ["flowcall takes text and images only."]})
+        if data.get("content") is None and role != "assistant":
+            raise MarshmallowError({"content": ["Required (only an assistant message may omit it)."]})
+
+
+class Stop(fields.Field):
+    """OpenAI's `stop`: one string or a list of them; empty strings say nothing and are dropped."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+            raise MarshmallowError("Must be a string or a list of strings.")
+        items = [s for s in items if s]
+        if len(items) > MAX_STOP_SEQUENCES:
+            raise MarshmallowError(f"At most {MAX_STOP_SEQUENCES} stop sequences.")
+        if any(len(s) > 500 for s in items):
+            raise MarshmallowError("Each stop sequence may have at most 500 characters.")
+        return items
+
+
+class StreamOptionsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+    include_usage = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
+    include_obfuscation = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
+
+
+class CompatJsonSchemaSpec(JsonSchemaSpec):
+    description = StrictString(allow_none=True)
+    strict = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
+
+
+class CompatResponseFormatSchema(Schema):
+    class Meta:
+        unknown = RAISE
+    type = StrictString(required=True, validate=validate.OneOf(["text", "json_object", "json_schema"]))
+    json_schema = fields.Nested(CompatJsonSchemaSpec)
+
+    @validates_schema
+    def _schema_when_needed(self, data, **kwargs):
+        if data.get("type") == "json_schema" and "json_schema" not in data:
+            raise MarshmallowError({"json_schema": [
+                "Required when type is json_schema: {\"name\", \"strict\", \"schema\"}."]})
+
+
+class FlowcallOptionsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+    task = StrictString(validate=validate.Length(min=1, max=64))
+    timeoutMs = WholeNumber(validate=validate.Range(min=100, max=3_600_000))
+
+
+class _HonouredFields(Schema):
+    class Meta:
+        unknown = RAISE
+    model = StrictString(required=True, validate=validate.Length(min=1, max=200))
+    messages = fields.List(fields.Nested(ChatMessageSchema), required=True, validate=validate.Length(min=1))
+    temperature = Number(allow_none=True, validate=validate.Range(min=0, max=2))
+    max_tokens = WholeNumber(allow_none=True, validate=validate.Range(min=1, max=1_000_000))
+    max_completion_tokens = WholeNumber(allow_none=True, validate=validate.Range(min=1, max=1_000_000))
+    stop = Stop(allow_none=True)
+    stream = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
+    stream_options = fields.Nested(StreamOptionsSchema, allow_none=True)
+    response_format = fields.Nested(CompatResponseFormatSchema, allow_none=True)
+    fallbacks = fields.List(StrictString(validate=validate.Length(min=1, max=200)),
+                            validate=validate.Length(max=MAX_FALLBACKS), allow_none=True)
+    flowcall = fields.Nested(FlowcallOptionsSchema, allow_none=True)
+
+
+# The fields flowcall ignores or refuses are declared too (checked by _apply_policy), so that only
+# fields OpenAI does not have are unknown.
+ChatCompletionRequestSchema = type("ChatCompletionRequestSchema", (_HonouredFields,), {
+    "__doc__": "POST /v1/chat/completions; the module docstring's table says what happens to each field.",
+    **{name: fields.Raw(allow_none=True) for name in sorted({*IGNORED, *IGNORED_UNLESS, *REJECTED_UNLESS})}})
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    body: dict                          # a flowcall call body (CallSchema's shape) for call_from_body
+    stream: bool
+    include_usage: bool
+    warnings: tuple[str, ...] = ()
+
+
+def _is_one_of(value, allowed) -> bool:
+    """Equality that never takes a boolean for a number (True == 1 in Python)."""
+    return any(value is None if a is None else
+               (isinstance(value, bool) == isinstance(a, bool) and value == a) for a in allowed)
+
+
+def _apply_policy(data: dict) -> list[str]:
+    """Refuse what flowcall cannot answer; say what it ignores. Returns the warnings."""
+    errors = {name: why for name, (allowed, why) in REJECTED_UNLESS.items()
+              if name in data and not _is_one_of(data[name], allowed)}
+    if errors:
+        summary = "; ".join(f"{k}: {v}" for k, v in errors.items())
+        raise ValidationError(f"Unsupported request: {summary}", fields=errors)
+    return [f"{name} is not supported by flowcall and was ignored." for name, allowed in IGNORED_UNLESS.items()
+            if name in data and not _is_one_of(data[name], allowed)]
+
+
+UNKNOWN_FIELD = "Unknown field: not an OpenAI Chat Completions field flowcall accepts."
+
+
+def _flatten(messages, prefix: str = "") -> dict[str, str]:
+    """marshmallow's nested errors -> {"dotted.path": "message"}, like app.schemas.flatten_errors but
+    without its hints, which point at flowcall's own body (`task` -> "use context.task")."""
+    if isinstance(messages, dict):
+        out: dict[str, str] = {}
+        for key, value in messages.items():
+            out.update(_flatten(value, prefix if key == "_schema" else f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        text = " ".join(messages)
+        return {prefix or "body": UNKNOWN_FIELD if text == "Unknown field." else text}
+    if isinstance(messages, list):
+        return {k: v for m in messages for k, v in _flatten(m, prefix).items()}
+    return {prefix or "body": str(messages)}
+
+
+def load_request(body: dict) -> dict:
+    """The body validated by its schema; errors are a 400 with dotted field paths."""
+    try:
+        return ChatCompletionRequestSchema().load(body)
+    except MarshmallowError as err:
+        fields_ = _flatten(err.messages)
+        summary = "; ".join(f"{k}: {v}" for k, v in list(fields_.items())[:5])
+        raise ValidationError(f"Invalid request: {summary}", fields=fields_) from None
+    except RecursionError:
+        raise ValidationError("The request body is nested too deeply.") from None
+
+
+def _message(m: dict) -> dict:
+    content = m.get("content")
+    return {"role": m["role"], "content": "" if content is None else content}
+
+
+def _options(data: dict, warnings: list[str]) -> dict:
+    options: dict = {}
+    temperature = data.get("temperature")
+    if temperature is not None:
+        if temperature > MAX_TEMPERATURE:
+            warnings.append(f"temperature {temperature} was sent as {MAX_TEMPERATURE:g}: flowcall takes 0..1 on "
+                            "every provider.")
+            temperature = MAX_TEMPERATURE
+        options["temperature"] = temperature
+    limit, legacy = data.get("max_completion_tokens"), data.get("max_tokens")
+    if limit is not None and legacy is not None and limit != legacy:
+        warnings.append(f"max_tokens {legacy} and max_completion_tokens {limit} differ; max_completion_tokens "
+                        "was used.")
+    options["maxTokens"] = next((v for v in (limit, legacy) if v is not None), COMPAT_DEFAULT_MAX_TOKENS)
+    if data.get("stop"):
+        options["stop"] = data["stop"]
+    extension = data.get("flowcall") or {}
+    if "timeoutMs" in extension:
+        options["timeoutMs"] = extension["timeoutMs"]
+    return options
+
+
+def _response_format(rf: dict | None) -> dict | None:
+    if not rf or rf["type"] == "text":
+        return None
+    if rf["type"] == "json_object":
+        return {"type": "json_object"}
+    spec = rf["json_schema"]
+    return {"type": "json_schema", "json_schema": {"name": spec.get("name") or "response",
+                                                   "strict": bool(spec.get("strict")), "schema": spec["schema"]}}
+
+
+def parse_request(body: dict) -> ChatRequest:
+    """A Chat Completions body -> a flowcall call body, plus what was changed on the way."""
+    data = load_request(body)
+    warnings = _apply_policy(data)
+    flowcall_body: dict = {"model": data["model"], "messages": [_message(m) for m in data["messages"]],
+                           "options": _options(data, warnings)}
+    task = (data.get("flowcall") or {}).get("task")
+    if task:
+        flowcall_body["context"] = {"task": task}
+    fmt = _response_format(data.get("response_format"))
+    if fmt:
+        flowcall_body["response_format"] = fmt
+    if data.get("fallbacks"):
+        flowcall_body["fallbacks"] = data["fallbacks"]
+    stream = bool(data.get("stream"))
+    include_usage = stream and bool((data.get("stream_options") or {}).get("include_usage"))
+    return ChatRequest(body=flowcall_body, stream=stream, include_usage=include_usage, warnings=tuple(warnings))
+
+
+# -- the answer -------------------------------------------------------------------------------------
+def completion_id(request_id: str | None) -> str:
+    return f"chatcmpl-{request_id or 'unknown'}"
+
+
+def usage_body(usage) -> dict:
+    return {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
+            "total_tokens": usage.total_tokens,
+            "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+            "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens}}
+
+
+def extension(answer, warnings=()) -> dict:
+    """What OpenAI's shape has no place for, under one extra key."""
+    flat = answer_to_dict(answer)
+    return {"request_id": flat["request_id"], "provider": flat["provider"], "provider_model": flat["model"],
+            "finish_reason": flat["finish_reason"], "cost": flat["cost"], "latency_ms": flat["latency_ms"],
+            "routing": flat["routing"], "warnings": list(dict.fromkeys([*warnings, *flat["warnings"]]))}
+
+
+def completion_body(answer, *, created: int, structured: bool, warnings=()) -> dict:
+    """CreateChatCompletionResponse. With response_format, the content is the parsed JSON itself."""
+    content = json.dumps(answer.data, ensure_ascii=False) if structured else answer.text
+    return {"id": completion_id(answer.request_id), "object": "chat.completion", "created": created,
+            "model": answer.routing.model_chosen,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None,
+                                                 "annotations": []},
+                         "logprobs": None, "finish_reason": FINISH.get(answer.finish_reason, "stop")}],
+            "usage": usage_body(answer.usage), "flowcall": extension(answer, warnings)}
+
+
+def sse(payload) -> str:
+    """One event. ASCII JSON, as jsonify sends: a lone surrogate in model text (a JSON escape split
+    by a provider) then cannot break the stream's UTF-8 encoding halfway through."""
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n"
+
+
+DONE = sse("[DONE]")
+
+
+class ChunkWriter:
+    """CreateChatCompletionStreamResponse events for one streamed answer, as `data:` lines: a first
+    chunk with the role, content chunks, a chunk with finish_reason, the usage chunk when
+    stream_options.include_usage asked for it (then every other chunk has `usage: null`, as OpenAI
+    sends), then [DONE]. The `flowcall` extension rides on the last chunk before [DONE]."""
+
+    def __init__(self, completion_id_: str, created: int, model: str, include_usage: bool):
+        self.base = {"id": completion_id_, "object": "chat.completion.chunk", "created": created, "model": model}
+        self.include_usage = include_usage
+
+    def _chunk(self, choices: list, **extra) -> str:
+        body = {**self.base, "choices": choices}
+        if self.include_usage:
+            body["usage"] = None
+        body.update(extra)
+        return sse(body)
+
+    @staticmethod
+    def _choice(delta: dict, finish_reason=None) -> dict:
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+
+    def role(self) -> str:
+        return self._chunk([self._choice({"role": "assistant", "content": "", "refusal": None})])
+
+    def content(self, text: str) -> str:
+        return self._chunk([self._choice({"content": text})])
+
+    def finish(self, finish_reason: str, flowcall: dict) -> str:
+        extra = {} if self.include_usage else {"flowcall": flowcall}
+        return self._chunk([self._choice({}, FINISH.get(finish_reason, "stop"))], **extra)
+
+    def usage(self, usage, flowcall: dict) -> str:
+        return self._chunk([], usage=usage_body(usage), flowcall=flowcall)
+
+    def answer(self, answer, warnings=()) -> list[str]:
+        """The closing events of a finished answer: finish, usage if asked for, [DONE]."""
+        ext = extension(answer, warnings)
+        events = [self.finish(answer.finish_reason, ext)]
+        if self.include_usage:
+            events.append(self.usage(answer.usage, ext))
+        return [*events, DONE]
+
+
+def replay_events(stored: dict, include_usage: bool) -> list[str]:
+    """A stored (idempotent) completion, streamed again as one content chunk."""
+    writer = ChunkWriter(stored["id"], stored["created"], stored["model"], include_usage)
+    choice = stored["choices"][0]
+    events = [writer.role()]
+    if choice["message"]["content"]:
+        events.append(writer.content(choice["message"]["content"]))
+    extra = {} if include_usage else {"flowcall": stored.get("flowcall")}
+    events.append(writer._chunk([writer._choice({}, choice["finish_reason"])], **extra))
+    if include_usage:
+        events.append(writer._chunk([], usage=stored["usage"], flowcall=stored.get("flowcall")))
+    return [*events, DONE]
+
+
+# -- errors -----------------------------------------------------------------------------------------
+_ERROR_TYPES = {401: "authentication_error", 402: "insufficient_quota", 403: "permission_error",
+                404: "not_found_error", 409: "conflict_error", 429: "rate_limit_error"}
+
+
+def error_type(status: int) -> str:
+    if status in _ERROR_TYPES:
+        return _ERROR_TYPES[status]
+    return "invalid_request_error" if status < 500 else "server_error"
+
+
+def error_body(err: FlowcallError, request_id: str | None = None) -> dict:
+    """ErrorResponse: {"error": {message, type, param, code}}; `param` is the first field at fault.
+    SDKs keep the whole object, so flowcall's own details ride along under `flowcall`."""
+    return {"error": {"message": err.message, "type": error_type(err.status),
+                      "param": next(iter(err.fields), None), "code": err.code,
+                      "flowcall": {"retryable": err.retryable, "provider": err.provider, "fields": err.fields,
+                                   "request_id": request_id}}}
+
+
+def error_headers(err: FlowcallError) -> dict:
+    """`x-should-retry` is what OpenAI's SDKs obey before their own status rules, so a 502 that
+    retrying cannot fix (a provider's auth failure) is not sent again."""
+    headers = {"x-should-retry": "true" if err.retryable else "false"}
+    if err.retry_after is not None and err.status in (409, 429, 503):
+        headers["Retry-After"] = str(max(1, int(round(err.retry_after))))
+    return headers
+
+
+# -- models -----------------------------------------------------------------------------------------
+AUTO_MODEL = {"id": "auto", "object": "model", "created": 0, "owned_by": "flowcall", "shutdown_date": None}
+
+
+def model_object(model) -> dict:
+    """Model: `created` is 0 (the catalog records no release dates)."""
+    return {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider,
+            "shutdown_date": model.shutdown}
+
+
+def model_list(catalog, settings) -> dict:
+    """ListModelsResponse: `auto` and every model that is not retired, of providers configured here."""
+    models = [model_object(m) for m in catalog.models.values()
+              if m.status != "retired" and settings.is_configured(catalog.providers[m.provider])]
+    return {"object": "list", "data": [AUTO_MODEL, *models]}

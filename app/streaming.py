@@ -1,0 +1,404 @@
+"""Streamed calls: the same routing, retries, fallbacks, breaker, deadline, limits and ledger as a
+whole call, with the answer handed on piece by piece.
+
+The line between retrying and not is the first byte the client gets. Opening a candidate's stream
+reads it up to the first text the client may see (after the stop guard); any failure until then
+is retried or falls back exactly as `Dispatcher.execute` does for a whole call, and the client has
+been sent nothing, so a failure there is still a plain HTTP error. After it, a provider failure
+cannot be taken back: the stream ends with an error, and the ledger row keeps the tokens known.
+
+Stop sequences are enforced on the stream as `app.postprocess.enforce_stop` does on a whole answer:
+text that may be the start of a stop sequence is held back until the next delta settles it, so a
+stop string split across deltas is never sent. After a cut the provider's stream is still read to
+its end (text discarded) for its usage, so the ledger counts what the provider bills.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Callable, Iterator
+
+from . import postprocess
+from .calls import Answer, Call, Completion, Usage
+from .dispatch import TRANSIENT, Dispatcher
+from .errors import FlowcallError, ProviderError
+from .http import HttpResponse
+from .idempotency import Replay, body_hash
+from .ledger import Row
+from .providers.streams import SseDecoder, broke_off, build_stream_request, parser_for
+from .stream_transport import LineStream, StreamTransport
+
+log = logging.getLogger(__name__)
+
+
+class StopGuard:
+    """A stream's stop sequences, cut exactly where `postprocess.enforce_stop` would cut the whole
+    text: text is sent only once no stop sequence can still begin in it."""
+
+    def __init__(self, stops: tuple[str, ...]):
+        self.stops = tuple(s for s in stops if s)
+        self.longest = max(map(len, self.stops), default=0)
+        self.pending = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        """The part of `text` (after what was held back) that is safe to send now."""
+        if self.stopped:
+            return ""
+        if not self.stops:
+            return text
+        buffer = self.pending + text
+        cut = self._earliest(buffer)
+        if cut is not None and not self._may_begin_before(buffer, cut):
+            self.stopped, self.pending = True, ""
+            return buffer[:cut]
+        # Beyond this point a stop sequence may still be completing with the next delta.
+        safe = max(0, len(buffer) - (self.longest - 1))
+        if cut is not None:
+            safe = min(safe, cut)
+        self.pending = buffer[safe:]
+        return buffer[:safe]
+
+    def flush(self) -> str:
+        """The end of the stream: what was held back, cut at a stop sequence if it holds one."""
+        text, cut = postprocess.enforce_stop(self.pending, self.stops)
+        self.pending = ""
+        self.stopped = self.stopped or cut
+        return text
+
+    def _earliest(self, buffer: str) -> int | None:
+        found = [i for i in (buffer.find(s) for s in self.stops) if i >= 0]
+        return min(found) if found else None
+
+    def _may_begin_before(self, buffer: str, cut: int) -> bool:
+        """Could a longer stop sequence start before `cut` and complete with text still to come?"""
+        for start in range(max(0, len(buffer) - self.longest + 1), cut):
+            tail = buffer[start:]
+            if any(len(s) > len(tail) and s.startswith(tail) for s in self.stops):
+                return True
+        return False
+
+
+class ProviderStream:
+    """One provider's answer as it arrives: events through the format's parser, text through the
+    stop guard, ready pieces queued for the client."""
+
+    def __init__(self, target, parser, lines: LineStream | None, guard: StopGuard):
+        self.target = target
+        self.parser = parser
+        self.lines = lines
+        self.guard = guard
+        self.ready: deque[str] = deque()
+        self.sent: list[str] = []
+        self.finish: str | None = None
+        self.usage: Usage | None = None
+        self.model: str | None = None
+        self.provider_done = False
+        self.finished = False
+        self.usage_incomplete = False
+        self.cost: float | None = None
+        self.data = None
+        self.warnings: tuple[str, ...] = ()
+        self._events = self._read_events() if lines is not None else iter(())
+
+    @classmethod
+    def whole(cls, completion: Completion, target, guard: StopGuard) -> "ProviderStream":
+        """A whole answer (a format streamed as one piece, or a server that ignored stream: true)."""
+        stream = cls(target, None, None, guard)
+        stream.cost, stream.data, stream.warnings = completion.cost, completion.data, completion.warnings
+        stream._apply(completion.text, completion.finish_reason, completion.usage, completion.model)
+        stream.provider_done = True
+        stream._end()
+        return stream
+
+    def fill(self) -> None:
+        """Read until there is text to send, or the answer is over."""
+        while not self.ready and not self.finished:
+            self._step()
+
+    def next_piece(self) -> str | None:
+        self.fill()
+        return self.ready.popleft() if self.ready else None
+
+    def close(self) -> None:
+        if self.lines is not None:
+            self.lines.close()
+
+    def completion(self) -> Completion:
+        text = "".join(self.sent)
+        finish = "stop" if self.guard.stopped else (self.finish or "stop")
+        warnings = list(self.warnings)
+        if self.usage_incomplete:
+            warnings.append("The provider's stream failed after the stop sequence was reached; "
+                            "usage may be incomplete.")
+        if finish == "length" and not text:
+            warnings.append("The answer is empty because the token limit was reached: raise max_tokens.")
+        return Completion(text=text, finish_reason=finish, usage=self.usage or Usage(),
+                          model=self.model or self.target.model.name, data=self.data, cost=self.cost,
+                          warnings=tuple(warnings))
+
+    def _read_events(self):
+        decoder = SseDecoder()
+        for line in self.lines:
+            event = decoder.feed(line)
+            if event is not None:
+                yield event
+        event = decoder.flush()
+        if event is not None:
+            yield event
+
+    def _step(self) -> None:
+        try:
+            event = next(self._events, None)
+            if event is None:
+                self._end()
+                return
+            delta = self.parser.feed(event)
+        except ProviderError:
+            if not self.guard.stopped:
+                raise
+            # The answer was complete at the stop sequence; only the usage read-out failed.
+            self.usage_incomplete = self.provider_done = True
+            self._end()
+            return
+        self._apply(delta.text, delta.finish_reason, delta.usage, delta.model)
+        if delta.done:
+            self.provider_done = True
+            self._end()
+
+    def _apply(self, text: str, finish: str | None, usage: Usage | None, model: str | None) -> None:
+        if text:
+            self._queue(self.guard.feed(text))
+        if finish:
+            self.finish = finish
+        if usage is not None:
+            self.usage = usage
+        if model:
+            self.model = model
+
+    def _queue(self, text: str) -> None:
+        if text:
+            self.ready.append(text)
+            self.sent.append(text)
+
+    def _end(self) -> None:
+        if self.finished:
+            return
+        if not (self.provider_done or self.finish):
+            raise broke_off(self.target)
+        self._queue(self.guard.flush())
+        self.finished = True
+        if self.lines is not None:
+            self.lines.close(drain=self.provider_done)
+        if self.parser is not None:
+            self.parser.check_end("".join(self.sent))
+
+
+class StreamingDispatcher(Dispatcher):
+    """`Dispatcher.execute` with one attempt redefined: open the candidate's stream and read it up to
+    the first text (`_attempt`); what execute returns is then an `OpenStream` (`_answer`). The
+    breaker and transport are the whole-call dispatcher's own, so both kinds of call share them."""
+
+    def __init__(self, base: Dispatcher, streams: StreamTransport | None = None):
+        super().__init__(base.settings, base.catalog, transport=base.transport, fetch_image=base.fetch_image,
+                         breaker=base.breaker, sleep=base.sleep, clock=base.clock)
+        self.streams = streams or StreamTransport(base.transport)
+
+    def open(self, call: Call) -> "OpenStream":
+        return self.execute(call)
+
+    def _attempt(self, adapter, call: Call, target, remaining: float, trace):
+        guard = StopGuard(call.options.stop)
+        plan = build_stream_request(call, target)
+        if plan is None:
+            completion, warnings = super()._attempt(adapter, call, target, remaining, trace)
+            return ProviderStream.whole(completion, target, guard), warnings
+        sent = self.clock()
+        try:
+            opened = self.streams.open(plan.request, provider=target.provider.name,
+                                       connect_timeout=min(self.settings.connect_timeout_s, remaining),
+                                       read_timeout=remaining)
+            if isinstance(opened, HttpResponse):
+                if not 200 <= opened.status < 300:
+                    raise adapter.parse_error(opened, target)
+                return ProviderStream.whole(adapter.parse_response(opened, call, target), target, guard), plan.warnings
+            stream = ProviderStream(target, parser_for(call, target), opened, guard)
+            try:
+                stream.fill()
+            except BaseException:
+                stream.close()
+                raise
+            return stream, plan.warnings
+        finally:
+            trace.upstream_s += self.clock() - sent
+
+    def _answer(self, call, route, index, candidate, target, completion, plan_warnings, trace, start):
+        return OpenStream(self, call, route, index, candidate, target, completion, plan_warnings, trace, start)
+
+
+class OpenStream:
+    """A streamed call whose provider has begun to answer: iterate its text, then read `answer`."""
+
+    def __init__(self, dispatcher: StreamingDispatcher, call, route, index, candidate, target,
+                 stream: ProviderStream, plan_warnings, trace, start: float):
+        self.dispatcher = dispatcher
+        self.call, self.route, self.index, self.candidate = call, route, index, candidate
+        self.target, self.stream, self.plan_warnings = target, stream, plan_warnings
+        self.trace, self.start = trace, start
+        self.deadline = start + dispatcher.timeout_s(call)
+        self.answer: Answer | None = None
+
+    @property
+    def model_id(self) -> str:
+        return self.candidate.model.id
+
+    @property
+    def upstream_ms(self) -> float:
+        return self.trace.upstream_s * 1000
+
+    def usage_so_far(self) -> Usage:
+        return self.stream.usage or Usage()
+
+    def __iter__(self) -> Iterator[str]:
+        if self.stream.lines is not None:
+            self.stream.lines.expire_in(self.deadline - self.dispatcher.clock())
+        try:
+            while (piece := self.stream.next_piece()) is not None:
+                yield piece
+            self.answer = Dispatcher._answer(self.dispatcher, self.call, self.route, self.index, self.candidate,
+                                             self.target, self.stream.completion(), self.plan_warnings,
+                                             self.trace, self.start)
+        except FlowcallError as err:
+            if isinstance(err, TRANSIENT) and err.retryable:
+                self.dispatcher.breaker.record_failure(self.target.provider.name)
+            err.attempts = self.trace.attempts
+            err.model_id = self.model_id
+            raise
+        finally:
+            self.stream.close()
+
+
+# -- metering: what Gateway.run does around a whole call ------------------------------------------------
+class ClientGone(FlowcallError):
+    status = 499
+    code = "client_closed_request"
+
+
+class MeteredStream:
+    """A streamed call as the gateway meters one: iterate the text; however the stream ends (answer,
+    error, the client going away) the tokens are counted, the ledger row written and the
+    idempotency key settled, once."""
+
+    def __init__(self, gateway, principal, endpoint: str, call: Call, tenant_limits, opened: OpenStream,
+                 render: Callable[[Answer], dict], idempotency_key: str | None):
+        self.gateway, self.principal, self.endpoint, self.call = gateway, principal, endpoint, call
+        self.tenant_limits, self.opened, self.render = tenant_limits, opened, render
+        self.idempotency_key = idempotency_key
+        self.answer: Answer | None = None
+        self._settled = False
+
+    @property
+    def model_id(self) -> str:
+        return self.opened.model_id
+
+    def close(self) -> None:
+        """The response is over: if the text was never read to its end, the client went away."""
+        if not self._settled:
+            self.opened.stream.close()
+            self._settle(ClientGone("The client closed the stream before the answer was complete."))
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            yield from self.opened
+        except GeneratorExit:
+            self._settle(ClientGone("The client closed the stream before the answer was complete."))
+            raise
+        except FlowcallError as err:
+            self._settle(err)
+            raise
+        except Exception:
+            self._settle(FlowcallError("Internal error while streaming."))
+            raise
+        self.answer = self.opened.answer
+        self._settle(None)
+
+    def _settle(self, error: FlowcallError | None) -> None:
+        if self._settled:
+            return
+        self._settled = True
+        answer = self.opened.answer if error is None else None
+        usage = answer.usage if answer else self.opened.usage_so_far()
+        model = self.opened.candidate.model
+        self.gateway.quotas.record_tokens(self.principal, self.principal.limits, self.tenant_limits,
+                                          usage.total_tokens)
+        write_row(self.gateway, self.principal, self.endpoint, self.call, status=200 if error is None else error.status,
+                  answer=answer, error=error, usage=usage, model_id=model.id, provider=model.provider,
+                  cost=answer.cost if answer else model.cost(usage),
+                  latency_ms=answer.latency_ms if answer else
+                  int((self.opened.dispatcher.clock() - self.opened.start) * 1000),
+                  attempts=self.opened.trace.attempts)
+        key = self.idempotency_key
+        if not key:
+            return
+        try:
+            if answer is not None:
+                self.gateway.idempotency.finish(self.principal.tenant_id, key, 200, self.render(answer))
+            else:
+                self.gateway.idempotency.release(self.principal.tenant_id, key)
+        except Exception:  # noqa: BLE001 - the answer is out already; a stuck key expires with its lock
+            log.exception("idempotency settle failed for request %s", self.call.request_id)
+
+
+def start(gateway, dispatcher: StreamingDispatcher, principal, endpoint: str, body: dict,
+          make_call: Callable[[], Call], render: Callable[[Answer], dict],
+          idempotency_key: str | None = None) -> MeteredStream | Replay:
+    """`Gateway.run` up to the first text: idempotency, limits and budget, then the stream opened
+    (retries and fallbacks included). A Replay is a stored answer for a repeated Idempotency-Key."""
+    if idempotency_key:
+        replay = gateway.idempotency.begin(principal.tenant_id, idempotency_key, body_hash(endpoint, body),
+                                           lock_seconds=dispatcher.settings.max_timeout_ms / 1000)
+        if replay is not None:
+            return replay
+    call = None
+    started = time.perf_counter()
+    try:
+        call = make_call()
+        tenant_limits = gateway.store.tenant_limits(principal.tenant_id)
+        gateway.quotas.admit(principal, principal.limits, tenant_limits)
+        opened = dispatcher.open(call)
+    except Exception as exc:
+        error = exc if isinstance(exc, FlowcallError) else None
+        write_row(gateway, principal, endpoint, call, status=error.status if error else 500, error=error,
+                  model_id=error.model_id if error else None, provider=error.provider if error else None,
+                  latency_ms=int((time.perf_counter() - started) * 1000),
+                  attempts=error.attempts if error else 0)
+        if idempotency_key:
+            gateway.idempotency.release(principal.tenant_id, idempotency_key)
+        raise
+    return MeteredStream(gateway, principal, endpoint, call, tenant_limits, opened, render, idempotency_key)
+
+
+def write_row(gateway, principal, endpoint: str, call: Call | None, *, status: int, answer: Answer | None = None,
+              error: FlowcallError | None = None, usage: Usage | None = None, model_id: str | None = None,
+              provider: str | None = None, cost: float | None = None, latency_ms: int = 0,
+              attempts: int = 0) -> None:
+    """Gateway._account's row, plus the tokens of a stream that failed after they were spent."""
+    usage = usage or Usage()
+    row = Row(
+        tenant_id=principal.tenant_id, agent_id=principal.agent_id, key_id=principal.key_id,
+        request_id=call.request_id if call else None, endpoint=endpoint,
+        model_requested=call.model if call else None,
+        model_served=answer.routing.model_chosen if answer else model_id,
+        provider=answer.provider if answer else provider,
+        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+        cost=answer.cost if answer else cost, latency_ms=latency_ms, status=status,
+        error_code=error.code if error else (None if status < 400 else "internal_error"),
+        attempts=answer.routing.attempts if answer else attempts,
+        prompt="\n".join(m.text for m in call.messages) if call else None,
+        answer=answer.text if answer else None,
+    )
+    try:
+        gateway.ledger.write(row)
+    except Exception:  # noqa: BLE001 - accounting must not break the answer
+        log.exception("ledger write failed for request %s", row.request_id)
