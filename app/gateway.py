@@ -1,7 +1,9 @@
 """One metered call: idempotency, limits and budget, the dispatch itself, tokens, and the ledger row.
 
 This is the core's front door for every node that runs calls; it knows tenants and money, while
-`dispatch` knows only models and providers.
+`dispatch` knows only models and providers. A call is `admit`ted (idempotency claimed, limits and
+budget checked), run (whole, or streamed by app/streaming.py), then `close`d exactly once however
+it ended: tokens counted, the ledger row written, the idempotency key finished or released.
 """
 from __future__ import annotations
 
@@ -10,12 +12,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from .calls import Answer, Call
+from .calls import Answer, Call, Usage
 from .errors import FlowcallError
-from .idempotency import Idempotency, body_hash
+from .idempotency import Idempotency, Replay, body_hash
 from .ledger import Ledger, Row
 from .quotas import Quotas
-from .store import Store
+from .store import Limits, Store
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,15 @@ class Outcome:
     body: dict
     replayed: bool = False
     answer: Answer | None = None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A call allowed to run: what closing it later needs."""
+    call: Call
+    tenant_limits: Limits
+    started: float
+    idempotency_key: str | None
 
 
 class Gateway:
@@ -39,52 +50,87 @@ class Gateway:
     def run(self, principal, endpoint: str, body: dict, make_call: Callable[[], Call],
             render: Callable[[Answer], dict], idempotency_key: str | None = None) -> Outcome:
         """Run `make_call()` once for this principal; `render` turns the answer into the stored body."""
+        admitted = self.admit(principal, endpoint, body, make_call, idempotency_key)
+        if isinstance(admitted, Replay):
+            return Outcome(admitted.status, admitted.body, replayed=True)
+        try:
+            answer = self.dispatcher.execute(admitted.call)
+        except BaseException as exc:
+            self.close(principal, endpoint, admitted, error=exc)
+            raise
+        rendered = render(answer)
+        self.close(principal, endpoint, admitted, answer=answer, rendered=rendered)
+        return Outcome(200, rendered, answer=answer)
+
+    def admit(self, principal, endpoint: str, body: dict, make_call: Callable[[], Call],
+              idempotency_key: str | None = None) -> Admission | Replay:
+        """Claim the idempotency key (or return its stored answer), build the call, check limits and
+        budget. A refusal is accounted and its key released before the error propagates."""
         if idempotency_key:
             timeout = self.dispatcher.settings.max_timeout_ms / 1000
             replay = self.idempotency.begin(principal.tenant_id, idempotency_key,
                                             body_hash(endpoint, body), lock_seconds=timeout)
             if replay is not None:
-                return Outcome(replay.status, replay.body, replayed=True)
-        call = None
+                return replay
         started = time.perf_counter()
+        call = None
         try:
             call = make_call()
             tenant_limits = self.store.tenant_limits(principal.tenant_id)
             self.quotas.admit(principal, principal.limits, tenant_limits)
-            answer = self.dispatcher.execute(call)
-            self.quotas.record_tokens(principal, principal.limits, tenant_limits, answer.usage.total_tokens)
-        except FlowcallError as err:
-            self._account(principal, endpoint, call, status=err.status, error=err, started=started)
-            if idempotency_key:
-                self.idempotency.release(principal.tenant_id, idempotency_key)
+        except BaseException as exc:
+            self.close(principal, endpoint, Admission(call, Limits(), started, idempotency_key), error=exc,
+                       count_tokens=False)
             raise
-        except Exception:
-            self._account(principal, endpoint, call, status=500, started=started)
-            if idempotency_key:
-                self.idempotency.release(principal.tenant_id, idempotency_key)
-            raise
-        self._account(principal, endpoint, call, status=200, answer=answer)
-        rendered = render(answer)
-        if idempotency_key:
-            self.idempotency.finish(principal.tenant_id, idempotency_key, 200, rendered)
-        return Outcome(200, rendered, answer=answer)
+        return Admission(call, tenant_limits, started, idempotency_key)
 
-    def _account(self, principal, endpoint: str, call: Call | None, *, status: int,
-                 answer: Answer | None = None, error: FlowcallError | None = None,
-                 started: float | None = None) -> None:
+    def close(self, principal, endpoint: str, admitted: Admission, *, answer: Answer | None = None,
+              error: BaseException | None = None, rendered: dict | None = None, usage: Usage | None = None,
+              model_id: str | None = None, provider: str | None = None, cost: float | None = None,
+              attempts: int | None = None, count_tokens: bool = True) -> None:
+        """The end of an admitted call, however it ended. `usage`/`model_id`/`provider`/`cost` are
+        what a call that failed part-way (a broken stream) had already spent."""
+        flowcall_error = error if isinstance(error, FlowcallError) else None
+        usage = answer.usage if answer else usage
+        if count_tokens and usage is not None:
+            self.quotas.record_tokens(principal, principal.limits, admitted.tenant_limits, usage.total_tokens)
+        status = 200 if error is None else (flowcall_error.status if flowcall_error else 500)
+        self.account(principal, endpoint, admitted.call, status=status, answer=answer, error=flowcall_error,
+                     usage=usage, model_id=model_id, provider=provider, cost=cost, attempts=attempts,
+                     started=admitted.started)
+        key = admitted.idempotency_key
+        if not key:
+            return
+        try:
+            if error is None and answer is not None:
+                self.idempotency.finish(principal.tenant_id, key, 200, rendered)
+            else:
+                self.idempotency.release(principal.tenant_id, key)
+        except Exception:  # noqa: BLE001 - the answer stands; a stuck key expires with its lock
+            log.exception("idempotency settle failed for key of request %s",
+                          admitted.call.request_id if admitted.call else None)
+
+    def account(self, principal, endpoint: str, call: Call | None, *, status: int, answer: Answer | None = None,
+                error: FlowcallError | None = None, usage: Usage | None = None, model_id: str | None = None,
+                provider: str | None = None, cost: float | None = None, attempts: int | None = None,
+                started: float | None = None) -> None:
         """Write the ledger row; a failed write costs that row only, never the caller's answer."""
-        usage = answer.usage if answer else None
+        usage = answer.usage if answer else (usage or Usage())
+        if answer is not None:
+            latency_ms = answer.latency_ms
+        else:
+            latency_ms = int((time.perf_counter() - started) * 1000) if started is not None else 0
         row = Row(
             tenant_id=principal.tenant_id, agent_id=principal.agent_id, key_id=principal.key_id,
             request_id=call.request_id if call else None, endpoint=endpoint,
             model_requested=call.model if call else None,
-            model_served=answer.routing.model_chosen if answer else (error.model_id if error else None),
-            provider=answer.provider if answer else (error.provider if error else None),
-            input_tokens=usage.input_tokens if usage else 0, output_tokens=usage.output_tokens if usage else 0,
-            cost=answer.cost if answer else None,
-            latency_ms=answer.latency_ms if answer else int((time.perf_counter() - (started or 0)) * 1000),
+            model_served=answer.routing.model_chosen if answer else (model_id or (error.model_id if error else None)),
+            provider=answer.provider if answer else (provider or (error.provider if error else None)),
+            input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+            cost=answer.cost if answer else cost, latency_ms=latency_ms,
             status=status, error_code=error.code if error else (None if status < 400 else "internal_error"),
-            attempts=answer.routing.attempts if answer else (error.attempts if error else 0),
+            attempts=answer.routing.attempts if answer else (attempts if attempts is not None else
+                                                             (error.attempts if error else 0)),
             prompt="\n".join(m.text for m in call.messages) if call else None,
             answer=answer.text if answer else None,
         )

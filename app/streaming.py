@@ -15,7 +15,6 @@ its end (text discarded) for its usage, so the ledger counts what the provider b
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from typing import Callable, Iterator
 
@@ -24,8 +23,7 @@ from .calls import Answer, Call, Completion, Usage
 from .dispatch import TRANSIENT, Dispatcher
 from .errors import FlowcallError, ProviderError
 from .http import HttpResponse
-from .idempotency import Replay, body_hash
-from .ledger import Row
+from .idempotency import Replay
 from .providers.streams import SseDecoder, broke_off, build_stream_request, parser_for
 from .stream_transport import LineStream, StreamTransport
 
@@ -290,11 +288,11 @@ class MeteredStream:
     error, the client going away) the tokens are counted, the ledger row written and the
     idempotency key settled, once."""
 
-    def __init__(self, gateway, principal, endpoint: str, call: Call, tenant_limits, opened: OpenStream,
-                 render: Callable[[Answer], dict], idempotency_key: str | None):
-        self.gateway, self.principal, self.endpoint, self.call = gateway, principal, endpoint, call
-        self.tenant_limits, self.opened, self.render = tenant_limits, opened, render
-        self.idempotency_key = idempotency_key
+    def __init__(self, gateway, principal, endpoint: str, admitted, opened: OpenStream,
+                 render: Callable[[Answer], dict]):
+        self.gateway, self.principal, self.endpoint, self.admitted = gateway, principal, endpoint, admitted
+        self.call = admitted.call
+        self.opened, self.render = opened, render
         self.answer: Answer | None = None
         self._settled = False
 
@@ -328,77 +326,29 @@ class MeteredStream:
             return
         self._settled = True
         answer = self.opened.answer if error is None else None
-        usage = answer.usage if answer else self.opened.usage_so_far()
-        model = self.opened.candidate.model
-        self.gateway.quotas.record_tokens(self.principal, self.principal.limits, self.tenant_limits,
-                                          usage.total_tokens)
-        write_row(self.gateway, self.principal, self.endpoint, self.call, status=200 if error is None else error.status,
-                  answer=answer, error=error, usage=usage, model_id=model.id, provider=model.provider,
-                  cost=answer.cost if answer else model.cost(usage),
-                  latency_ms=answer.latency_ms if answer else
-                  int((self.opened.dispatcher.clock() - self.opened.start) * 1000),
-                  attempts=self.opened.trace.attempts)
-        key = self.idempotency_key
-        if not key:
+        if answer is not None:
+            self.gateway.close(self.principal, self.endpoint, self.admitted, answer=answer,
+                               rendered=self.render(answer))
             return
-        try:
-            if answer is not None:
-                self.gateway.idempotency.finish(self.principal.tenant_id, key, 200, self.render(answer))
-            else:
-                self.gateway.idempotency.release(self.principal.tenant_id, key)
-        except Exception:  # noqa: BLE001 - the answer is out already; a stuck key expires with its lock
-            log.exception("idempotency settle failed for request %s", self.call.request_id)
+        usage = self.opened.usage_so_far()
+        model = self.opened.candidate.model
+        self.gateway.close(self.principal, self.endpoint, self.admitted, error=error, usage=usage,
+                           model_id=model.id, provider=model.provider, cost=model.cost(usage),
+                           attempts=self.opened.trace.attempts)
 
 
 def start(gateway, dispatcher: StreamingDispatcher, principal, endpoint: str, body: dict,
           make_call: Callable[[], Call], render: Callable[[Answer], dict],
           idempotency_key: str | None = None) -> MeteredStream | Replay:
-    """`Gateway.run` up to the first text: idempotency, limits and budget, then the stream opened
-    (retries and fallbacks included). A Replay is a stored answer for a repeated Idempotency-Key."""
-    if idempotency_key:
-        replay = gateway.idempotency.begin(principal.tenant_id, idempotency_key, body_hash(endpoint, body),
-                                           lock_seconds=dispatcher.settings.max_timeout_ms / 1000)
-        if replay is not None:
-            return replay
-    call = None
-    started = time.perf_counter()
+    """`Gateway.run` up to the first text: the gateway admits the call (idempotency, limits, budget),
+    then the stream is opened (retries and fallbacks included). A Replay is a stored answer for a
+    repeated Idempotency-Key."""
+    admitted = gateway.admit(principal, endpoint, body, make_call, idempotency_key)
+    if isinstance(admitted, Replay):
+        return admitted
     try:
-        call = make_call()
-        tenant_limits = gateway.store.tenant_limits(principal.tenant_id)
-        gateway.quotas.admit(principal, principal.limits, tenant_limits)
-        opened = dispatcher.open(call)
-    except Exception as exc:
-        error = exc if isinstance(exc, FlowcallError) else None
-        write_row(gateway, principal, endpoint, call, status=error.status if error else 500, error=error,
-                  model_id=error.model_id if error else None, provider=error.provider if error else None,
-                  latency_ms=int((time.perf_counter() - started) * 1000),
-                  attempts=error.attempts if error else 0)
-        if idempotency_key:
-            gateway.idempotency.release(principal.tenant_id, idempotency_key)
+        opened = dispatcher.open(admitted.call)
+    except BaseException as exc:
+        gateway.close(principal, endpoint, admitted, error=exc)
         raise
-    return MeteredStream(gateway, principal, endpoint, call, tenant_limits, opened, render, idempotency_key)
-
-
-def write_row(gateway, principal, endpoint: str, call: Call | None, *, status: int, answer: Answer | None = None,
-              error: FlowcallError | None = None, usage: Usage | None = None, model_id: str | None = None,
-              provider: str | None = None, cost: float | None = None, latency_ms: int = 0,
-              attempts: int = 0) -> None:
-    """Gateway._account's row, plus the tokens of a stream that failed after they were spent."""
-    usage = usage or Usage()
-    row = Row(
-        tenant_id=principal.tenant_id, agent_id=principal.agent_id, key_id=principal.key_id,
-        request_id=call.request_id if call else None, endpoint=endpoint,
-        model_requested=call.model if call else None,
-        model_served=answer.routing.model_chosen if answer else model_id,
-        provider=answer.provider if answer else provider,
-        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-        cost=answer.cost if answer else cost, latency_ms=latency_ms, status=status,
-        error_code=error.code if error else (None if status < 400 else "internal_error"),
-        attempts=answer.routing.attempts if answer else attempts,
-        prompt="\n".join(m.text for m in call.messages) if call else None,
-        answer=answer.text if answer else None,
-    )
-    try:
-        gateway.ledger.write(row)
-    except Exception:  # noqa: BLE001 - accounting must not break the answer
-        log.exception("ledger write failed for request %s", row.request_id)
+    return MeteredStream(gateway, principal, endpoint, admitted, opened, render)
