@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from flask import Flask, g, request
 
-from . import errors, logs, metrics
+from . import errors, jobs, logs, metrics  # noqa: F401 - jobs: its tables join app.db.metadata
 from .catalog import Catalog, set_catalog
 from .config import Settings
 from .dispatch import Dispatcher
@@ -61,9 +61,10 @@ def create_app(config: dict | None = None) -> Flask:
     errors.init_app(app)
     _init_request_context(app)
 
-    from nodes import agentai, call, docs, health, me, models, openai_compat, test_connection, usage
+    from nodes import agentai, batch, call, docs, health, me, models, openai_compat, test_connection, usage
     from nodes import metrics as metrics_node
-    for module in (call, agentai, test_connection, usage, models, me, docs, metrics_node, health, openai_compat):
+    for module in (call, agentai, batch, test_connection, usage, models, me, docs, metrics_node, health,
+                   openai_compat):
         app.register_blueprint(module.bp)
     app.register_blueprint(docs.ui)
     return app

@@ -6,6 +6,7 @@ import csv
 import sys
 import uuid
 
+from .batch_cli import register as register_batch_commands
 from .config import Settings
 from .db import NotMigrated, make_engine, revisions, upgrade
 from .store import Limits, Store
@@ -178,6 +179,8 @@ def parser() -> argparse.ArgumentParser:
     usage.add_argument("--group-by", choices=["model", "agent", "day", "provider", "key"])
     usage.add_argument("--csv", action="store_true", help="CSV instead of a table")
     usage.set_defaults(func=cmd_usage)
+
+    register_batch_commands(sub)            # flowcall batch, flowcall worker
     return p
 
 

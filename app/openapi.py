@@ -45,14 +45,14 @@ IDEMPOTENCY_HEADER = {"in": "header", "name": "Idempotency-Key", "required": Fal
 def doc(*, summary: str, tags: tuple[str, ...], auth: str, request=None, response=None, errors=(),
         request_example=None, response_example=None, params=(), description: str | None = None,
         response_content_type: str = "application/json", idempotent: bool = False,
-        error_schema: str = "Error"):
+        error_schema: str = "Error", status: int = 200):
     """Declare a view's contract for the OpenAPI document (nothing changes at run time)."""
     def attach(view):
         view.__openapi__ = dict(summary=summary, tags=tags, auth=auth, request=request, response=response,
                                 errors=tuple(errors), request_example=request_example,
                                 response_example=response_example, params=tuple(params),
                                 description=description, response_content_type=response_content_type,
-                                idempotent=idempotent, error_schema=error_schema)
+                                idempotent=idempotent, error_schema=error_schema, status=status)
         return view
     return attach
 
@@ -120,7 +120,7 @@ def _operation(meta: dict, rule, app) -> dict:
         if meta["response_example"] is not None:
             body["example"] = meta["response_example"]
         ok["content"] = {meta["response_content_type"]: body}
-    responses = {"200": ok}
+    responses = {str(meta["status"]): ok}
     for status in meta["errors"]:
         responses[str(status)] = {"description": ERROR_TEXT[status],
                                   "content": {"application/json": {"schema": meta["error_schema"]}}}

@@ -1,0 +1,512 @@
+"""Asynchronous jobs: a call or a batch accepted at once, run by `flowcall worker`, its result read
+by id or POSTed to a callback. Zapier kills an action step after 30 s and Make's HTTP module after
+40 s; a long extraction or a large batch does not fit in one request, so it becomes a job.
+
+Where things live:
+- the job record (who, what, status, result, callback state) is ours, in the `jobs` table, with a
+  `job_items` row per finished batch item, so a resumed batch skips what it already paid for;
+- the queue is Huey's: SqliteHuey in one file (FLOWCALL_JOBS_PATH) for one machine, RedisHuey when
+  FLOWCALL_REDIS_URL is set. The queue only ever says "run job X" or "deliver X's callback".
+
+Surviving restarts: a worker claims a job with a lease (FLOWCALL_JOB_LEASE_S) that it renews while
+the job runs. A worker that dies stops renewing, and any worker's reaper re-enqueues a job whose
+lease has lapsed. Claims are conditional updates, so a job enqueued twice still runs once at a time.
+Callbacks follow the same rule: pending -> sending (leased) -> delivered, or back to pending with
+the next attempt's time; once a receiver has answered 2xx, the callback is never sent again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import (Column, DateTime, Float, Index, Integer, String, Table, Text, and_, delete, func, or_, select,
+                        update)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+
+from . import callbacks
+from .auth import Principal
+from .batch import BatchLimits, ItemContext, batch_body, error_body, execute_item, parse_envelope, run_envelope
+from .db import metadata
+from .errors import FlowcallError, ServiceUnavailable, Unauthorized
+from .idempotency import body_hash
+from .image_fetch import parse_allow_list
+from .schemas import CallSchema, load
+from .store import Limits
+
+log = logging.getLogger(__name__)
+
+jobs = Table(
+    "jobs", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("agent_id", String(64), nullable=True),
+    Column("key_id", String(32), nullable=True),
+    Column("kind", String(8), nullable=False),                 # call | batch
+    Column("status", String(16), nullable=False),              # queued | running | done | failed
+    Column("request", Text, nullable=False),                   # the call body or batch envelope (JSON)
+    Column("request_id", String(128), nullable=True),
+    Column("status_url", Text, nullable=True),
+    Column("items_total", Integer, nullable=False),
+    Column("result", Text, nullable=True),                     # the synchronous endpoint's body (JSON)
+    Column("result_status", Integer, nullable=True),           # and its HTTP status
+    Column("runs", Integer, nullable=False, default=0),
+    Column("lease_until", Float, nullable=True),               # epoch s; a lapsed lease is retaken
+    Column("callback_url", Text, nullable=True),
+    Column("callback_state", String(16), nullable=True),       # pending | sending | delivered | failed
+    Column("callback_attempts", Integer, nullable=False, default=0),
+    Column("callback_next_at", Float, nullable=True),          # pending: next attempt; sending: lease end
+    Column("callback_error", String(500), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
+    Index("ix_jobs_status_lease", "status", "lease_until"),
+    Index("ix_jobs_callback", "callback_state", "callback_next_at"),
+)
+
+job_items = Table(
+    "job_items", metadata,
+    Column("job_id", String(36), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("result", Text, nullable=False),
+)
+
+RUN_TASK = "flowcall.run_job"
+DELIVER_TASK = "flowcall.deliver_callback"
+CALLBACK_MAX_DELAY_S = 3600.0
+CALLBACK_LEASE_S = 3 * callbacks.TIMEOUT_S       # one attempt dials at most a few addresses
+SCHEDULE_SLACK_S = 1.0                           # a scheduled attempt may fire a hair early
+
+
+def _env_number(env, name: str, default: float, minimum: float, cast=float):
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SystemExit(f"{name} must be >= {minimum}, got {raw}")
+    return value
+
+
+def default_queue_path(database_url: str) -> str:
+    """`flowcall-jobs.db` beside the SQLite store (or in the working directory)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return os.path.join(os.path.dirname(url.database), "flowcall-jobs.db")
+    return "flowcall-jobs.db"
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    queue_path: str
+    redis_url: str | None = None
+    lease_s: float = 60.0
+    workers: int = 4
+    callback_secret: str | None = None
+    callback_attempts: int = 8
+    callback_delay_s: float = 10.0
+    allow_private_callback_hosts: tuple[str, ...] = ()
+    retention_days: int = 7
+
+    @classmethod
+    def from_settings(cls, settings) -> "JobSettings":
+        env = settings.environ
+        allow = tuple(x.strip() for x in (env.get("FLOWCALL_ALLOW_PRIVATE_CALLBACK_HOSTS") or "").split(",")
+                      if x.strip())
+        try:
+            parse_allow_list(allow)
+        except ValueError as exc:
+            raise SystemExit(f"FLOWCALL_ALLOW_PRIVATE_CALLBACK_HOSTS: {exc}") from None
+        return cls(
+            queue_path=env.get("FLOWCALL_JOBS_PATH") or default_queue_path(settings.database_url),
+            redis_url=settings.redis_url,
+            lease_s=_env_number(env, "FLOWCALL_JOB_LEASE_S", 60.0, 1.0),
+            workers=_env_number(env, "FLOWCALL_JOB_WORKERS", 4, 1, int),
+            callback_secret=env.get("FLOWCALL_CALLBACK_SECRET") or None,
+            callback_attempts=_env_number(env, "FLOWCALL_CALLBACK_ATTEMPTS", 8, 1, int),
+            callback_delay_s=_env_number(env, "FLOWCALL_CALLBACK_RETRY_DELAY_S", 10.0, 0.0),
+            allow_private_callback_hosts=allow,
+            retention_days=_env_number(env, "FLOWCALL_JOB_RETENTION_DAYS", 7, 1, int),
+        )
+
+
+def make_queue(settings: JobSettings):
+    from huey import RedisHuey, SqliteHuey
+    if settings.redis_url:
+        return RedisHuey("flowcall", url=settings.redis_url, results=False, utc=True)
+    return SqliteHuey("flowcall", filename=settings.queue_path, results=False, utc=True)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:                 # SQLite keeps no zone: we always write UTC
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class JobStore:
+    """The job rows; every state change is one conditional UPDATE, safe across workers."""
+
+    def __init__(self, engine, clock=time.time):
+        self.engine = engine
+        self.clock = clock
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), timezone.utc)
+
+    def insert(self, **values) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(jobs.insert().values(created_at=self._now(), runs=0, callback_attempts=0, **values))
+
+    def get(self, job_id: str, tenant_id: str | None = None) -> dict | None:
+        query = select(jobs).where(jobs.c.id == job_id)
+        if tenant_id is not None:
+            query = query.where(jobs.c.tenant_id == tenant_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return dict(row) if row else None
+
+    def _update(self, *where, **values) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(update(jobs).where(*where).values(**values)).rowcount
+
+    def claim(self, job_id: str, lease_s: float) -> dict | None:
+        """queued (or running under a lapsed lease) -> running under our lease; None: not ours."""
+        now = self.clock()
+        taken = self._update(
+            jobs.c.id == job_id,
+            or_(jobs.c.status == "queued", and_(jobs.c.status == "running", jobs.c.lease_until < now)),
+            status="running", lease_until=now + lease_s, runs=jobs.c.runs + 1,
+            started_at=func.coalesce(jobs.c.started_at, self._now()))
+        return self.get(job_id) if taken else None
+
+    def renew(self, job_id: str, lease_s: float) -> None:
+        self._update(jobs.c.id == job_id, jobs.c.status == "running", lease_until=self.clock() + lease_s)
+
+    def expire(self, job_id: str) -> None:
+        """This worker is going away mid-task: let the next one take over at once."""
+        self._update(jobs.c.id == job_id, jobs.c.status == "running", lease_until=0.0)
+        self._update(jobs.c.id == job_id, jobs.c.callback_state == "sending", callback_next_at=0.0)
+
+    def save_item(self, job_id: str, index: int, result: dict) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(job_items.insert().values(job_id=job_id, idx=index, result=json.dumps(result)))
+        except IntegrityError:
+            pass                                  # a twin run saved it first: same item, keep theirs
+
+    def items(self, job_id: str) -> dict[int, dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(job_items.c.idx, job_items.c.result).where(job_items.c.job_id == job_id))
+            return {int(idx): json.loads(result) for idx, result in rows}
+
+    def count_items(self, job_id: str) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(job_items)
+                                    .where(job_items.c.job_id == job_id)).scalar_one())
+
+    def finish(self, job_id: str, status: str, result_status: int, result: dict, has_callback: bool) -> None:
+        values = {"status": status, "result_status": result_status, "result": json.dumps(result),
+                  "finished_at": self._now(), "lease_until": None}
+        if has_callback:
+            values.update(callback_state="pending", callback_next_at=self.clock())
+        self._update(jobs.c.id == job_id, jobs.c.status.in_(("queued", "running")), **values)
+
+    def claim_callback(self, job_id: str, lease_s: float) -> dict | None:
+        now = self.clock()
+        taken = self._update(
+            jobs.c.id == job_id,
+            or_(and_(jobs.c.callback_state == "pending", jobs.c.callback_next_at <= now + SCHEDULE_SLACK_S),
+                and_(jobs.c.callback_state == "sending", jobs.c.callback_next_at < now)),
+            callback_state="sending", callback_next_at=now + lease_s)
+        return self.get(job_id) if taken else None
+
+    def callback_outcome(self, job_id: str, state: str, attempts: int, next_at: float | None = None,
+                         error: str | None = None) -> None:
+        self._update(jobs.c.id == job_id, jobs.c.callback_state == "sending", callback_state=state,
+                     callback_attempts=attempts, callback_next_at=next_at,
+                     callback_error=error[:500] if error else None)
+
+    def orphans(self, lease_s: float) -> tuple[list[str], list[str]]:
+        """Jobs whose worker vanished, and callbacks whose scheduled attempt was lost."""
+        now = self.clock()
+        with self.engine.connect() as conn:
+            runs = conn.execute(select(jobs.c.id).where(jobs.c.status == "running", jobs.c.lease_until < now))
+            run_ids = [r[0] for r in runs]
+            calls = conn.execute(select(jobs.c.id).where(self._callback_orphaned(now, lease_s)))
+            return run_ids, [r[0] for r in calls]
+
+    @staticmethod
+    def _callback_orphaned(now: float, lease_s: float):
+        return or_(and_(jobs.c.callback_state == "pending", jobs.c.callback_next_at < now - lease_s),
+                   and_(jobs.c.callback_state == "sending", jobs.c.callback_next_at < now))
+
+    def requeue_run(self, job_id: str) -> bool:
+        return bool(self._update(jobs.c.id == job_id, jobs.c.status == "running",
+                                 jobs.c.lease_until < self.clock(), status="queued", lease_until=None))
+
+    def requeue_callback(self, job_id: str, lease_s: float) -> bool:
+        now = self.clock()
+        return bool(self._update(jobs.c.id == job_id, self._callback_orphaned(now, lease_s),
+                                 callback_state="pending", callback_next_at=now))
+
+    def purge(self, before: datetime) -> int:
+        with self.engine.begin() as conn:
+            old = select(jobs.c.id).where(jobs.c.finished_at < before).scalar_subquery()
+            conn.execute(delete(job_items).where(job_items.c.job_id.in_(old)))
+            return conn.execute(delete(jobs).where(jobs.c.finished_at < before)).rowcount
+
+
+class _Heartbeat:
+    """Renews a running job's lease so no reaper mistakes a long job for a dead worker's."""
+
+    def __init__(self, store: JobStore, job_id: str, lease_s: float):
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, args=(store, job_id, lease_s), daemon=True,
+                                       name=f"lease-{job_id[:8]}")
+
+    def _beat(self, store, job_id, lease_s):
+        while not self.stopped.wait(lease_s / 3):
+            try:
+                store.renew(job_id, lease_s)
+            except Exception:  # noqa: BLE001 - a missed renewal is retried at the next beat
+                log.exception("could not renew the lease of job %s", job_id)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+
+
+class Jobs:
+    """Submit, run, report and call back. One per process; the worker runs the queue's consumer."""
+
+    def __init__(self, services, settings: JobSettings | None = None, queue=None, clock=time.time):
+        from huey.signals import SIGNAL_INTERRUPTED
+        self.services = services
+        self.settings = settings or JobSettings.from_settings(services.settings)
+        self.limits = BatchLimits.from_settings(services.settings)
+        self.store = JobStore(services.store.engine, clock)
+        self.clock = clock
+        self.queue = queue if queue is not None else make_queue(self.settings)
+        self.run_task = self.queue.task(name=RUN_TASK)(self.run)
+        self.deliver_task = self.queue.task(name=DELIVER_TASK)(self.deliver)
+        self.queue.signal(SIGNAL_INTERRUPTED)(self._interrupted)
+        self._last_purge = 0.0
+
+    # -- submission ---------------------------------------------------------------------------
+    def validate(self, body: dict) -> tuple[str, dict, str | None, int]:
+        """(kind, what to run, callback URL, item count); the same 400/413s as the synchronous
+        endpoints, at submission rather than in the worker."""
+        body = dict(body)
+        callback_url = body.pop("callback_url", None)
+        if callback_url is not None:
+            if not self.settings.callback_secret:
+                raise ServiceUnavailable(
+                    "Callbacks are not configured on this server: set FLOWCALL_CALLBACK_SECRET (receivers "
+                    "verify the signature with it), or leave callback_url out and poll status_url.",
+                    code="callbacks_not_configured", fields={"callback_url": "callbacks are not configured"})
+            callbacks.check_url(callback_url, self.settings.allow_private_callback_hosts)
+        if "items" in body:
+            return "batch", body, callback_url, len(parse_envelope(body, self.limits).items)
+        load(CallSchema(), body)
+        return "call", body, callback_url, 1
+
+    def submit(self, principal, body: dict, *, request_id: str, status_url_for,
+               idempotency_key: str | None = None) -> tuple[int, dict, bool]:
+        """(HTTP status, answer, replayed). An Idempotency-Key makes a resubmission return the same job."""
+        idem = self.services.gateway.idempotency
+        if idempotency_key:
+            replay = idem.begin(principal.tenant_id, idempotency_key, body_hash("jobs", body), lock_seconds=30)
+            if replay is not None:
+                return replay.status, replay.body, True
+        try:
+            doc = self._create(principal, body, request_id, status_url_for)
+        except BaseException:
+            if idempotency_key:
+                idem.release(principal.tenant_id, idempotency_key)
+            raise
+        if idempotency_key:
+            idem.finish(principal.tenant_id, idempotency_key, 202, doc)
+        return 202, doc, False
+
+    def _create(self, principal, body: dict, request_id: str, status_url_for) -> dict:
+        kind, request, callback_url, total = self.validate(body)
+        job_id = str(uuid.uuid4())
+        self.store.insert(id=job_id, tenant_id=principal.tenant_id, agent_id=principal.agent_id,
+                          key_id=principal.key_id, kind=kind, status="queued", request=json.dumps(request),
+                          request_id=request_id, status_url=status_url_for(job_id), items_total=total,
+                          callback_url=callback_url)
+        doc = self.status_doc(self.store.get(job_id))     # before a fast worker can make it "running"
+        try:
+            self.run_task(job_id)
+        except Exception:
+            log.exception("could not enqueue job %s", job_id)
+            err = ServiceUnavailable("The job queue is not reachable; the job was not queued.",
+                                     code="queue_unavailable", retryable=True)
+            self.store.finish(job_id, "failed", err.status, error_body(err, request_id), False)
+            raise err from None
+        return doc
+
+    # -- reading ------------------------------------------------------------------------------
+    def status(self, job_id: str, tenant_id: str) -> dict | None:
+        """The job as its own tenant sees it; None for anyone else's (a 404, not a 403)."""
+        job_id = _canonical_uuid(job_id)
+        row = self.store.get(job_id, tenant_id) if job_id else None
+        return self.status_doc(row) if row else None
+
+    def status_doc(self, row: dict, for_callback: bool = False) -> dict:
+        status, total = row["status"], row["items_total"]
+        if status in ("done", "failed"):
+            done = total
+        else:
+            done = self.store.count_items(row["id"]) if row["kind"] == "batch" else 0
+        doc = {"success": True, "job_id": row["id"], "kind": row["kind"], "status": status,
+               "status_url": row["status_url"], "created_at": _iso(row["created_at"]),
+               "started_at": _iso(row["started_at"]), "finished_at": _iso(row["finished_at"]),
+               "progress": {"done": done, "total": total},
+               "result": json.loads(row["result"]) if row["result"] else None,
+               "request_id": row["request_id"]}
+        if not for_callback:
+            doc["callback"] = None if not row["callback_url"] else {
+                "url": row["callback_url"], "state": row["callback_state"] or "waiting",
+                "attempts": row["callback_attempts"], "last_error": row["callback_error"]}
+        return doc
+
+    # -- running (in the worker) --------------------------------------------------------------
+    def run(self, job_id: str) -> None:
+        row = self.store.claim(job_id, self.settings.lease_s)
+        if row is None:
+            return                                  # finished, or another worker holds it
+        with _Heartbeat(self.store, job_id, self.settings.lease_s):
+            try:
+                status, result_status, result = self._execute(row)
+            except FlowcallError as err:
+                status, result_status, result = "failed", err.status, error_body(err, row["request_id"])
+            except Exception:  # noqa: BLE001 - the job fails, the worker lives on
+                log.exception("job %s failed unexpectedly", job_id)
+                err = FlowcallError("Internal error; the request id identifies it in our logs.")
+                status, result_status, result = "failed", err.status, error_body(err, row["request_id"])
+        self.store.finish(job_id, status, result_status, result, bool(row["callback_url"]))
+        if row["callback_url"]:
+            self.deliver_task(job_id)
+
+    def _execute(self, row: dict) -> tuple[str, int, dict]:
+        svc = self.services
+        rid = row["request_id"] or row["id"]
+        ctx = ItemContext(svc.gateway, self._principal(row), "job", rid, svc.settings.max_image_bytes)
+        request = json.loads(row["request"])
+        started = time.perf_counter()
+        if row["kind"] == "batch":
+            results = run_envelope(ctx, parse_envelope(request, self.limits), self.limits,
+                                   skip=self.store.items(row["id"]),
+                                   on_result=lambda i, r: self.store.save_item(row["id"], i, r))
+            return "done", 200, batch_body(results, rid, int((time.perf_counter() - started) * 1000))
+        status, body = execute_item(ctx, load(CallSchema(), request), rid)
+        return ("done" if status == 200 else "failed"), status, body
+
+    def _principal(self, row: dict) -> Principal:
+        """Who submitted the job, as of now: a key revoked meanwhile stops its queued jobs."""
+        limits = Limits()
+        if row["key_id"]:
+            key = next((k for k in self.services.store.list_keys(row["tenant_id"]) if k.id == row["key_id"]), None)
+            if key is None or key.revoked:
+                raise Unauthorized("The API key that submitted this job has been revoked.", code="invalid_api_key")
+            limits = key.limits
+        return Principal(tenant_id=row["tenant_id"], agent_id=row["agent_id"],
+                         method="api_key" if row["key_id"] else "jwt", key_id=row["key_id"], limits=limits)
+
+    # -- callbacks ----------------------------------------------------------------------------
+    def deliver(self, job_id: str) -> None:
+        row = self.store.claim_callback(job_id, CALLBACK_LEASE_S)
+        if row is None:
+            return                                  # delivered, not due yet, or another worker has it
+        attempt = row["callback_attempts"] + 1
+        if not self.settings.callback_secret:
+            self.store.callback_outcome(job_id, "failed", attempt,
+                                        error="FLOWCALL_CALLBACK_SECRET is not set in the worker")
+            return
+        body = json.dumps(self.status_doc(row, for_callback=True), separators=(",", ":")).encode()
+        try:
+            callbacks.post(row["callback_url"], body, secret=self.settings.callback_secret, job_id=job_id,
+                           allow_private=self.settings.allow_private_callback_hosts, clock=self.clock)
+        except callbacks.CallbackFailed as exc:
+            if exc.retryable and attempt < self.settings.callback_attempts:
+                delay = self.retry_delay(attempt)
+                self.store.callback_outcome(job_id, "pending", attempt, self.clock() + delay, str(exc))
+                self.deliver_task.schedule(args=(job_id,), delay=delay)
+                log.info("callback of job %s failed (%s); attempt %d in %.0fs", job_id, exc, attempt + 1, delay)
+            else:
+                self.store.callback_outcome(job_id, "failed", attempt, error=str(exc))
+                log.warning("callback of job %s abandoned after %d attempt(s): %s", job_id, attempt, exc)
+            return
+        self.store.callback_outcome(job_id, "delivered", attempt)
+
+    def retry_delay(self, attempt: int) -> float:
+        """Exponential: the base delay, doubled per failed attempt, at most an hour."""
+        return min(self.settings.callback_delay_s * 2 ** (attempt - 1), CALLBACK_MAX_DELAY_S)
+
+    # -- keeping the queue honest -----------------------------------------------------------------
+    def recover(self) -> int:
+        """Re-enqueue what dead workers left: lapsed job leases and lost callback attempts."""
+        run_ids, callback_ids = self.store.orphans(self.settings.lease_s)
+        count = 0
+        for job_id in run_ids:
+            if self.store.requeue_run(job_id):
+                log.warning("job %s lost its worker; queued again", job_id)
+                self.run_task(job_id)
+                count += 1
+        for job_id in callback_ids:
+            if self.store.requeue_callback(job_id, self.settings.lease_s):
+                self.deliver_task(job_id)
+                count += 1
+        if self.clock() - self._last_purge > 3600:
+            self._last_purge = self.clock()
+            self.store.purge(datetime.now(timezone.utc) - timedelta(days=self.settings.retention_days))
+        return count
+
+    def _interrupted(self, signal, task, *args, **kwargs) -> None:
+        if task.args:
+            self.store.expire(task.args[0])
+
+    def work(self, workers: int | None = None) -> None:
+        """Run the consumer (and the reaper) until SIGINT (graceful) or SIGTERM: `flowcall worker`."""
+        self.recover()
+        stop = threading.Event()
+        interval = max(0.5, min(self.settings.lease_s / 2, 30.0))
+        reaper = threading.Thread(target=self._reap, args=(stop, interval), daemon=True, name="flowcall-reaper")
+        reaper.start()
+        consumer = self.queue.create_consumer(workers=workers or self.settings.workers, worker_type="thread",
+                                              periodic=False, initial_delay=0.1, max_delay=1.0)
+        try:
+            consumer.run()
+        finally:
+            stop.set()
+
+    def _reap(self, stop: threading.Event, interval: float) -> None:
+        while not stop.wait(interval):
+            try:
+                self.recover()
+            except Exception:  # noqa: BLE001 - the next round tries again
+                log.exception("job recovery failed")
+
+
+def _canonical_uuid(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
