@@ -15,7 +15,7 @@ from .calls import Answer, Call, Completion, ImagePart, Message, Options, Routin
 from .catalog import Catalog, Resolved
 from .config import Settings
 from .errors import (DeadlineExceeded, FlowcallError, ProviderError, ProviderOverloaded, ProviderRateLimited,
-                     ProviderTimeout, ProviderUnreachable, ServiceUnavailable)
+                     ProviderTimeout, ProviderUnreachable, ServiceUnavailable, redact)
 from .http import HttpResponse
 from .observe import Observer
 from .providers import Target, adapter_for
@@ -36,6 +36,11 @@ class _Trace:
     upstream_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
     last_error: FlowcallError | None = None
+
+
+def metric_model(model) -> str:
+    """Models the catalog does not list share one label: callers must not mint metric series."""
+    return model.id if model.known else f"{model.provider}.unlisted"
 
 
 def backoff_delay(attempt: int, retry_after: float | None, rng: Callable[[], float] = random.random) -> float:
@@ -69,7 +74,7 @@ class Dispatcher:
                 previous = route.candidates[index - 1].model.id
                 why = trace.last_error.code if trace.last_error else "error"
                 trace.warnings.append(f"Fell back from {previous} to {candidate.model.id} after {why}.")
-                self.observer.fallback(previous, candidate.model.id)
+                self.observer.fallback(metric_model(route.candidates[index - 1].model), metric_model(candidate.model))
             try:
                 remaining_candidates = len(route.candidates) - index
                 completion, target, plan_warnings = self._try_model(call, candidate, deadline, trace,
@@ -160,13 +165,14 @@ class Dispatcher:
             return adapter.complete(call, target), ()
         plan = adapter.build_request(call, target)
         connect = min(self.settings.connect_timeout_s, remaining)
+        label = metric_model(target.model)
         sent = self.clock()
         try:
             resp: HttpResponse = self.transport.send(plan.request, provider=target.provider.name,
                                                      connect_timeout=connect, read_timeout=remaining)
         except ProviderError as err:
             trace.upstream_s += self.clock() - sent
-            self.observer.attempt(target.provider.name, target.model.id, err.code, self.clock() - sent)
+            self.observer.attempt(target.provider.name, label, err.code, self.clock() - sent)
             raise
         waited = self.clock() - sent            # parsing below is our time, not the provider's
         trace.upstream_s += waited
@@ -175,9 +181,12 @@ class Dispatcher:
                 raise adapter.parse_error(resp, target)
             completion = adapter.parse_response(resp, call, target)
         except ProviderError as err:
-            self.observer.attempt(target.provider.name, target.model.id, err.code, waited)
+            # every adapter redacts, but a provider (or a proxy before it) can echo our key anywhere
+            err.message = redact(err.message, target.secrets)
+            err.args = (err.message,)
+            self.observer.attempt(target.provider.name, label, err.code, waited)
             raise
-        self.observer.attempt(target.provider.name, target.model.id, "ok", waited)
+        self.observer.attempt(target.provider.name, label, "ok", waited)
         return completion, plan.warnings
 
     def _inline_images(self, call: Call, target: Target, deadline: float) -> Call:

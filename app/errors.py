@@ -14,6 +14,7 @@
     ├── IdempotencyConflict           409 idempotency_in_progress   retryable
     ├── IdempotencyMismatch           422 idempotency_key_reused
     ├── PayloadTooLarge               413 payload_too_large
+    ├── UnsupportedMediaType          415 unsupported_content_encoding
     ├── RateLimited                   429 rpm_exceeded_* / tpm_exceeded_* (retry_after)
     ├── ServiceUnavailable            503 (no_provider_configured, auth_not_configured, ...)
     ├── DeadlineExceeded              504 deadline_exceeded
@@ -150,6 +151,11 @@ class IdempotencyMismatch(FlowcallError):
 class PayloadTooLarge(FlowcallError):
     status = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(FlowcallError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class RateLimited(FlowcallError):

@@ -66,16 +66,19 @@ class Gateway:
               idempotency_key: str | None = None) -> Admission | Replay:
         """Claim the idempotency key (or return its stored answer), build the call, check limits and
         budget. A refusal is accounted and its key released before the error propagates."""
-        if idempotency_key:
-            timeout = self.dispatcher.settings.max_timeout_ms / 1000
-            replay = self.idempotency.begin(principal.tenant_id, idempotency_key,
-                                            body_hash(endpoint, body), lock_seconds=timeout)
-            if replay is not None:
-                return replay
         started = time.perf_counter()
         call = None
         try:
             call = make_call()
+        except BaseException as exc:
+            self.close(principal, endpoint, Admission(None, Limits(), started, None), error=exc, count_tokens=False)
+            raise
+        if idempotency_key:      # the lock lasts this call's own deadline (plus a margin), not the maximum
+            replay = self.idempotency.begin(principal.tenant_id, idempotency_key, body_hash(endpoint, body),
+                                            lock_seconds=self.dispatcher.timeout_s(call))
+            if replay is not None:
+                return replay
+        try:
             tenant_limits = self.store.tenant_limits(principal.tenant_id)
             self.quotas.admit(principal, principal.limits, tenant_limits)
         except BaseException as exc:

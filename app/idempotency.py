@@ -33,7 +33,8 @@ class Replay:
 
 def body_hash(endpoint: str, body: dict) -> str:
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(f"{endpoint}\n{canonical}".encode()).hexdigest()
+    # surrogatepass: JSON may carry a lone surrogate ("\ud800"), which strict UTF-8 cannot encode
+    return hashlib.sha256(f"{endpoint}\n{canonical}".encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def validate_key(key: str) -> str:

@@ -53,6 +53,10 @@ class Ledger:
         values = dict(row.__dict__)
         if not self.log_content:
             values["prompt"] = values["answer"] = None
+        else:                               # a lone surrogate would fail the insert and lose the row
+            for name in ("prompt", "answer"):
+                if values[name] is not None:
+                    values[name] = values[name].encode("utf-8", "replace").decode("utf-8")
         now = datetime.now(timezone.utc)
         # SQLite stores SQLAlchemy DateTimes as naive UTC text; the driver sees raw parameters here
         values["created_at"] = now.replace(tzinfo=None).isoformat(" ") if self._sqlite else now

@@ -18,13 +18,14 @@ ERROR_TEXT = {
     404: "Not found",
     409: "A request with this Idempotency-Key is still running",
     413: "Body larger than the configured limit",
+    415: "A Content-Encoding other than identity (send JSON uncompressed)",
     422: "Idempotency-Key reused with another body, or content blocked by the provider",
     429: "Rate limit reached; see Retry-After",
     502: "The provider failed or its answer was unusable",
     503: "A setting this request needs is missing on the server",
     504: "The provider did not answer within the deadline",
 }
-CALL_ERRORS = (400, 401, 402, 403, 409, 413, 422, 429, 502, 503, 504)
+CALL_ERRORS = (400, 401, 402, 403, 409, 413, 415, 422, 429, 502, 503, 504)
 SECURITY = {
     "jwt": [{"Jwt": []}],
     "api_key": [{"ApiKey": []}],

@@ -10,6 +10,9 @@ import json
 import re
 
 import jsonschema
+from referencing import Registry, Resource
+from referencing.exceptions import NoSuchResource, Unresolvable
+from referencing.jsonschema import DRAFT202012
 
 from .calls import Completion, ResponseFormat
 from .errors import InvalidStructuredOutput
@@ -40,9 +43,26 @@ def _strip_wrappers(text: str) -> str:
     return stripped
 
 
+def _refuse_retrieval(uri: str):
+    """Schemas come from callers: never fetch what they point at (SSRF)."""
+    raise NoSuchResource(ref=uri)
+
+
+def local_resolver(schema: dict):
+    resource = Resource.from_contents(schema, default_specification=DRAFT202012)
+    return Registry(retrieve=_refuse_retrieval).with_resource("", resource).resolver()
+
+
 @functools.lru_cache(maxsize=256)
 def _validator(canonical_schema: str):
-    return jsonschema.Draft202012Validator(json.loads(canonical_schema))
+    schema = json.loads(canonical_schema)
+    registry = Registry(retrieve=_refuse_retrieval).with_resource(
+        "", Resource.from_contents(schema, default_specification=DRAFT202012))
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def parse_structured(completion: Completion, fmt: ResponseFormat, provider: str) -> object:
@@ -57,19 +77,29 @@ def parse_structured(completion: Completion, fmt: ResponseFormat, provider: str)
             raise InvalidStructuredOutput(f"The model returned no JSON{hint}.", provider=provider,
                                           retryable=completion.finish_reason == "length")
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_reject_constant)
         except ValueError as exc:
             hint = " The answer was cut at the token limit: raise options.maxTokens." \
                 if completion.finish_reason == "length" else ""
             raise InvalidStructuredOutput(
-                f"The model's answer is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}).{hint}",
+                f"The model's answer is not valid JSON "
+                f"({exc.msg if isinstance(exc, json.JSONDecodeError) else exc}).{hint}",
                 provider=provider, retryable=True) from None
+    try:                                    # numbers JSON cannot carry (1e999, NaN in a tool input)
+        json.dumps(data, allow_nan=False)
+    except ValueError:
+        raise InvalidStructuredOutput("The model's JSON holds a number out of range (NaN or Infinity).",
+                                      provider=provider, retryable=True) from None
     if fmt.type == "json_object" and not isinstance(data, dict):
         raise InvalidStructuredOutput("response_format json_object asked for a JSON object; the model "
                                       f"returned a {type(data).__name__}.", provider=provider, retryable=True)
     if fmt.type == "json_schema" and fmt.strict and fmt.schema is not None:
         validator = _validator(json.dumps(fmt.schema, sort_keys=True))
-        error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+        try:
+            error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+        except Unresolvable as exc:
+            raise InvalidStructuredOutput(f"The schema has a reference that does not resolve: {exc}",
+                                          provider=provider) from None
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
             raise InvalidStructuredOutput(

@@ -50,7 +50,11 @@ class Number(fields.Field):
                 value = float(value.strip())
             except ValueError:
                 raise MarshmallowError("Must be a number.") from None
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
+        try:
+            finite = isinstance(value, (int, float)) and math.isfinite(value)
+        except OverflowError:            # an integer with hundreds of digits
+            finite = False
+        if not finite:
             raise MarshmallowError("Must be a finite number.")
         return value
 
@@ -164,12 +168,33 @@ class JsonSchemaSpec(Schema):
 @functools.lru_cache(maxsize=256)
 def schema_problem(canonical: str) -> str | None:
     """Why a JSON Schema is invalid (None if it is fine); workflows resend the same schema on every
-    call, so each distinct one is checked once per process."""
+    call, so each distinct one is checked once per process. Every `$ref` must point inside the
+    schema and resolve: a remote one would make us fetch a caller-chosen URL (server-side request
+    forgery), a dangling one would fail only when the answer is validated."""
+    from .postprocess import local_resolver
+    schema = json.loads(canonical)
     try:
-        jsonschema.Draft202012Validator.check_schema(json.loads(canonical))
+        jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:
         return exc.message
+    resolver = local_resolver(schema)
+    for ref in _refs(schema):
+        if not ref.startswith("#"):
+            return f"$ref {ref[:100]!r} points outside the schema; only local references (#/...) are allowed"
+        try:
+            resolver.lookup(ref)
+        except Exception:  # noqa: BLE001 - referencing raises several kinds for a bad pointer
+            return f"$ref {ref[:100]!r} does not resolve inside the schema"
     return None
+
+
+def _refs(node) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for v in node for r in _refs(v)]
+    return []
 
 
 class ResponseFormatSchema(Schema):
@@ -382,6 +407,13 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
 def _no_duplicates(pairs):
     obj = {}
     for key, value in pairs:
@@ -397,7 +429,8 @@ def parse_json_body(raw: bytes) -> dict:
         raise InvalidJSON("The request body is empty: send a JSON object.")
     try:
         text = raw.decode("utf-8-sig")
-        body = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+        body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
+                          object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise InvalidJSON(f"The request body is not valid JSON: {detail}.") from None

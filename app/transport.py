@@ -7,6 +7,7 @@ nothing of providers' formats, and it never retries: dispatch decides that, with
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 
@@ -16,7 +17,8 @@ from requests.adapters import HTTPAdapter
 from .errors import InvalidProviderResponse, ProviderError, ProviderTimeout, ProviderUnreachable, redact
 from .http import HttpRequest, HttpResponse
 
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024   # a provider answer larger than this is garbage, not text
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024   # a provider answer larger than this is garbage, not text
+                                        # (and 1,000 calls in flight per worker may each hold one)
 # Keep-alive connections per provider per worker: as many as calls a worker holds at once
 # (gunicorn.conf.py: 1,000 gevent connections), else every call past the pool opens a new TLS
 # connection and urllib3 discards it afterwards with a warning.
@@ -55,12 +57,18 @@ class Transport:
 
     def send(self, request: HttpRequest, *, provider: str, connect_timeout: float,
              read_timeout: float) -> HttpResponse:
-        """One exchange; the read timeout also bounds the whole body (slow-drip answers)."""
-        deadline = time.monotonic() + connect_timeout + read_timeout
+        """One exchange; the read timeout also bounds the whole body: every byte of a slow drip
+        resets the socket's own timeout, so a watchdog cuts the connection at the deadline."""
+        deadline = time.monotonic() + read_timeout      # dispatch's attempt budget, connecting included
+        cut = threading.Event()
+        watchdog = None
         try:
             with self.session(provider).request(
                     request.method, request.url, headers=request.headers, json=request.json,
                     timeout=(connect_timeout, read_timeout), stream=True, allow_redirects=False) as r:
+                watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _cut_connection, (r, cut))
+                watchdog.daemon = True
+                watchdog.start()
                 body = bytearray()
                 for chunk in r.iter_content(64 * 1024):
                     body += chunk
@@ -76,14 +84,35 @@ class Transport:
         except ProviderError:
             raise
         except Exception as exc:  # noqa: BLE001 - mapped from the table, anything else re-raised
+            if cut.is_set():
+                raise ProviderTimeout(f"{provider} was still sending its answer at the deadline",
+                                      provider=provider) from None
             for exc_type, err_type, message in _EXCEPTIONS:
                 if isinstance(exc, exc_type):
                     raise err_type(redact(message.format(p=provider), request.secrets),
                                    provider=provider) from None
             raise
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
 
     def close(self) -> None:
         with self._lock:
             for session in self._sessions.values():
                 session.close()
             self._sessions.clear()
+
+
+def _cut_connection(response, cut: threading.Event) -> None:
+    """Shut the socket under a response whose deadline passed; the reading side then fails at once."""
+    cut.set()
+    raw = response.raw
+    candidates = [getattr(getattr(raw, "_connection", None), "sock", None)]
+    fp = getattr(getattr(raw, "_fp", None), "fp", None)               # http.client's socket file
+    candidates.append(getattr(getattr(fp, "raw", None), "_sock", None))
+    for sock in candidates:
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

@@ -4,7 +4,9 @@ from __future__ import annotations
 from flask import current_app, g, jsonify, request
 
 from app.auth import api_key_from_header, authenticate_api_key, authenticate_jwt
-from app.errors import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from app.errors import FlowcallError, InvalidJSON, PayloadTooLarge, UnsupportedMediaType, ValidationError
 from app.idempotency import validate_key
 from app.schemas import call_from_body, load, parse_json_body
 
@@ -15,7 +17,31 @@ def services():
 
 def body_with(schema) -> dict:
     """The request body, parsed strictly and validated by `schema` (errors raise the 400)."""
-    return load(schema, parse_json_body(request.get_data(cache=False)))
+    return load(schema, parse_json_body(read_body()))
+
+
+def read_body() -> bytes:
+    """The raw body, whole and unencoded, or a clean 4xx: never decompressed (no gzip bombs), never
+    silently cut at the size cap, never shorter than its Content-Length."""
+    encoding = (request.headers.get("Content-Encoding") or "identity").strip().lower()
+    if encoding != "identity":
+        raise UnsupportedMediaType(f"Content-Encoding {encoding[:40]!r} is not accepted: send the JSON body "
+                                   f"uncompressed.", code="unsupported_content_encoding")
+    try:
+        raw = request.get_data(cache=False)
+        cap = request.max_content_length
+        if request.content_length is None and cap and len(raw) >= cap and request.stream.read(1):
+            raise PayloadTooLarge(f"Request body is larger than the limit of {cap} bytes (FLOWCALL_MAX_BODY_BYTES).")
+    except HTTPException:
+        raise                               # 413 from Werkzeug: the one error handler maps it
+    except FlowcallError:
+        raise
+    except Exception:  # noqa: BLE001 - a malformed chunked body or a broken connection
+        raise InvalidJSON("The request body could not be read (malformed chunked encoding?).") from None
+    if request.content_length is not None and len(raw) != request.content_length:
+        raise InvalidJSON(f"The request body has {len(raw)} bytes, not the {request.content_length} its "
+                          f"Content-Length says.")
+    return raw
 
 
 def boolean(value: str) -> bool:
@@ -50,8 +76,8 @@ def query(**parsers) -> dict:
             continue
         try:
             values[name] = parse(raw)
-        except ValueError as exc:
-            errors[name] = str(exc)
+        except (ValueError, OverflowError) as exc:       # e.g. a date at the edge of time
+            errors[name] = str(exc) or "out of range"
     if errors:
         raise ValidationError("Invalid query: " + "; ".join(f"{k}: {v}" for k, v in errors.items()), fields=errors)
     return values

@@ -12,12 +12,12 @@ from marshmallow import INCLUDE, Schema, fields
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.batch import BatchLimits, EnvelopeSchema, ItemContext, batch_body, parse_envelope, run_envelope
-from app.errors import NotFound, ServiceUnavailable
+from app.errors import NotFound, PayloadTooLarge, ServiceUnavailable
 from app.idempotency import body_hash, validate_key
 from app.openapi import doc
 from app.schemas import UsageOut, parse_json_body
 
-from ._common import either_auth, services
+from ._common import either_auth, read_body, services
 
 bp = Blueprint("batch", __name__)
 log = logging.getLogger(__name__)
@@ -79,8 +79,8 @@ def _read_body(limits: BatchLimits) -> dict:
     """The JSON body, refused with the batch limits in the 413 when it is over the size cap."""
     request.max_content_length = limits.max_body_bytes
     try:
-        raw = request.get_data(cache=False)
-    except RequestEntityTooLarge:
+        raw = read_body()
+    except (RequestEntityTooLarge, PayloadTooLarge):
         raise limits.body_too_large() from None
     return parse_json_body(raw)
 

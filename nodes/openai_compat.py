@@ -30,7 +30,7 @@ from app.idempotency import Replay, validate_key
 from app.openapi import CALL_ERRORS, doc
 from app.schemas import call_from_body, parse_json_body
 
-from ._common import services
+from ._common import read_body, services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("openai_compat", __name__)
@@ -133,7 +133,7 @@ def _idempotency_key() -> str | None:
 def chat_completions():
     svc = services()
     principal = _principal()
-    raw = parse_json_body(request.get_data(cache=False))
+    raw = parse_json_body(read_body())
     chat = compat.parse_request(raw)
     key = _idempotency_key()
     created = int(time.time())

@@ -5,9 +5,7 @@ unicode edge cases, raw-text NaN/Infinity/1e309, duplicate keys, wrong content t
 and non-UTF-8 bytes, long and many headers) and sent through the Flask test client. Valid bodies
 must succeed on mock.echo, and must reach OpenAI (mocked with `responses`) translated faithfully.
 
-Bugs this file found are kept as strict xfails ("BUG: ..."), so the suite stays green while they
-stay visible; the generators avoid exactly those inputs (see KNOWN_BUG notes) so the properties
-test everything else. Remove the avoidance together with the xfail when the bug is fixed.
+The bugs this file found were fixed; each keeps the test that found it (SECURITY.md lists them).
 """
 from __future__ import annotations
 
@@ -157,8 +155,8 @@ def messages(draw, need_user: bool):
     return items
 
 
-# Schemas mock.echo and the fake can satisfy (example_for), so strict validation passes.
-# KNOWN_BUG: no $ref, no minItems and no out-of-range numbers here: see the xfails below.
+# Schemas mock.echo and the fake can satisfy (example_for), so strict validation passes ($ref,
+# minItems and out-of-range numbers have their own tests below).
 schema_leaves = st.sampled_from([{"type": "string"}, {"type": "integer"}, {"type": "number"},
                                  {"type": "boolean"}, {"enum": ["a", "b"]},
                                  {"type": "array", "items": {"type": "string"}},
@@ -212,7 +210,7 @@ def call_bodies(draw, models=("mock.echo",), fallbacks=("mock.echo", "openai.gpt
     return body
 
 
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**30, 10**30),   # KNOWN_BUG: |n| > 1e308
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**400, 10**400),
                          st.floats(allow_nan=False, allow_infinity=False), any_text)
 json_values = st.recursive(json_scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)), max_leaves=20)
@@ -329,12 +327,11 @@ def test_test_connection_bodies(client, jwt_headers, body):
                                  "not_configured", "error")
 
 
-# KNOWN_BUG: offsets that push year 1 or 9999 out of range are excluded (see the usage xfail below).
 OFFSETS = [None, *(datetime.timezone(datetime.timedelta(hours=h)) for h in (-14, -5, 0, 5, 14))]
 query_values = st.one_of(
     st.text(max_size=30),
     st.dates().map(str),
-    st.datetimes(min_value=datetime.datetime(2, 1, 1), max_value=datetime.datetime(9998, 12, 31),
+    st.datetimes(min_value=datetime.datetime(1, 1, 1), max_value=datetime.datetime(9999, 12, 31),
                  timezones=st.sampled_from(OFFSETS)).map(lambda d: d.isoformat()),
     st.sampled_from(["model", "agent", "day", "provider", "key", "true", "false", "vision", "openai", "mock"]))
 
@@ -436,8 +433,6 @@ def test_a_gzip_bomb_is_refused_without_being_inflated(client, key_headers):
     assert_envelope(post_raw(client, bomb, {**key_headers, "Content-Encoding": "gzip"}), allowed=(400, 415))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a body declared Content-Encoding: gzip/br is read as if it were "
-                                       "identity-encoded; it should be refused with 415 (RFC 9110 §15.5.16)")
 @pytest.mark.parametrize("encoding", ["gzip", "br"])
 def test_a_declared_content_encoding_is_refused_with_415(client, key_headers, encoding):
     raw = json.dumps({"model": "mock.echo", "prompt": "hi"}).encode()
@@ -580,17 +575,12 @@ class TestTranslationToOpenAI:
 
 
 # -- bugs: kept visible as strict xfails ---------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="BUG: app/schemas.py Number._deserialize calls math.isfinite() on a JSON "
-                                       "integer beyond float range (>1.8e308): OverflowError -> 500")
 @pytest.mark.parametrize("field", ["temperature", "maxTokens", "timeoutMs"])
 def test_an_integer_beyond_float_range_is_a_400(client, key_headers, field):
     raw = f'{{"model": "mock.echo", "prompt": "hi", "options": {{"{field}": 1{"0" * 400}}}}}'.encode()
     assert assert_envelope(post_raw(client, raw, key_headers), allowed=(400,))["error"]["fields"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: 1e309 in a json_schema parses to inf; mock.echo's example (and any "
-                                       "model answer with NaN/Infinity) reaches `data`, and the success body "
-                                       "carries NaN/Infinity, which is not JSON (or int(inf) -> 500)")
 @pytest.mark.parametrize("schema", [
     {"const": 1e309},
     {"type": "object", "properties": {"n": {"enum": [-1e309]}}},
@@ -603,8 +593,6 @@ def test_out_of_range_numbers_in_a_schema_never_make_invalid_json(client, key_he
     assert_envelope(post_raw(client, raw.encode(), key_headers), allowed=(200, 400))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: app/idempotency.py body_hash() encodes json.dumps(ensure_ascii=False) "
-                                       "to UTF-8: a lone surrogate (\\ud800, valid JSON) -> UnicodeEncodeError -> 500")
 def test_a_lone_surrogate_with_an_idempotency_key(client, key_headers):
     resp = post_raw(client, b'{"model": "mock.echo", "prompt": "\\ud800"}', {**key_headers, "Idempotency-Key": "k-1"})
     assert assert_envelope(resp, allowed=(200, 400)).get("success") is not None
@@ -615,9 +603,6 @@ class TestLoggedContent:
     def config(self, config):
         return {**config, "FLOWCALL_LOG_CONTENT": "1"}
 
-    @pytest.mark.xfail(strict=True, reason="BUG: with FLOWCALL_LOG_CONTENT=1 a prompt holding a lone surrogate "
-                                           "cannot be stored (sqlite3 UnicodeEncodeError): the ledger row of a "
-                                           "successful call is silently lost (app/ledger.py Ledger.write)")
     def test_a_lone_surrogate_prompt_still_gets_its_ledger_row(self, app, client, key_headers):
         resp = post_raw(client, b'{"model": "mock.echo", "prompt": "a\\udfffb"}', key_headers)
         assert_envelope(resp, allowed=(200,))
@@ -666,9 +651,6 @@ def ref_server():
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")      # jsonschema warns, then fetches anyway
-@pytest.mark.xfail(strict=True, reason="BUG (SSRF): strict json_schema validation (app/postprocess.py "
-                                       "parse_structured -> jsonschema) resolves a remote `$ref` with urllib: "
-                                       "any caller makes the worker GET any URL (loopback, metadata), no timeout")
 def test_a_remote_ref_in_a_strict_schema_is_never_fetched(client, key_headers, ref_server):
     schema = {"$ref": f"{ref_server.url}/latest/meta-data/iam/security-credentials/"}
     resp = post_json(client, {"model": "mock.echo", "prompt": "hi", "response_format": {
@@ -677,8 +659,6 @@ def test_a_remote_ref_in_a_strict_schema_is_never_fetched(client, key_headers, r
     assert_envelope(resp, allowed=(400,))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a strict schema with an unresolvable local $ref passes "
-                                       "check_schema, then jsonschema raises Unresolvable during validation -> 500")
 @pytest.mark.parametrize("schema", [{"$ref": "#/$defs/missing"},
                                     {"type": "object", "properties": {"a": {"$ref": "#/nope"}}}])
 def test_an_unresolvable_local_ref_is_a_400(client, key_headers, schema):
@@ -687,9 +667,6 @@ def test_an_unresolvable_local_ref_is_a_400(client, key_headers, schema):
     assert_envelope(resp, allowed=(400,))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (amplification): app/providers/mock.py example_for builds minItems "
-                                       "elements per nesting level with no cap: a 250-byte request makes a 2 MB "
-                                       "answer here, and three levels of minItems 1000 (1e9 items) exhaust memory")
 def test_a_tiny_schema_cannot_make_a_huge_answer(client, key_headers):
     schema = {"type": "array", "minItems": 300, "items": {"type": "array", "minItems": 300, "items": {"type": "string"}}}
     request = {"model": "mock.echo", "prompt": "hi", "response_format": {
@@ -699,9 +676,6 @@ def test_a_tiny_schema_cannot_make_a_huge_answer(client, key_headers):
     assert resp.status_code == 400 or len(resp.get_data()) < 64 * 1024
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: app/ledger.py parse_day: an offset that moves 0001-01-01 or "
-                                       "9999-12-31 out of range raises OverflowError, which nodes/_common.py "
-                                       "query() does not catch (it catches ValueError) -> 500")
 @pytest.mark.parametrize("query", ["from=9999-12-31T23:59:59-14:00", "to=0001-01-01T00:00:00%2B14:00"])
 def test_usage_dates_at_the_edge_of_time(client, key_headers, query):
     assert_envelope(client.get(f"/api/v3/llm/usage?{query}", headers=key_headers), allowed=(200, 400))

@@ -150,10 +150,6 @@ def test_killing_a_worker_under_load_loses_nothing_but_its_own_calls(service, fa
           f"{min(unlocked_after.values())}-{max(unlocked_after.values())} s after the kill")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: app/gateway.py Gateway.run locks an Idempotency-Key for "
-                                       "settings.max_timeout_ms + 30 s (330 s by default) whatever the call's own "
-                                       "deadline; app/idempotency.py promises 'the call's deadline plus a margin', "
-                                       "so a key whose worker died stays 409 for 5.5 min instead of ~31 s")
 def test_an_idempotency_lock_lasts_the_calls_deadline_not_the_maximum(app, client, api_key, monkeypatch):
     services = app.extensions["flowcall"]
     seen = {}
