@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 from marshmallow import RAISE, Schema, fields, validate
 
+from .config import env_number
 from .errors import FlowcallError, PayloadTooLarge, ValidationError
 from .schemas import CallSchema, WholeNumber, answer_to_dict, call_from_body, load
 
@@ -30,19 +31,6 @@ MAX_CALLER_ID = 200
 _call_schema = CallSchema()
 
 
-def _env_int(env: Mapping, name: str, default: int, minimum: int = 1) -> int:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise SystemExit(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 @dataclass(frozen=True)
 class BatchLimits:
     """The caps a batch (or a batch job) must fit, from FLOWCALL_BATCH_* settings."""
@@ -53,9 +41,9 @@ class BatchLimits:
     @classmethod
     def from_settings(cls, settings) -> "BatchLimits":
         env = settings.environ
-        return cls(max_items=_env_int(env, "FLOWCALL_BATCH_MAX_ITEMS", DEFAULT_MAX_ITEMS),
-                   max_concurrency=_env_int(env, "FLOWCALL_BATCH_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY),
-                   max_body_bytes=_env_int(env, "FLOWCALL_BATCH_MAX_BODY_BYTES", settings.max_body_bytes, 1024))
+        return cls(max_items=env_number(env, "FLOWCALL_BATCH_MAX_ITEMS", DEFAULT_MAX_ITEMS, 1),
+                   max_concurrency=env_number(env, "FLOWCALL_BATCH_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, 1),
+                   max_body_bytes=env_number(env, "FLOWCALL_BATCH_MAX_BODY_BYTES", settings.max_body_bytes, 1024))
 
     def describe(self) -> str:
         return (f"at most {self.max_items} items (FLOWCALL_BATCH_MAX_ITEMS) and {self.max_body_bytes} bytes "

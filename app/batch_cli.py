@@ -683,20 +683,10 @@ def register(subparsers) -> None:
     w.set_defaults(func=cmd_worker)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flowcall")
-    register(p.add_subparsers(dest="command", required=True))
-    return p
-
-
 def main(argv: list[str] | None = None) -> int:
-    from .db import NotMigrated
-    args = parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except NotMigrated as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
+    """`python -m app.batch_cli ...` is `flowcall ...` (kept for running from a checkout)."""
+    from .cli import main as flowcall_main
+    return flowcall_main(argv)
 
 
 if __name__ == "__main__":

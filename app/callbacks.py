@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import socket
 import time
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
 from .errors import ValidationError
-from .image_fetch import address_problem, literal_address, parse_allow_list
+from .image_fetch import parse_allow_list, resolve_checked
 
 SIGNATURE_HEADER = "X-Flowcall-Signature"
 TIMESTAMP_HEADER = "X-Flowcall-Timestamp"
@@ -104,25 +103,9 @@ def check_url(url: str, allow_private: Iterable[str] = (),
 
 
 def _resolve_checked(host: str, port: int, allow_private: Iterable[str], resolver) -> tuple:
-    allow = parse_allow_list(tuple(allow_private))
-    literal = literal_address(host)
-    if literal is not None:
-        addresses = [literal]
-    else:
-        try:
-            infos = resolver(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError):
-            raise _refuse(f"the host {host} could not be resolved", "host not found") from None
-        addresses = list(dict.fromkeys(ipaddress.ip_address(str(i[4][0]).split("%", 1)[0]) for i in infos))
-        if not addresses:
-            raise _refuse(f"the host {host} could not be resolved", "host not found")
-    if allow.allows_host(host):
-        return tuple(addresses)
-    for address in addresses:
-        problem = address_problem(address)
-        if problem and not allow.allows_address(address):
-            raise _refuse(f"the host resolves to a {problem} address ({address})", f"{problem} address")
-    return tuple(addresses)
+    """The image downloads' SSRF check, with callback wording."""
+    return tuple(resolve_checked(host, port, parse_allow_list(tuple(allow_private)), resolver,
+                                 refuse=_refuse, subject="the host"))
 
 
 def _connection(dest: Destination, address, timeout_s: float):

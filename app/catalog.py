@@ -172,7 +172,7 @@ class Catalog:
         if model_id in self.models:
             return self.models[model_id]
         if provider.format == "mock":
-            raise UnknownModel(f"The mock provider has one model: mock.echo.", fields={"model": "unknown mock model"})
+            raise UnknownModel("The mock provider has one model: mock.echo.", fields={"model": "unknown mock model"})
         return ModelInfo(id=model_id, provider=provider.name, name=name, label=name,
                          capabilities=provider.default_capabilities, known=False)
 

@@ -12,17 +12,22 @@ from typing import Mapping
 MB = 1024 * 1024
 
 
-def _int(env: Mapping, name: str, default: int, minimum: int = 0) -> int:
+def env_number(env: Mapping, name: str, default, minimum=0, cast=int):
+    """A numeric setting: `default` when unset, and a clear exit at start when it is not a number
+    or is below `minimum` (a typo in a setting must never surface as a failed call)."""
     raw = env.get(name)
     if raw in (None, ""):
         return default
     try:
-        value = int(raw)
+        value = cast(raw)
     except ValueError:
-        raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+        raise SystemExit(f"{name} must be {'an integer' if cast is int else 'a number'}, got {raw!r}") from None
     if value < minimum:
-        raise SystemExit(f"{name} must be >= {minimum}, got {value}")
+        raise SystemExit(f"{name} must be >= {minimum}, got {raw}")
     return value
+
+
+_int = env_number
 
 
 def _list(env: Mapping, name: str) -> tuple[str, ...]:

@@ -141,8 +141,11 @@ def literal_address(host: str) -> IPAddress | None:
     return None
 
 
-def resolve_checked(host: str, port: int, allow: AllowList, resolver: Resolver) -> list[IPAddress]:
-    """Resolve once and refuse if any address is not public: the list returned is what we dial."""
+def resolve_checked(host: str, port: int, allow: AllowList, resolver: Resolver, *,
+                    refuse: Callable[[str, str], Exception] = _reject,
+                    subject: str = "image URL host") -> list[IPAddress]:
+    """Resolve once and refuse if any address is not public: the list returned is what we dial.
+    Shared by image downloads and job callbacks; `refuse(message, reason)` makes their own error."""
     literal = literal_address(host)
     if literal is not None:
         addresses = [literal]
@@ -150,14 +153,14 @@ def resolve_checked(host: str, port: int, allow: AllowList, resolver: Resolver) 
         try:
             infos = resolver(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError):
-            raise _reject(f"image URL host {host} could not be resolved", "host not found") from None
+            raise refuse(f"{subject} {host} could not be resolved", "host not found") from None
         addresses = []
         for info in infos:
             address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
             if address not in addresses:
                 addresses.append(address)
         if not addresses:
-            raise _reject(f"image URL host {host} could not be resolved", "host not found")
+            raise refuse(f"{subject} {host} could not be resolved", "host not found")
     if allow.allows_host(host):
         return addresses
     for address in addresses:
@@ -167,8 +170,7 @@ def resolve_checked(host: str, port: int, allow: AllowList, resolver: Resolver) 
             shown = str(address)
             if embedded_ipv4(address) is not None:
                 shown += f", which embeds {embedded_ipv4(address)}"
-            raise _reject(f"image URL host resolves to {article} {problem} address ({shown})",
-                          f"{problem} address")
+            raise refuse(f"{subject} resolves to {article} {problem} address ({shown})", f"{problem} address")
     return addresses
 
 

@@ -30,6 +30,7 @@ from sqlalchemy import (Column, DateTime, Float, Index, Integer, String, Table, 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
+from .config import env_number
 from . import callbacks
 from .auth import Principal
 from .batch import BatchLimits, ItemContext, batch_body, error_body, execute_item, parse_envelope, run_envelope
@@ -85,19 +86,6 @@ CALLBACK_LEASE_S = 3 * callbacks.TIMEOUT_S       # one attempt dials at most a f
 SCHEDULE_SLACK_S = 1.0                           # a scheduled attempt may fire a hair early
 
 
-def _env_number(env, name: str, default: float, minimum: float, cast=float):
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = cast(raw)
-    except ValueError:
-        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise SystemExit(f"{name} must be >= {minimum}, got {raw}")
-    return value
-
-
 def default_queue_path(database_url: str) -> str:
     """`flowcall-jobs.db` beside the SQLite store (or in the working directory)."""
     url = make_url(database_url)
@@ -130,13 +118,13 @@ class JobSettings:
         return cls(
             queue_path=env.get("FLOWCALL_JOBS_PATH") or default_queue_path(settings.database_url),
             redis_url=settings.redis_url,
-            lease_s=_env_number(env, "FLOWCALL_JOB_LEASE_S", 60.0, 1.0),
-            workers=_env_number(env, "FLOWCALL_JOB_WORKERS", 4, 1, int),
+            lease_s=env_number(env, "FLOWCALL_JOB_LEASE_S", 60.0, 1.0),
+            workers=env_number(env, "FLOWCALL_JOB_WORKERS", 4, 1, int),
             callback_secret=env.get("FLOWCALL_CALLBACK_SECRET") or None,
-            callback_attempts=_env_number(env, "FLOWCALL_CALLBACK_ATTEMPTS", 8, 1, int),
-            callback_delay_s=_env_number(env, "FLOWCALL_CALLBACK_RETRY_DELAY_S", 10.0, 0.0),
+            callback_attempts=env_number(env, "FLOWCALL_CALLBACK_ATTEMPTS", 8, 1, int),
+            callback_delay_s=env_number(env, "FLOWCALL_CALLBACK_RETRY_DELAY_S", 10.0, 0.0),
             allow_private_callback_hosts=allow,
-            retention_days=_env_number(env, "FLOWCALL_JOB_RETENTION_DAYS", 7, 1, int),
+            retention_days=env_number(env, "FLOWCALL_JOB_RETENTION_DAYS", 7, 1, int),
         )
 
 
