@@ -36,7 +36,7 @@ from marshmallow import RAISE, Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as MarshmallowError
 
 from .errors import FlowcallError, ValidationError
-from .schemas import (MAX_FALLBACKS, MAX_STOP_SEQUENCES, JsonSchemaSpec, Number, PartSchema, StrictString,
+from .schemas import (MAX_FALLBACKS, MAX_STOP_SEQUENCES, Content, JsonSchemaSpec, Number, PartSchema, StrictString,
                       WholeNumber, answer_to_dict)
 
 COMPAT_DEFAULT_MAX_TOKENS = 4096
@@ -71,29 +71,13 @@ class CompatPartSchema(PartSchema):
     prompt_cache_breakpoint = fields.Raw(allow_none=True)   # a caching hint: accepted, not forwarded
 
 
-class MessageContent(fields.Field):
-    """A string, or a non-empty list of text / image_url parts."""
+class MessageContent(Content):
+    """A string, or a non-empty list of text / image_url parts (OpenAI's part may carry a cache hint)."""
+    part_schema = CompatPartSchema()
 
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, str):
-            return value
-        if not isinstance(value, list) or not value:
-            raise MarshmallowError("Must be a string or a non-empty list of parts.")
-        parts, errors = [], {}
-        for i, item in enumerate(value):
-            if not isinstance(item, dict):
-                errors[i] = ["Each part must be an object with a type."]
-                continue
-            try:
-                part = CompatPartSchema().load(item)
-            except MarshmallowError as err:
-                errors[i] = err.messages
-                continue
-            part.pop("prompt_cache_breakpoint", None)
-            parts.append(part)
-        if errors:
-            raise MarshmallowError(errors)
-        return parts
+    def clean(self, part: dict) -> dict:
+        part.pop("prompt_cache_breakpoint", None)
+        return part
 
 
 class ChatMessageSchema(Schema):

@@ -102,6 +102,10 @@ class PartSchema(Schema):
 
 class Content(fields.Field):
     """A message's content: a string, or a list of text / image_url parts."""
+    part_schema = PartSchema()
+
+    def clean(self, part: dict) -> dict:
+        return part
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, str):
@@ -114,7 +118,7 @@ class Content(fields.Field):
                 errors[i] = ["Each part must be an object with a type."]
                 continue
             try:
-                parts.append(PartSchema().load(item))
+                parts.append(self.clean(self.part_schema.load(item)))
             except MarshmallowError as err:
                 errors[i] = err.messages
         if errors:
