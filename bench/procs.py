@@ -110,13 +110,18 @@ class Sampler(threading.Thread):
         return {"rss_mb": sum(rss_bytes(p) for p in pids) / 2**20,
                 "pss_mb": sum(pss_bytes(p) for p in pids) / 2**20, "processes": len(pids)}
 
+    def record(self, label: str | None = None) -> None:
+        """One sample into a phase's peak (also taken at each phase's start and end, so a phase
+        shorter than the interval still has a figure)."""
+        s = self.sample()
+        peak = self.peaks.setdefault(label or self.phase, {"rss_mb": 0.0, "pss_mb": 0.0, "processes": 0})
+        for k in peak:
+            peak[k] = max(peak[k], s[k])
+
     def run(self):
         deadline = time.monotonic() + 6 * 3600          # bounded, whatever happens to the caller
         while not self._halt.is_set() and time.monotonic() < deadline:
-            s = self.sample()
-            peak = self.peaks.setdefault(self.phase, {"rss_mb": 0.0, "pss_mb": 0.0, "processes": 0})
-            for k in peak:
-                peak[k] = max(peak[k], s[k])
+            self.record()
             self._halt.wait(self.interval)
 
     def stop(self):

@@ -100,9 +100,11 @@ class Bench:
         cpu0, fake0 = procs.cpu_seconds(gw_pids), self.fake.stats()["cpu_s"]
         kids0, busy0 = procs.children_cpu_seconds(), procs.machine_busy_seconds()
         self.sampler.phase = label
+        self.sampler.record(label)
         started = time.monotonic()
         raw = run_load(url, headers, body_file, load, tool, self.args.loadgen_procs)
         wall = time.monotonic() - started
+        self.sampler.record(label)
         self.sampler.phase = "idle"
         fstats = self.fake.stats()
         gw_cpu = procs.cpu_seconds(gw_pids) - cpu0
