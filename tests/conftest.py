@@ -17,6 +17,21 @@ JWT_SECRET = "test-secret-for-hs256-signing-0123456789"
 _TEMPLATE: Path | None = None
 
 
+class FakeClock:
+    """A monotonic clock and sleep that only move when told: retries and deadlines without waiting."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
 def migrated_db_url(directory: Path) -> str:
     """A fresh SQLite database at the current migration, copied from one migrated once per session."""
     global _TEMPLATE

@@ -133,6 +133,25 @@ def perplexity_answer(body: dict) -> dict:
                                "tool_calls_cost": 0.005, "total_cost": 0.0050205}}}
 
 
+def serve_control(fake, handler, raw: bytes = b"") -> bool:
+    """The test-control routes every fake shares (request log, fault script, reset); True if served."""
+    route = (handler.command, handler.path)
+    if route == ("GET", "/_fake/requests"):
+        with fake.lock:
+            handler._send(200, fake.requests)
+    elif route == ("POST", "/_fake/script"):
+        with fake.lock:
+            fake.script = json.loads(raw)
+        handler._send(200, {"ok": True})
+    elif route == ("POST", "/_fake/reset"):
+        with fake.lock:
+            fake.script, fake.requests = [], []
+        handler._send(200, {"ok": True})
+    else:
+        return False
+    return True
+
+
 class FakeProvider:
     """The server plus its script and request log; usable in-process (tests) or as a command."""
 
@@ -167,22 +186,14 @@ class FakeProvider:
             def do_GET(self):
                 if self.path == "/img.png":           # an image for URL-download tests
                     return self._send(200, PNG_BYTES, {"Content-Type": "image/png"})
-                if self.path == "/_fake/requests":
-                    with fake.lock:
-                        return self._send(200, fake.requests)
-                return self._send(404, {"error": {"message": "not found"}})
+                if not serve_control(fake, self):
+                    self._send(404, {"error": {"message": "not found"}})
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                if self.path == "/_fake/script":
-                    with fake.lock:
-                        fake.script = json.loads(raw)
-                    return self._send(200, {"ok": True})
-                if self.path == "/_fake/reset":
-                    with fake.lock:
-                        fake.script, fake.requests = [], []
-                    return self._send(200, {"ok": True})
+                if serve_control(fake, self, raw):
+                    return
                 try:
                     body = json.loads(raw) if raw else {}
                 except ValueError:

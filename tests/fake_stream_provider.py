@@ -20,7 +20,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from fake_provider import FakeProvider, anthropic_answer, gemini_answer, openai_answer
+from fake_provider import FakeProvider, anthropic_answer, gemini_answer, openai_answer, serve_control
 
 PIECE = 4       # characters of answer text per event
 
@@ -163,22 +163,14 @@ class FakeStreamProvider:
                     pass            # the client went away: nothing left to tell it
 
             def do_GET(self):
-                if self.path == "/_fake/requests":
-                    with fake.lock:
-                        return self._send(200, fake.requests)
-                return self._send(404, {"error": {"message": "not found"}})
+                if not serve_control(fake, self):
+                    self._send(404, {"error": {"message": "not found"}})
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                if self.path == "/_fake/script":
-                    with fake.lock:
-                        fake.script = json.loads(raw)
-                    return self._send(200, {"ok": True})
-                if self.path == "/_fake/reset":
-                    with fake.lock:
-                        fake.script, fake.requests = [], []
-                    return self._send(200, {"ok": True})
+                if serve_control(fake, self, raw):
+                    return
                 body = json.loads(raw) if raw else {}
                 with fake.lock:
                     fake.requests.append({"path": self.path, "headers": dict(self.headers.items()), "body": body})

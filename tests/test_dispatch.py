@@ -14,24 +14,12 @@ from app.config import Settings
 from app.dispatch import ATTEMPTS_PER_MODEL, Dispatcher, backoff_delay
 from app.errors import (DeadlineExceeded, ProviderOverloaded, ProviderRejected, ProviderTimeout,
                         ServiceUnavailable)
+from conftest import FakeClock
 
 CATALOG = Catalog.load()
 ENV = {"OPENAI_API_KEY": "sk-test-openai-0123456789", "XAI_API_KEY": "xai-test-0123456789abcdef"}
 OPENAI = "https://api.openai.com/v1/chat/completions"
 XAI = "https://api.x.ai/v1/chat/completions"
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def make(env=ENV, **kw):

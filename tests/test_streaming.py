@@ -27,6 +27,7 @@ from app.providers.streams import (AnthropicStream, Delta, GeminiStream, OpenAIC
 from app.stream_transport import LineStream
 from app.streaming import StopGuard, StreamingDispatcher
 from fake_stream_provider import FakeStreamProvider
+from conftest import FakeClock
 
 CATALOG = Catalog.load()
 ENV = {"OPENAI_API_KEY": "sk-test-openai-0123456789", "ANTHROPIC_API_KEY": "sk-ant-test-0123456789",
@@ -38,19 +39,6 @@ GEMINI = "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-fla
 XAI = "https://api.x.ai/v1/chat/completions"
 PPLX = "https://api.perplexity.ai/v1/agent"
 SSE = "text/event-stream; charset=utf-8"
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def make(env=ENV) -> tuple[StreamingDispatcher, FakeClock]:
