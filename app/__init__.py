@@ -44,7 +44,7 @@ def create_app(config: dict | None = None) -> Flask:
     logs.init(settings.log_level)
 
     app = Flask(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, JSON_SORT_KEYS=False)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes)
     app.json.sort_keys = False
     app.json.compact = True
 
