@@ -97,8 +97,10 @@ def test_killing_a_worker_under_load_loses_nothing_but_its_own_calls(service, fa
           f"with worker {victim} ({sorted({type(e).__name__ for e in lost.values()})}); statuses "
           f"{sorted({r.status_code for r in answered.values()})}")
 
-    # every client can tell: an HTTP answer in our envelope, or a connection error (never a hang)
-    assert all(isinstance(e, requests.ConnectionError) and not isinstance(e, requests.Timeout)
+    # every client can tell: an HTTP answer in our envelope, or a broken connection (never a hang).
+    # Which exception a broken connection raises depends on where the kill lands (before the status
+    # line: ConnectionError; mid-body: ChunkedEncodingError), so any non-timeout failure counts.
+    assert all(isinstance(e, requests.RequestException) and not isinstance(e, requests.Timeout)
                for e in lost.values()), {type(e).__name__ for e in lost.values()}
     assert 1 <= len(lost) <= CLIENTS, len(lost)              # only calls in flight in the dead worker
     for r in answered.values():
