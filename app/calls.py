@@ -11,7 +11,7 @@ from typing import Literal, Union
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_MAX_TOKENS = 1000
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "content_filter", "tool_calls", "other"]
 
 
@@ -35,7 +35,37 @@ class ImagePart:
         return self.url.startswith("data:")
 
 
-Part = Union[TextPart, ImagePart]
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the model asked for. `arguments` is always a parsed JSON object.
+
+    `state` carries provider state that must go back with this call on the next turn (Gemini 3's
+    `thoughtSignature`, for one); it is opaque to everything but the adapter that set it, and the
+    OpenAI-shaped surfaces keep it for the client (inside the call id they hand out, or stored).
+    """
+    id: str
+    name: str
+    arguments: dict
+    state: dict | None = None
+
+
+@dataclass(frozen=True)
+class ToolCallPart:
+    """An assistant turn's request to call a tool (the model's earlier answer, sent back)."""
+    call: ToolCall
+
+
+@dataclass(frozen=True)
+class ToolResultPart:
+    """A `tool` turn's result for the call `call_id`; `name` is the called function's name (Gemini's
+    `functionResponse` needs it: nodes fill it in from the matching call)."""
+    call_id: str
+    content: str
+    name: str | None = None
+    is_error: bool = False
+
+
+Part = Union[TextPart, ImagePart, ToolCallPart, ToolResultPart]
 
 
 @dataclass(frozen=True)
@@ -51,6 +81,26 @@ class Message:
     @property
     def has_images(self) -> bool:
         return any(isinstance(p, ImagePart) for p in self.parts)
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        return tuple(p.call for p in self.parts if isinstance(p, ToolCallPart))
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call: `parameters` is the JSON Schema of its arguments (an object)."""
+    name: str
+    description: str | None = None
+    parameters: dict | None = None
+    strict: bool = False
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    """`auto` (the model decides), `none`, `required` (some tool), or `tool` (the one named)."""
+    mode: Literal["auto", "none", "required", "tool"] = "auto"
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +131,9 @@ class Call:
     response_format: ResponseFormat | None = None
     task: str | None = None
     fallbacks: tuple[str, ...] = ()
+    tools: tuple[Tool, ...] = ()
+    tool_choice: ToolChoice | None = None       # None: the provider's default (auto when tools are sent)
+    parallel_tool_calls: bool | None = None     # None: the provider's default
     tenant_id: str | None = None
     agent_id: str | None = None
     key_id: str | None = None
@@ -117,6 +170,7 @@ class Completion:
     data: object = None                 # structured output the provider returned natively (tool input)
     cost: float | None = None           # the provider's own cost figure, preferred over our prices
     warnings: tuple[str, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -144,3 +198,4 @@ class Answer:
     warnings: tuple[str, ...] = field(default_factory=tuple)
     request_id: str | None = None
     upstream_ms: float = 0.0
+    tool_calls: tuple[ToolCall, ...] = ()
