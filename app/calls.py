@@ -117,6 +117,7 @@ class Options:
     max_tokens: int = DEFAULT_MAX_TOKENS
     stop: tuple[str, ...] = ()
     timeout_ms: int | None = None
+    max_tokens_set: bool = True        # False: max_tokens is our default, which a thinking model may widen
 
     @property
     def temperature_or_default(self) -> float:
@@ -149,11 +150,17 @@ class Call:
 
 @dataclass(frozen=True)
 class Usage:
-    """Normalised token counts: `output_tokens` always includes reasoning/thinking tokens."""
+    """Normalised token counts: `output_tokens` always includes reasoning/thinking tokens, and
+    `input_tokens` every prompt token, cache reads (`cached_input_tokens`) and cache writes
+    (`cache_write_tokens`, of which `cache_write_1h_tokens` were 1-hour writes) included.
+    `reported` is false when the provider sent no usage at all: the counts are then unknown, not 0."""
     input_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
     cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    reported: bool = True
 
     @property
     def total_tokens(self) -> int:
@@ -199,3 +206,4 @@ class Answer:
     request_id: str | None = None
     upstream_ms: float = 0.0
     tool_calls: tuple[ToolCall, ...] = ()
+    estimated_cost: float | None = None     # what budgets charge when the provider reported no usage

@@ -74,21 +74,71 @@ class ModelInfo:
     max_output_tokens: int | None = None
     price_input: float | None = None    # USD per 1M tokens
     price_output: float | None = None
+    price_cached_input: float | None = None     # cache reads; None: billed at price_input
+    price_cache_write: float | None = None      # 5-minute cache writes; None: billed at price_input
+    price_cache_write_1h: float | None = None   # 1-hour cache writes; None: billed at price_cache_write
     status: str = "active"          # active | deprecated | retired
     shutdown: str | None = None
     successor: str | None = None
     note: str | None = None
     params: dict = field(default_factory=dict)   # provider-specific extras (Perplexity preset...)
     known: bool = True              # False: not in the catalog, forwarded as is
+    temperature_default: str | float = "ours"   # "ours" (send 0.7), "provider" (send none), or a number to send
+    thinking_allowance: int = 0     # tokens added to the default maxTokens for a model that thinks by default
+    reasoning_format: str | None = None         # Groq: the reasoning_format that keeps the answer clean
 
     @property
     def has_price(self) -> bool:
         return self.price_input is not None and self.price_output is not None
 
     def cost(self, usage: Usage) -> float | None:
-        if not self.has_price:
-            return None
-        return round((usage.input_tokens * self.price_input + usage.output_tokens * self.price_output) / 1e6, 8)
+        return self.price_usage(usage)[0]
+
+    def price_usage(self, usage: Usage) -> tuple[float | None, tuple[str, ...]]:
+        """(USD, warnings): each usage class at the price the provider bills it (catalog `price`).
+
+        `input_tokens` holds every prompt token; cache reads and writes are the parts of it billed
+        at their own price. A class the catalog has no price for is billed at the input price, and
+        says so. No usage reported (`usage.reported` false): no cost, not a free call.
+        """
+        if not self.has_price or not usage.reported:
+            return None, ()
+        warnings = []
+        read_price = self.price_cached_input
+        if read_price is None:
+            read_price = self.price_input
+            if usage.cached_input_tokens:
+                warnings.append(f"No cached-input price is known for {self.id}: its {usage.cached_input_tokens} "
+                                "cached input tokens were priced as ordinary input.")
+        write_price = self.price_cache_write
+        if write_price is None:
+            write_price = self.price_input
+            if usage.cache_write_tokens:
+                warnings.append(f"No cache-write price is known for {self.id}: its {usage.cache_write_tokens} "
+                                "cache-write tokens were priced as ordinary input.")
+        write_1h_price = self.price_cache_write_1h if self.price_cache_write_1h is not None else write_price
+        write_1h = min(usage.cache_write_1h_tokens, usage.cache_write_tokens)
+        plain = max(0, usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens)
+        total = (plain * self.price_input + usage.cached_input_tokens * read_price
+                 + (usage.cache_write_tokens - write_1h) * write_price + write_1h * write_1h_price
+                 + usage.output_tokens * self.price_output)
+        return round(total / 1e6, 8), tuple(warnings)
+
+
+CHARS_PER_TOKEN = 4     # a rough English average; an estimate errs, a 0 is a free call
+
+
+def estimate_cost(model: ModelInfo, call) -> float | None:
+    """An upper-leaning USD estimate for `call` on `model` before (or without) the provider's usage:
+    the prompt's text at ~4 characters a token, at the input price, plus the whole output limit
+    at the output price. None when the model has no price."""
+    if not model.has_price:
+        return None
+    from .model_defaults import max_tokens     # here, not at the top: model_defaults is a leaf
+    prompt_chars = sum(len(m.text) for m in call.messages)
+    prompt_tokens = -(-prompt_chars // CHARS_PER_TOKEN)
+    output_tokens = max_tokens(model, call.options)
+    return round((prompt_tokens * model.price_input + output_tokens * model.price_output) / 1e6, 8)
 
 
 @dataclass(frozen=True)
@@ -99,15 +149,20 @@ class Resolved:
     warnings: tuple[str, ...] = ()
 
 
-def _model_from_dict(d: dict, providers: dict[str, ProviderConfig]) -> ModelInfo:
-    provider = providers[d["provider"]]
-    caps = {**provider.default_capabilities.__dict__, **d.get("capabilities", {})}
+def _model_from_dict(d: dict) -> ModelInfo:
+    # A listed model's flags are its own: the provider's default_capabilities describe only models
+    # the catalog does not list (a provider-wide "reasoning" once marked gpt-4o a reasoning model).
+    caps = dict(d.get("capabilities", {}))
     price = d.get("price") or {}
     return ModelInfo(
         id=d["id"], provider=d["provider"], name=d["name"], label=d.get("label", d["name"]),
         capabilities=Capabilities.from_dict(caps), aliases=tuple(d.get("aliases", ())),
         context_window=d.get("context_window"), max_output_tokens=d.get("max_output_tokens"),
         price_input=price.get("input"), price_output=price.get("output"),
+        price_cached_input=price.get("cached_input"), price_cache_write=price.get("cache_write"),
+        price_cache_write_1h=price.get("cache_write_1h"),
+        temperature_default=d.get("temperature_default", "ours"),
+        thinking_allowance=int(d.get("thinking_allowance") or 0), reasoning_format=d.get("reasoning_format"),
         status=d.get("status", "active"), shutdown=d.get("shutdown"), successor=d.get("successor"),
         note=d.get("note"), params=dict(d.get("params") or {}),
     )
@@ -122,7 +177,7 @@ class Catalog:
         for d in raw["models"]:
             if d["provider"] not in self.providers:
                 raise ValueError(f"model {d['id']}: unknown provider {d['provider']!r}")
-            self.models[d["id"]] = _model_from_dict(d, self.providers)
+            self.models[d["id"]] = _model_from_dict(d)
         self._alias: dict[str, str] = {}
         for model in self.models.values():
             for alias in model.aliases:

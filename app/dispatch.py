@@ -9,10 +9,10 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from . import postprocess, routing
+from . import model_defaults, postprocess, routing
 from .breaker import CircuitBreaker
 from .calls import Answer, Call, Completion, ImagePart, Message, Options, Routing, TextPart
-from .catalog import Catalog, Resolved
+from .catalog import Catalog, Resolved, estimate_cost
 from .config import Settings
 from .errors import (DeadlineExceeded, FlowcallError, ProviderError, ProviderOverloaded, ProviderRateLimited,
                      ProviderTimeout, ProviderUnreachable, ServiceUnavailable, redact)
@@ -230,10 +230,24 @@ class Dispatcher:
         data = None
         if call.response_format is not None:
             data = postprocess.parse_structured(completion, call.response_format, model.provider)
-        cost = completion.cost if completion.cost is not None else model.cost(completion.usage)
+        priced, price_warnings = model.price_usage(completion.usage)
+        cost = completion.cost if completion.cost is not None else priced
         warnings = [*candidate.warnings, *plan_warnings, *completion.warnings, *trace.warnings]
-        if cost is None and model.known:
-            warnings.append(f"No price is known for {model.id}; cost is null.")
+        estimated = None
+        if not completion.usage.reported and completion.cost is None:
+            estimated = estimate_cost(model, call)
+            warnings.append(f"{model.provider} reported no token usage: usage and cost are null"
+                            + (f"; budgets are charged an estimate of ${estimated:.6f}." if estimated is not None
+                               else "."))
+        elif not completion.usage.reported:
+            warnings.append(f"{model.provider} reported no token usage: usage is null.")
+        elif completion.cost is None:
+            warnings.extend(price_warnings)
+            if cost is None and model.known:
+                warnings.append(f"No price is known for {model.id}; cost is null.")
+        thinking_only = model_defaults.thinking_only_warning(model.id, text, finish, completion.usage.reasoning_tokens)
+        if thinking_only and not completion.tool_calls:
+            warnings.append(thinking_only)
         fallbacks = tuple(c.model.id for c in route.candidates[index + 1:])
         elapsed = self.clock() - start
         return Answer(
@@ -247,5 +261,5 @@ class Dispatcher:
                             f"{route.candidates[0].model.id} failed.",
                             fallbacks=fallbacks, attempts=trace.attempts),
             warnings=tuple(dict.fromkeys(warnings)), request_id=call.request_id,
-            upstream_ms=trace.upstream_s * 1000,
+            upstream_ms=trace.upstream_s * 1000, estimated_cost=estimated,
         )

@@ -130,7 +130,7 @@ class Gateway:
             model_served=answer.routing.model_chosen if answer else (model_id or (error.model_id if error else None)),
             provider=answer.provider if answer else (provider or (error.provider if error else None)),
             input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-            cost=answer.cost if answer else cost, latency_ms=latency_ms,
+            cost=_billed_cost(answer) if answer else cost, latency_ms=latency_ms,
             status=status, error_code=error.code if error else (None if status < 400 else "internal_error"),
             attempts=answer.routing.attempts if answer else (attempts if attempts is not None else
                                                              (error.attempts if error else 0)),
@@ -141,3 +141,9 @@ class Gateway:
             self.ledger.write(row)
         except Exception:  # noqa: BLE001 - accounting must not break the answer
             log.exception("ledger write failed for request %s", row.request_id)
+
+
+def _billed_cost(answer: Answer) -> float | None:
+    """The cost budgets count: the answer's own, or, when the provider reported no usage, the
+    estimate from the prompt size and maxTokens (a call with unknown usage is not a free call)."""
+    return answer.cost if answer.cost is not None else answer.estimated_cost

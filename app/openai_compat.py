@@ -296,10 +296,15 @@ def completion_id(request_id: str | None) -> str:
     return f"chatcmpl-{request_id or 'unknown'}"
 
 
-def usage_body(usage) -> dict:
+def usage_body(usage) -> dict | None:
+    """OpenAI's usage shape (`cache_write_tokens` is OpenAI's own prompt_tokens_details field); null
+    when the provider reported none, since zeros would read as a free call."""
+    if not usage.reported:
+        return None
     return {"prompt_tokens": usage.input_tokens, "completion_tokens": usage.output_tokens,
             "total_tokens": usage.total_tokens,
-            "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens},
+            "prompt_tokens_details": {"cached_tokens": usage.cached_input_tokens,
+                                      "cache_write_tokens": usage.cache_write_tokens},
             "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens}}
 
 

@@ -256,9 +256,14 @@ class TestConnectionSchema(Schema):
 
 # -- answers --------------------------------------------------------------------------------------
 class UsageOut(Schema):
-    input_tokens = fields.Integer()
-    output_tokens = fields.Integer()
+    input_tokens = fields.Integer(metadata={"description": "Every prompt token, cache reads and writes included"})
+    output_tokens = fields.Integer(metadata={"description": "Every generated token, reasoning included"})
     total_tokens = fields.Integer()
+    cached_input_tokens = fields.Integer(metadata={"description": "Input tokens read from the provider's prompt "
+                                                                  "cache (billed at its cached-input price)"})
+    cache_write_tokens = fields.Integer(metadata={"description": "Input tokens written to the prompt cache "
+                                                                 "(billed at its cache-write price)"})
+    reasoning_tokens = fields.Integer(metadata={"description": "Output tokens spent thinking"})
 
 
 class RoutingOut(Schema):
@@ -277,7 +282,8 @@ class CallResponseSchema(Schema):
     model = fields.String()
     provider = fields.String()
     finish_reason = fields.String()
-    usage = fields.Nested(UsageOut)
+    usage = fields.Nested(UsageOut, allow_none=True, metadata={
+        "description": "null when the provider reported no usage (a warning says so)"})
     cost = fields.Float(allow_none=True)
     latency_ms = fields.Integer()
     routing = fields.Nested(RoutingOut)
@@ -383,6 +389,15 @@ class StatusSchema(Schema):
     status = fields.String()
 
 
+def usage_to_dict(u) -> dict | None:
+    """Our usage breakdown, or None when the provider reported none (unknown, not zero)."""
+    if not u.reported:
+        return None
+    return {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "total_tokens": u.total_tokens,
+            "cached_input_tokens": u.cached_input_tokens, "cache_write_tokens": u.cache_write_tokens,
+            "reasoning_tokens": u.reasoning_tokens}
+
+
 def answer_to_dict(answer) -> dict:
     """The flat success body: every key always present, with a stable type."""
     u = answer.usage
@@ -394,8 +409,7 @@ def answer_to_dict(answer) -> dict:
         "model": answer.model,
         "provider": answer.provider,
         "finish_reason": answer.finish_reason,
-        "usage": {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens,
-                  "total_tokens": u.total_tokens},
+        "usage": usage_to_dict(u),
         "cost": answer.cost,
         "latency_ms": answer.latency_ms,
         "routing": {"is_auto_routed": r.is_auto_routed, "model_chosen": r.model_chosen,
@@ -515,6 +529,7 @@ def call_from_body(data: dict, *, request_id: str | None = None, tenant_id: str 
     opts = data.get("options") or {}
     options = Options(temperature=opts.get("temperature"),
                       max_tokens=opts.get("maxTokens", DEFAULT_MAX_TOKENS),
+                      max_tokens_set=opts.get("maxTokens") is not None,
                       stop=tuple(opts.get("stop") or ()), timeout_ms=opts.get("timeoutMs"))
     fmt = None
     rf = data.get("response_format")

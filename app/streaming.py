@@ -132,7 +132,7 @@ class ProviderStream:
                             "usage may be incomplete.")
         if finish == "length" and not text:
             warnings.append("The answer is empty because the token limit was reached: raise max_tokens.")
-        return Completion(text=text, finish_reason=finish, usage=self.usage or Usage(),
+        return Completion(text=text, finish_reason=finish, usage=self.usage or Usage(reported=False),
                           model=self.model or self.target.model.name, data=self.data, cost=self.cost,
                           warnings=tuple(warnings))
 

@@ -41,7 +41,7 @@ ENDPOINT = "openai_chat_completions"
 _ERRORS_TEXT = ("Errors are OpenAI's ErrorResponse, {\"error\": {message, type, param, code}}, with flowcall's "
                 "usual HTTP statuses (400, 401, 402, 409, 413, 422, 429, 502, 503, 504) and an "
                 "`x-should-retry` header that OpenAI's SDKs obey.")
-_USAGE = {"type": "object", "properties": {k: {"type": "integer"} for k in
+_USAGE = {"type": ["object", "null"], "properties": {k: {"type": "integer"} for k in
                                            ("prompt_tokens", "completion_tokens", "total_tokens")}}
 COMPLETION_SCHEMA = {"type": "object", "description": "CreateChatCompletionResponse, plus `flowcall`", "properties": {
     "id": {"type": "string"}, "object": {"type": "string", "enum": ["chat.completion"]},

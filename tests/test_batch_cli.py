@@ -193,7 +193,8 @@ def test_jsonl_call_bodies_to_jsonl(tmp_path, env, fake, tenant):
     assert [(r["success"], r["provider"]) for r in records] == [(True, "openai"), (True, "mock"),
                                                                  (False, None), (True, "openai")]
     assert records[2]["error"]["code"] == "validation_error" and "temprature" in records[2]["error"]["fields"]
-    assert records[0]["usage"] == {"input_tokens": 12, "output_tokens": 7, "total_tokens": 19}
+    assert records[0]["usage"] == {"input_tokens": 12, "output_tokens": 7, "total_tokens": 19,
+                                  "cached_input_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0}
     assert records[3]["response"] == "Echo: fourth \u2028 line"
     sent = {b["messages"][-1]["content"]: b.get("max_tokens", b.get("max_completion_tokens")) for b in fake.bodies}
     assert sent == {"first": 20, "fourth \u2028 line": 50}

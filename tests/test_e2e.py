@@ -64,7 +64,8 @@ def test_openai_family_plain_prompt(service, fake, model, path, auth_header, aut
     assert body["response"] == "Echo: What is the capital of France?"
     assert body["provider"] == model.split(".")[0]
     assert body["routing"]["model_chosen"] == model
-    assert body["usage"] == {"input_tokens": 12, "output_tokens": 7, "total_tokens": 19}
+    assert body["usage"] == {"input_tokens": 12, "output_tokens": 7, "total_tokens": 19,
+                            "cached_input_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0}
     assert r.headers["X-Request-Id"] == body["request_id"]
     assert float(r.headers["X-Flowcall-Overhead-Ms"]) >= 0
     [sent] = _received(fake)

@@ -173,7 +173,7 @@ FLOWCALL_EXT = {"request_id": "rid-1", "provider": "openai", "provider_model": "
                             "reason": "openai.gpt-4o was requested.", "fallbacks": [], "attempts": 1},
                 "warnings": ["translation warning", "a warning"]}
 USAGE_BODY = {"prompt_tokens": 13, "completion_tokens": 7, "total_tokens": 20,
-              "prompt_tokens_details": {"cached_tokens": 4}, "completion_tokens_details": {"reasoning_tokens": 2}}
+              "prompt_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 2}}
 
 
 def test_completion_body():

@@ -349,7 +349,7 @@ def _tool_events(name: str, *partials: str) -> str:
     ({"type": "array", "items": {"type": "string"}}, ['{"value": ["a",', ' "b"]}'], '["a", "b"]'),   # unwrapped
 ])
 def test_anthropic_forced_tool_answer_streams_as_json_text(schema, partials, expected):
-    spec = "anthropic.claude-3-haiku-20240307"       # not in the catalog: structured output by forced tool
+    spec = "anthropic.claude-3-sonnet-20240229"      # not in the catalog: structured output by forced tool
     c = call(spec, response_format=ResponseFormat("json_schema", name="answer", schema=schema))
     deltas = feed_all(AnthropicStream(c, target(spec)), _tool_events("answer", *partials))
     assert "".join(d.text for d in deltas) == expected

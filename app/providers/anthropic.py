@@ -14,6 +14,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from .. import model_defaults
 from ..calls import Call, Completion, ImagePart, Message, TextPart, Usage
 from ..errors import (ContentBlocked, InvalidProviderResponse, ProviderError, ProviderRateLimited,
                       from_upstream_status, redact)
@@ -262,14 +263,15 @@ def build_request(call: Call, target) -> Plan:
         warnings.append(structured.warning)
     system, messages = _conversation(call, model, warnings)
 
-    body: dict = {"model": model.name, "max_tokens": call.options.max_tokens}
+    body: dict = {"model": model.name, "max_tokens": model_defaults.max_tokens(model, call.options)}
     if system:
         body["system"] = system
     body["messages"] = messages
-    if caps.temperature:
-        body["temperature"] = call.options.temperature_or_default
-    elif call.options.temperature is not None:
-        warnings.append(f"{model.id} accepts only its default temperature; options.temperature was not sent.")
+    temperature, warning = model_defaults.temperature(model, call.options)
+    if temperature is not None:
+        body["temperature"] = temperature
+    if warning:
+        warnings.append(warning)
     stops = _stop_sequences(call, caps, warnings)
     if stops:
         body["stop_sequences"] = stops
@@ -285,16 +287,20 @@ def build_request(call: Call, target) -> Plan:
 
 # -- the answer -------------------------------------------------------------------------------------
 def _usage(raw) -> Usage:
-    """Total input is input + cache writes + cache reads (messages_create.md `usage`)."""
+    """Total input is input + cache writes + cache reads (messages_create.md `usage`); writes are
+    billed by TTL, so the 1-hour part (`cache_creation.ephemeral_1h_input_tokens`) is kept apart."""
     if not isinstance(raw, dict):
-        return Usage()
+        return Usage(reported=False)
     cache_read = int_or_zero(raw.get("cache_read_input_tokens"))
+    cache_write = int_or_zero(raw.get("cache_creation_input_tokens"))
+    creation = raw.get("cache_creation")
+    write_1h = int_or_zero(creation.get("ephemeral_1h_input_tokens")) if isinstance(creation, dict) else 0
     details = raw.get("output_tokens_details")
     thinking = int_or_zero(details.get("thinking_tokens")) if isinstance(details, dict) else 0
-    return Usage(input_tokens=int_or_zero(raw.get("input_tokens"))
-                 + int_or_zero(raw.get("cache_creation_input_tokens")) + cache_read,
+    return Usage(input_tokens=int_or_zero(raw.get("input_tokens")) + cache_write + cache_read,
                  output_tokens=int_or_zero(raw.get("output_tokens")),
-                 reasoning_tokens=thinking, cached_input_tokens=cache_read)
+                 reasoning_tokens=thinking, cached_input_tokens=cache_read,
+                 cache_write_tokens=cache_write, cache_write_1h_tokens=min(write_1h, cache_write))
 
 
 def _text(blocks: list) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from urllib.parse import quote
 
+from .. import model_defaults
 from ..calls import Call, Completion, ImagePart, Message, TextPart, Usage
 from ..errors import (ContentBlocked, ImageRejected, InvalidProviderResponse, ModelNotFound,
                       ProviderAuthFailed, ProviderError, ProviderOverloaded, ProviderRateLimited,
@@ -121,11 +122,12 @@ def build_request(call: Call, target) -> Plan:
     system = "\n\n".join(t for t in (system, instruction) if t)
 
     config: dict = {}
-    if model.capabilities.temperature:
-        config["temperature"] = call.options.temperature_or_default
-    elif call.options.temperature is not None:
-        warnings.append(f"{model.id} accepts only its default temperature; options.temperature was not sent.")
-    config["maxOutputTokens"] = call.options.max_tokens
+    temperature, warning = model_defaults.temperature(model, call.options)
+    if temperature is not None:
+        config["temperature"] = temperature
+    if warning:
+        warnings.append(warning)
+    config["maxOutputTokens"] = model_defaults.max_tokens(model, call.options)
     stops = _stop_sequences(call, model, warnings)
     if stops:
         config["stopSequences"] = stops
@@ -148,7 +150,7 @@ def build_request(call: Call, target) -> Plan:
 def _usage(raw) -> Usage:
     """Gemini counts thinking outside `candidatesTokenCount`; ours includes it in output."""
     if not isinstance(raw, dict):
-        return Usage()
+        return Usage(reported=False)
     thoughts = int_or_zero(raw.get("thoughtsTokenCount"))
     return Usage(
         input_tokens=int_or_zero(raw.get("promptTokenCount")) + int_or_zero(raw.get("toolUsePromptTokenCount")),

@@ -10,6 +10,7 @@ xAI counts reasoning tokens outside `completion_tokens`; `insufficient_quota` 42
 from __future__ import annotations
 
 
+from .. import model_defaults
 from ..calls import Call, Completion, Message, TextPart, Usage
 from ..errors import (ContentBlocked, InvalidProviderResponse, ModelNotFound, ProviderAuthFailed,
                       ProviderError, ProviderRateLimited, from_upstream_status, redact)
@@ -64,11 +65,14 @@ def build_request(call: Call, target) -> Plan:
         messages.insert(0, {"role": "system", "content": instruction})
 
     body: dict = {"model": model.name, "messages": messages}
-    if caps.temperature:
-        body["temperature"] = call.options.temperature_or_default
-    elif call.options.temperature is not None:
-        warnings.append(f"{model.id} accepts only its default temperature; options.temperature was not sent.")
-    body[provider.max_tokens_field] = call.options.max_tokens   # Ollama lists only max_tokens
+    temperature, warning = model_defaults.temperature(model, call.options)
+    if temperature is not None:
+        body["temperature"] = temperature
+    if warning:
+        warnings.append(warning)
+    body[provider.max_tokens_field] = model_defaults.max_tokens(model, call.options)   # Ollama: only max_tokens
+    if model.reasoning_format:      # Groq: "parsed" keeps <think> text out of the answer (providers.md §2.5)
+        body["reasoning_format"] = model.reasoning_format
     stops = [s for s in call.options.stop if s]
     if stops and caps.stop:
         limit = min(OPENAI_STOP_LIMIT, caps.stop_limit or OPENAI_STOP_LIMIT)
@@ -87,16 +91,19 @@ def build_request(call: Call, target) -> Plan:
 
 
 def _usage(raw, reasoning_outside: bool) -> Usage:
+    """`prompt_tokens` includes `prompt_tokens_details.cached_tokens` (reads) and `cache_write_tokens`
+    (providers.md §2.1); no usage object at all is reported as such, never as a free call."""
     if not isinstance(raw, dict):
-        return Usage()
+        return Usage(reported=False)
     completion = int_or_zero(raw.get("completion_tokens"))
     details = raw.get("completion_tokens_details") or {}
     reasoning = int_or_zero(details.get("reasoning_tokens")) if isinstance(details, dict) else 0
-    cached = (raw.get("prompt_tokens_details") or {})
-    cached = int_or_zero(cached.get("cached_tokens")) if isinstance(cached, dict) else 0
+    prompt_details = raw.get("prompt_tokens_details")
+    prompt_details = prompt_details if isinstance(prompt_details, dict) else {}
     output = completion + reasoning if reasoning_outside else completion
     return Usage(input_tokens=int_or_zero(raw.get("prompt_tokens")), output_tokens=output,
-                 reasoning_tokens=reasoning, cached_input_tokens=cached)
+                 reasoning_tokens=reasoning, cached_input_tokens=int_or_zero(prompt_details.get("cached_tokens")),
+                 cache_write_tokens=int_or_zero(prompt_details.get("cache_write_tokens")))
 
 
 def parse_response(resp: HttpResponse, call: Call, target) -> Completion:

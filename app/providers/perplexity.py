@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 
+from .. import model_defaults
 from ..calls import Call, Completion, Message, TextPart, Usage
 from ..errors import (InvalidProviderResponse, ModelNotFound, ProviderError, from_upstream_status,
                       redact)
@@ -87,7 +88,10 @@ def _response_format(call: Call) -> dict | None:
     return {"type": "json_schema", "json_schema": spec}
 
 
-def _max_output_tokens(call: Call, warnings: list[str]) -> int:
+def _max_output_tokens(call: Call, uses_preset: bool, warnings: list[str]) -> int | None:
+    """A preset carries its own token budget: override it only with a limit the caller chose."""
+    if uses_preset and not call.options.max_tokens_set:
+        return None
     requested = call.options.max_tokens
     if requested < MIN_OUTPUT_TOKENS:
         warnings.append(f"options.maxTokens {requested} is below Perplexity's minimum of "
@@ -97,15 +101,15 @@ def _max_output_tokens(call: Call, warnings: list[str]) -> int:
 
 
 def _temperature(call: Call, target, uses_preset: bool, warnings: list[str]) -> float | None:
-    """A preset carries its own sampling: override it only with a temperature the caller chose."""
-    model = target.model
-    if not model.capabilities.temperature:
-        if call.options.temperature is not None:
-            warnings.append(f"{model.id} accepts only its default temperature; options.temperature was not sent.")
+    """Perplexity's published Agent API request schema (docs.perplexity.ai "Create Response",
+    `ResponsesRequest`) has no `temperature`, and the API rejects unknown fields: the catalog marks
+    its models `temperature: false`, so none is sent. A preset would keep its own sampling anyway."""
+    temperature, warning = model_defaults.temperature(target.model, call.options)
+    if warning:
+        warnings.append(warning)
+    if uses_preset and call.options.temperature is None:
         return None
-    if uses_preset:
-        return call.options.temperature
-    return call.options.temperature_or_default
+    return temperature
 
 
 def build_request(call: Call, target) -> Plan:
@@ -120,7 +124,9 @@ def build_request(call: Call, target) -> Plan:
     body: dict = {**selector, "input": _input(messages, warnings)}
     if instructions:
         body["instructions"] = instructions
-    body["max_output_tokens"] = _max_output_tokens(call, warnings)
+    max_output_tokens = _max_output_tokens(call, uses_preset, warnings)
+    if max_output_tokens is not None:
+        body["max_output_tokens"] = max_output_tokens
     temperature = _temperature(call, target, uses_preset, warnings)
     if temperature is not None:
         body["temperature"] = temperature
@@ -151,14 +157,15 @@ def _text(output: list) -> str:
 
 def _usage(raw) -> Usage:
     if not isinstance(raw, dict):
-        return Usage()
-    cached = raw.get("input_tokens_details")
-    cached = int_or_zero(cached.get("cache_read_input_tokens")) if isinstance(cached, dict) else 0
+        return Usage(reported=False)
+    details = raw.get("input_tokens_details")
+    details = details if isinstance(details, dict) else {}
     reasoning = raw.get("output_tokens_details")   # Responses-style; absent in Perplexity's SDK today
     reasoning = int_or_zero(reasoning.get("reasoning_tokens")) if isinstance(reasoning, dict) else 0
     return Usage(input_tokens=int_or_zero(raw.get("input_tokens")),
                  output_tokens=int_or_zero(raw.get("output_tokens")),
-                 reasoning_tokens=reasoning, cached_input_tokens=cached)
+                 reasoning_tokens=reasoning, cached_input_tokens=int_or_zero(details.get("cache_read_input_tokens")),
+                 cache_write_tokens=int_or_zero(details.get("cache_creation_input_tokens")))
 
 
 def _cost(raw) -> float | None:

@@ -27,7 +27,7 @@ URL = "https://api.anthropic.com/v1/messages"
 PNG_URI = to_data_uri("image/png", b"\x89PNG\r\n\x1a\n" + bytes(16))
 PNG_B64 = PNG_URI.split(",", 1)[1]
 NATIVE = "anthropic.claude-sonnet-4-6"
-TOOL_PATH = "anthropic.claude-3-haiku-20240307"     # not in the catalog: provider defaults, structured "tool"
+TOOL_PATH = "anthropic.claude-3-sonnet-20240229"     # not in the catalog: provider defaults, structured "tool"
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
           "required": ["city", "country"]}
 CLOSED_SCHEMA = {**SCHEMA, "additionalProperties": False}

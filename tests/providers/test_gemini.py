@@ -144,7 +144,7 @@ def test_plain_prompt_body_exactly():
     plan = gemini.build_request(call(), target())
     assert plan.request.json == {
         "contents": [{"role": "user", "parts": [{"text": "What is the capital of France?"}]}],
-        "generationConfig": {"temperature": 0.7, "maxOutputTokens": 1000}}
+        "generationConfig": {"maxOutputTokens": 1000}}
     assert plan.warnings == ()
 
 
@@ -194,7 +194,7 @@ def test_stop_sequences_at_most_five(stops, caps, sent, warned):
 def test_json_object_is_the_mime_type_only():
     plan = gemini.build_request(call(response_format=ResponseFormat("json_object")), target())
     config = plan.request.json["generationConfig"]
-    assert config == {"temperature": 0.7, "maxOutputTokens": 1000, "responseMimeType": "application/json"}
+    assert config == {"maxOutputTokens": 1000, "responseMimeType": "application/json"}
     assert "systemInstruction" not in plan.request.json
 
 
@@ -218,7 +218,7 @@ SCHEMA_SENT = {  # minLength and default are not in the supported list; everythi
 def test_json_schema_goes_as_response_json_schema():
     plan = gemini.build_request(call(response_format=ResponseFormat("json_schema", "person", SCHEMA, True)), target())
     assert plan.request.json["generationConfig"] == {
-        "temperature": 0.7, "maxOutputTokens": 1000, "responseMimeType": "application/json",
+        "maxOutputTokens": 1000, "responseMimeType": "application/json",
         "responseJsonSchema": SCHEMA_SENT}
     assert plan.warnings == ("Gemini does not support these JSON Schema keywords, which were left out of the "
                              "schema sent: minLength; the answer was still validated against the full schema.",)
@@ -459,7 +459,7 @@ def test_wire_plain_prompt():
     assert headers["x-goog-api-key"] == KEY and headers["Content-Type"] == "application/json"
     assert "Authorization" not in headers
     assert body == {"contents": [{"role": "user", "parts": [{"text": "What is the capital of France?"}]}],
-                    "generationConfig": {"temperature": 0.7, "maxOutputTokens": 1000}}
+                    "generationConfig": {"maxOutputTokens": 1000}}
     assert answer.text == "The capital of France is Paris.\n" and answer.finish_reason == "stop"
     assert answer.provider == "google" and answer.model == "gemini-3.5-flash"
     assert answer.cost == pytest.approx((13 * 1.5 + 8 * 9) / 1e6)
@@ -497,7 +497,7 @@ def test_wire_json_object():
     responses.post(URL, json=gemini_ok('{"city": "Paris", "country": "France"}'))
     answer = dispatcher().execute(call(response_format=ResponseFormat("json_object")))
     config = sent()[2]["generationConfig"]
-    assert config == {"temperature": 0.7, "maxOutputTokens": 1000, "responseMimeType": "application/json"}
+    assert config == {"maxOutputTokens": 1000, "responseMimeType": "application/json"}
     assert answer.data == {"city": "Paris", "country": "France"}
 
 
@@ -508,7 +508,7 @@ def test_wire_json_schema_with_refs_and_a_nullable_field():
     answer = dispatcher().execute(call("Who wrote the first program?", response_format=fmt))
     assert sent()[2] == {
         "contents": [{"role": "user", "parts": [{"text": "Who wrote the first program?"}]}],
-        "generationConfig": {"temperature": 0.7, "maxOutputTokens": 1000, "responseMimeType": "application/json",
+        "generationConfig": {"maxOutputTokens": 1000, "responseMimeType": "application/json",
                              "responseJsonSchema": SCHEMA_SENT}}
     assert answer.data == {"name": "Ada", "address": {"city": "London"}, "nickname": None}
     # a constraint Gemini was not sent (minLength) is still enforced on the answer

@@ -102,7 +102,7 @@ def test_stop_sent_natively_up_to_four(stops, sent):
     assert plan.request.json["stop"] == sent
 
 
-@pytest.mark.parametrize("spec", ["openai.gpt-5", "openai.gpt-6-luna", "xai.grok-4.3", "openai.some-new-model"])
+@pytest.mark.parametrize("spec", ["openai.gpt-5", "openai.gpt-6-luna", "openai.some-new-model"])
 def test_reasoning_models_get_no_stop_and_no_temperature(spec):
     plan = openai_chat.build_request(call(model=spec, options=Options(temperature=0.2, stop=("END",))), target(spec))
     assert "stop" not in plan.request.json and "temperature" not in plan.request.json

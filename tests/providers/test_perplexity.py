@@ -32,11 +32,12 @@ PNG_URI = to_data_uri("image/png", b"\x89PNG\r\n\x1a\n" + bytes(16))
 SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
           "additionalProperties": False}
 
-# Every top-level field the SDK's ResponseCreateParams declares, plus `temperature` (documented as
-# "unchanged" in request-mapping.md): the Agent API 400s on anything else.
+# Every top-level field the SDK's ResponseCreateParams declares: the Agent API 400s on anything else.
+# Not `temperature`: the migration guide calls it "unchanged", but neither the SDK's types nor
+# Perplexity's published request schema (docs.perplexity.ai "Create Response") have it.
 ALLOWED_FIELDS = {"input", "background", "instructions", "language_preference", "max_output_tokens",
                   "max_steps", "model", "models", "preset", "reasoning", "response_format", "tools",
-                  "stream", "temperature", "top_p", "tool_choice"}
+                  "stream", "top_p", "tool_choice"}
 
 
 def dispatcher(env=ENV) -> Dispatcher:
@@ -152,8 +153,7 @@ def test_plain_prompt_body_url_and_headers_exactly():
     assert plan.request.headers["Authorization"] == f"Bearer {KEY}"
     assert plan.request.headers["Content-Type"] == "application/json"
     assert plan.request.json == {"model": "perplexity/sonar", "input": "What is the capital of France?",
-                                 "max_output_tokens": 1000, "temperature": 0.7,
-                                 "tools": [{"type": "web_search"}]}
+                                 "max_output_tokens": 1000, "tools": [{"type": "web_search"}]}
     assert plan.warnings == () and plan.request.secrets == (KEY,)
 
 
@@ -168,18 +168,23 @@ def test_preset_body_exactly_keeps_the_presets_own_temperature():
     assert body == {"preset": "low", "input": "What is the capital of France?", "max_output_tokens": 1000}
 
 
-@pytest.mark.parametrize("spec, temperature, sent", [
-    ("perplexity", None, 0.7),
-    ("perplexity", 0.2, 0.2),
-    ("perplexity", 0.0, 0.0),
-    ("perplexity.openai/gpt-5.1", None, 0.7),
-    ("perplexity.sonar-pro", None, None),
-    ("perplexity.sonar-pro", 0.3, 0.3),
-    ("perplexity.sonar-deep-research", 0.0, 0.0),
-])
-def test_temperature(spec, temperature, sent):
-    body = build(call(model=spec, options=Options(temperature=temperature))).request.json
-    assert body.get("temperature") == sent
+@pytest.mark.parametrize("spec", ["perplexity", "perplexity.openai/gpt-5.1", "perplexity.sonar-pro",
+                                  "perplexity.sonar-deep-research"])
+@pytest.mark.parametrize("temperature", [None, 0.0, 0.3])
+def test_temperature_is_never_sent(spec, temperature):
+    """The Agent API has no temperature field and 400s on unknown ones; a caller's is dropped with a warning."""
+    plan = build(call(model=spec, options=Options(temperature=temperature)))
+    assert "temperature" not in plan.request.json
+    assert any("temperature" in w for w in plan.warnings) == (temperature is not None)
+
+
+def test_preset_keeps_its_own_token_budget_unless_the_caller_set_one():
+    default = Options(max_tokens=1000, max_tokens_set=False)     # what a body without maxTokens gives
+    assert build(call(model="perplexity.sonar-pro", options=default)).request.json == {
+        "preset": "low", "input": "What is the capital of France?"}
+    assert build(call(model="perplexity.sonar-pro", options=Options(max_tokens=300))).request.json[
+        "max_output_tokens"] == 300
+    assert build(call(model="perplexity", options=default)).request.json["max_output_tokens"] == 1000
 
 
 def test_temperature_withheld_for_a_model_that_only_takes_its_default():
@@ -503,7 +508,7 @@ def test_dispatch_legacy_alias_sends_sonar_with_web_search():
     assert request.headers["Authorization"] == f"Bearer {KEY}"
     assert request.headers["Content-Type"] == "application/json"
     assert sent_body(calls) == {"model": "perplexity/sonar", "input": "What is the capital of France?",
-                                "max_output_tokens": 1000, "temperature": 0.7, "tools": [{"type": "web_search"}]}
+                                "max_output_tokens": 1000, "tools": [{"type": "web_search"}]}
     assert answer.text == "Paris is the capital of France." and answer.finish_reason == "stop"
     assert answer.provider == "perplexity" and answer.model == "perplexity/sonar"
     assert answer.routing.model_chosen == "perplexity.sonar" and answer.routing.attempts == 1
@@ -533,7 +538,7 @@ def test_dispatch_system_and_multi_turn():
         "input": [{"type": "message", "role": "user", "content": "Hello"},
                   {"type": "message", "role": "assistant", "content": "Hi! How can I help?"},
                   {"type": "message", "role": "user", "content": "What is the capital of France?"}],
-        "max_output_tokens": 1000, "temperature": 0.7, "tools": [{"type": "web_search"}]}
+        "max_output_tokens": 1000, "tools": [{"type": "web_search"}]}
 
 
 def test_dispatch_stop_is_enforced_on_the_output_not_sent():
