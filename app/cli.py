@@ -1,4 +1,5 @@
-"""The `flowcall` command: migrate the database, manage keys and tenants, read usage, serve."""
+"""The `flowcall` command: migrate the database, manage keys and tenants, read usage, check the model
+catalog against the providers, serve."""
 from __future__ import annotations
 
 import argparse
@@ -128,6 +129,29 @@ def cmd_keys_revoke(args) -> int:
     return 1
 
 
+def cmd_models_check(args) -> int:
+    """Exit 0: the catalog matches every provider; 1: something to act on; 2: a list could not be read."""
+    import datetime as dt
+    import json
+
+    from .catalog import Catalog
+    from .models_check import WINDOW_DAYS, render_table, run
+    from .transport import Transport
+
+    settings = Settings.from_env()
+    catalog = Catalog.load(settings.models_file)
+    today = dt.date.fromisoformat(args.today) if args.today else dt.datetime.now(dt.timezone.utc).date()
+    reports = run(settings, catalog, Transport(), today, providers=args.provider or None)
+    if args.json:
+        print(json.dumps({"checked_on": today.isoformat(), "window_days": WINDOW_DAYS,
+                          "providers": [r.as_dict() for r in reports]}, indent=2))
+    else:
+        print(render_table(reports) if reports else "no provider is configured: nothing to check")
+    if any(r.error for r in reports):
+        return 2
+    return 1 if any(r.findings for r in reports) else 0
+
+
 def _limit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rpm", type=int, help="requests per minute (omit: unlimited)")
     p.add_argument("--tpm", type=int, help="tokens per minute (omit: unlimited)")
@@ -179,6 +203,14 @@ def parser() -> argparse.ArgumentParser:
     usage.add_argument("--group-by", choices=["model", "agent", "day", "provider", "key"])
     usage.add_argument("--csv", action="store_true", help="CSV instead of a table")
     usage.set_defaults(func=cmd_usage)
+
+    models = sub.add_parser("models", help="the model catalog").add_subparsers(dest="models_command", required=True)
+    check = models.add_parser("check", help="compare the catalog with each configured provider's model list "
+                                            "(exit 1 when something needs attention, 2 when a list failed)")
+    check.add_argument("--json", action="store_true", help="JSON instead of a table (for a cron job that alerts)")
+    check.add_argument("--provider", action="append", help="check only this provider (repeatable)")
+    check.add_argument("--today", help="YYYY-MM-DD to count shutdown dates from (default: today, UTC)")
+    check.set_defaults(func=cmd_models_check)
 
     register_batch_commands(sub)            # flowcall batch, flowcall worker
     return p
