@@ -269,9 +269,12 @@ def merge(base: dict, override: dict) -> dict:
             if "capabilities" in m:
                 merged["capabilities"] = {**by_id[m["id"]].get("capabilities", {}), **m["capabilities"]}
             by_id[m["id"]] = merged
-        else:
+        else:   # a model we do not list: unset flags are its provider's defaults, as for any unlisted model
             provider, _, name = m["id"].partition(".")
-            by_id[m["id"]] = {"provider": provider, "name": name, **m}
+            entry = {"provider": provider, "name": name, **m}
+            defaults = (out["providers"].get(entry["provider"]) or {}).get("default_capabilities") or {}
+            entry["capabilities"] = {**defaults, **(m.get("capabilities") or {})}
+            by_id[m["id"]] = entry
     out["models"] = list(by_id.values())
     return out
 

@@ -311,3 +311,12 @@ def test_a_call_without_usage_is_not_free_for_the_budget(client, app):
     assert any("reported no token usage" in w for w in body["warnings"])
     totals = client.get("/api/v3/llm/usage", headers={"X-Api-Key": key}).get_json()["totals"]
     assert totals["cost"] == pytest.approx((100 * 2.5 + 100 * 10) / 1e6)
+
+
+def test_a_model_added_by_models_file_takes_its_providers_defaults_for_unset_flags(tmp_path):
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps({"models": [{"id": "ollama.llama3.2", "aliases": ["local"],
+                                            "capabilities": {"vision": False}, "price": {"input": 0, "output": 0}}]}))
+    model = Catalog.load(str(path)).models["ollama.llama3.2"]
+    ollama = CATALOG.providers["ollama"].default_capabilities
+    assert model.capabilities == dataclasses.replace(ollama, vision=False)
