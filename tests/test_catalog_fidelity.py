@@ -320,3 +320,19 @@ def test_a_model_added_by_models_file_takes_its_providers_defaults_for_unset_fla
     model = Catalog.load(str(path)).models["ollama.llama3.2"]
     ollama = CATALOG.providers["ollama"].default_capabilities
     assert model.capabilities == dataclasses.replace(ollama, vision=False)
+
+
+@pytest.mark.parametrize("adapter, spec, body", [
+    (openai_chat, "openai.gpt-4o", NO_USAGE),
+    (openai_chat, "groq.openai/gpt-oss-120b", {**NO_USAGE, "model": "openai/gpt-oss-120b"}),
+    (anthropic, "anthropic.claude-opus-5", {k: v for k, v in ANTHROPIC_CACHED.items() if k != "usage"}),
+    (gemini, "google.gemini-3.5-flash",
+     {"candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]}, "finishReason": "STOP"}]}),
+    (perplexity, "perplexity",
+     {"id": "resp_1", "object": "response", "status": "completed", "model": "perplexity/sonar",
+      "output": [{"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "hi"}]}]}),
+])
+def test_every_adapter_reports_missing_usage_as_unknown(adapter, spec, body):
+    usage = adapter.parse_response(resp(body), call(spec), target(spec)).usage
+    assert usage.reported is False
+    assert CATALOG.resolve(spec).model.price_usage(usage) == (None, ())
