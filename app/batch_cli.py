@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import model_defaults
 from .batch import ItemContext, error_body, execute_item, item_request_id, prepare_item, run_bounded
 from .errors import FlowcallError, ValidationError
 
@@ -604,7 +605,7 @@ def dry_run(p: Prepared, services, out) -> int:
         entry = per_model.setdefault(model.id, {"rows": 0, "input": 0, "output": 0, "model": model})
         entry["rows"] += 1
         entry["input"] += tokens_in
-        entry["output"] += call.options.max_tokens
+        entry["output"] += model_defaults.max_tokens(model, call.options)   # what is sent, thinking room included
     print(f"dry run: {len(todo)} rows to call ({len(p.rows) - len(todo)} already in the output, "
           f"{invalid} that would fail before any call); nothing is called or written", file=out)
     total_in = total_out = 0.0

@@ -236,6 +236,14 @@ def test_dry_run_estimates_and_spends_nothing(tmp_path, env, fake, capsys):
     assert not fake.bodies and not out.exists()
 
 
+def test_dry_run_counts_a_thinking_models_allowance(tmp_path, env, fake, capsys):
+    source, out = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_csv(source, n=2, faults=False)
+    assert cli(source, "-o", out, "--prompt", TEMPLATE, "--model", "openai.gpt-5.6-sol", "--dry-run") == 0
+    assert "at most 10000 output tokens" in capsys.readouterr().out     # 2 rows x (1000 + 4000 thinking)
+    assert not fake.bodies
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--column", "body"], "no column 'body'"),
     (["--prompt", "Hi {name}"], "names name"),
