@@ -76,7 +76,8 @@ def assert_envelope(resp, allowed=(200, 400)):
 def assert_call_success(body):
     assert set(body) == SUCCESS_KEYS and body["success"] is True and "error" not in body
     assert isinstance(body["response"], str) and body["finish_reason"] in FINISH_REASONS
-    assert set(body["usage"]) == {"input_tokens", "output_tokens", "total_tokens"}
+    assert set(body["usage"]) == {"input_tokens", "output_tokens", "total_tokens", "cached_input_tokens",
+                                  "cache_write_tokens", "reasoning_tokens"}
     assert all(isinstance(v, int) for v in body["usage"].values())
     assert isinstance(body["warnings"], list) and isinstance(body["latency_ms"], int)
 

@@ -179,7 +179,8 @@ def test_success_body_shape_is_stable(client, key_headers):
     assert resp.status_code == 200 and "error" not in body
     assert body["data"] is None and body["finish_reason"] == "stop" and isinstance(body["warnings"], list)
     assert set(body["routing"]) == {"is_auto_routed", "model_chosen", "confidence", "reason", "fallbacks", "attempts"}
-    assert set(body["usage"]) == {"input_tokens", "output_tokens", "total_tokens"}
+    assert set(body["usage"]) == {"input_tokens", "output_tokens", "total_tokens", "cached_input_tokens",
+                                  "cache_write_tokens", "reasoning_tokens"}
 
 
 def test_request_id_is_echoed_when_valid_and_replaced_when_not(client, key_headers):
