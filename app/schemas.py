@@ -353,6 +353,10 @@ class ModelOutSchema(Schema):
     capabilities = fields.Dict(keys=fields.String(), values=fields.Raw())
     price_input_per_1m = fields.Float(allow_none=True)
     price_output_per_1m = fields.Float(allow_none=True)
+    price_cached_input_per_1m = fields.Float(allow_none=True, metadata={
+        "description": "cache reads; null: billed at the input price"})
+    price_cache_write_per_1m = fields.Float(allow_none=True, metadata={
+        "description": "5-minute cache writes; null: billed at the input price"})
     context_window = fields.Integer(allow_none=True)
     max_output_tokens = fields.Integer(allow_none=True)
     configured = fields.Boolean()

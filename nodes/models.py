@@ -21,6 +21,7 @@ def model_to_dict(model, configured: bool) -> dict:
                          "stop": caps.stop, "stop_limit": caps.stop_limit, "temperature": caps.temperature,
                          "reasoning": caps.reasoning},
         "price_input_per_1m": model.price_input, "price_output_per_1m": model.price_output,
+        "price_cached_input_per_1m": model.price_cached_input, "price_cache_write_per_1m": model.price_cache_write,
         "context_window": model.context_window, "max_output_tokens": model.max_output_tokens,
         "configured": configured, "status": model.status, "deprecated": model.status != "active",
         "shutdown": model.shutdown, "successor": model.successor,

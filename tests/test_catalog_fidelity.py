@@ -80,6 +80,9 @@ def test_models_endpoint_capability_reasoning_lists_only_reasoning_models(client
     everything = client.get("/api/v3/llm/models?include_retired=true", headers={"X-Api-Key": api_key}).get_json()
     gpt4o = next(m for m in everything["models"] if m["id"] == "openai.gpt-4o")
     assert gpt4o["capabilities"]["reasoning"] is False
+    opus = next(m for m in everything["models"] if m["id"] == "anthropic.claude-opus-5")
+    assert (opus["price_cached_input_per_1m"], opus["price_cache_write_per_1m"]) == (0.5, 6.25)
+    assert gpt4o["price_cached_input_per_1m"] is None
 
 
 # -- the catalog is current -----------------------------------------------------------------------------
@@ -117,7 +120,7 @@ def test_new_claude_models_are_known_with_native_structured_output(spec, tempera
 @pytest.mark.parametrize("spec, temperature, sent", [
     ("openai.gpt-4o", None, 0.7),                  # our documented default where it suits the model
     ("openai.gpt-4o", 0.1, 0.1),
-    ("google.gemini-3.5-flash", None, None),       # Gemini 3: left at Google's default 1.0
+    ("google.gemini-3.5-flash", None, None),       # Gemini 3: left at Google's default 1.0 (ai.google.dev/gemini-api/docs/gemini-3)
     ("google.gemini-3.5-flash", 0.4, 0.4),         # ... unless the caller chose one
     ("google.gemini-2.5-flash", None, 0.7),
     ("xai.grok-4.3", None, None),                  # reasoning: the provider's default ...
