@@ -339,3 +339,35 @@ def test_every_adapter_reports_missing_usage_as_unknown(adapter, spec, body):
     usage = adapter.parse_response(resp(body), call(spec), target(spec)).usage
     assert usage.reported is False
     assert CATALOG.resolve(spec).model.price_usage(usage) == (None, ())
+
+
+# -- one normalized call on every provider: the defaults and usage rows of the fidelity table ----------------
+def _all_targets_env():
+    return {**ENV, "OLLAMA_BASE_URL": "http://ollama.internal:11434/v1"}
+
+
+@pytest.mark.parametrize("spec, adapter, path, temperature, max_tokens", [
+    # spec, adapter, where the limit goes, temperature sent for a default call, limit sent for a default call
+    ("openai.gpt-4o", openai_chat, ("max_completion_tokens",), 0.7, 1000),
+    ("openai.gpt-5.6-sol", openai_chat, ("max_completion_tokens",), None, 5000),
+    ("xai.grok-4.3", openai_chat, ("max_completion_tokens",), None, 5000),
+    ("xai.grok-4.20-non-reasoning", openai_chat, ("max_completion_tokens",), 0.7, 1000),
+    ("groq.openai/gpt-oss-120b", openai_chat, ("max_completion_tokens",), 0.7, 5000),
+    ("ollama.llama3.2", openai_chat, ("max_tokens",), 0.7, 1000),
+    ("anthropic.claude-sonnet-4-6", anthropic, ("max_tokens",), 0.7, 1000),
+    ("anthropic.claude-opus-5", anthropic, ("max_tokens",), None, 5000),
+    ("google.gemini-2.5-flash-lite", gemini, ("generationConfig", "maxOutputTokens"), 0.7, 1000),
+    ("google.gemini-3.8-flash", gemini, ("generationConfig", "maxOutputTokens"), None, 5000),
+    ("perplexity.sonar", perplexity, ("max_output_tokens",), None, 1000),
+    ("perplexity.sonar-reasoning-pro", perplexity, ("max_output_tokens",), None, None),
+])
+def test_same_default_call_on_every_provider(spec, adapter, path, temperature, max_tokens):
+    t = Dispatcher(Settings.from_env(_all_targets_env()), CATALOG, sleep=lambda s: None).target(
+        CATALOG.resolve(spec).model)
+    body = adapter.build_request(call(spec, DEFAULTED), t).request.json
+    config = body.get("generationConfig", body)
+    assert config.get("temperature") == temperature
+    node = body
+    for key in path[:-1]:
+        node = node[key]
+    assert node.get(path[-1]) == max_tokens
