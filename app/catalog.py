@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 
+from . import model_defaults
 from .calls import Usage
 from .errors import UnknownModel, ValidationError
 
@@ -134,10 +135,9 @@ def estimate_cost(model: ModelInfo, call) -> float | None:
     at the output price. None when the model has no price."""
     if not model.has_price:
         return None
-    from .model_defaults import max_tokens     # here, not at the top: model_defaults is a leaf
     prompt_chars = sum(len(m.text) for m in call.messages)
     prompt_tokens = -(-prompt_chars // CHARS_PER_TOKEN)
-    output_tokens = max_tokens(model, call.options)
+    output_tokens = model_defaults.max_tokens(model, call.options)
     return round((prompt_tokens * model.price_input + output_tokens * model.price_output) / 1e6, 8)
 
 
