@@ -403,7 +403,8 @@ def usage_to_dict(u) -> dict | None:
 
 
 def answer_to_dict(answer) -> dict:
-    """The flat success body: every key always present, with a stable type."""
+    """The flat success body: every key always present, with a stable type (`usage` and `cost` are
+    null when unknown)."""
     u = answer.usage
     r = answer.routing
     return {
