@@ -114,3 +114,35 @@ def test_a_failed_ledger_write_is_said_counted_and_the_answer_stands(service, fa
     assert ledger_rows(service, request_id) == []
     metrics = requests.get(f"{service['url']}/metrics", timeout=10).text
     assert 'flowcall_ledger_write_failures_total{endpoint="public_call"} 1.0' in metrics
+
+
+# -- streams: an error event before the first byte is retried like its HTTP twin ---------------------------
+@pytest.fixture(scope="module")
+def stream_fake():
+    from fake_stream_provider import FakeStreamProvider
+    fp = FakeStreamProvider().start()
+    yield fp
+    fp.stop()
+
+
+@pytest.fixture(scope="module")
+def stream_service(stream_fake, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("provider-answers-stream")
+    env = clean_env({"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp / 'flowcall.db'}",
+                     "FLOWCALL_BREAKER_THRESHOLD": "1000", **provider_env(stream_fake.url)})
+    with gunicorn(env, workers=1) as svc:
+        yield svc
+
+
+def test_an_anthropic_rate_limit_event_before_the_first_byte_is_retried(stream_service, stream_fake):
+    limited = ["error", {"type": "error", "error": {"type": "rate_limit_error", "message": "Number of request "
+                                                    "tokens has exceeded your per-minute rate limit"}}]
+    with stream_fake.lock:
+        stream_fake.script, stream_fake.requests = [{"fail_after": 0, "error": limited}], []
+    resp = requests.post(f"{stream_service['url']}/v1/chat/completions",
+                         json={"model": "anthropic.claude-sonnet-4-6", "stream": True,
+                               "messages": [{"role": "user", "content": "hi"}]},
+                         headers={"Authorization": f"Bearer {stream_service['key']}"}, timeout=60)
+    assert resp.status_code == 200, resp.text[:300]
+    assert "data: [DONE]" in resp.text and '"error"' not in resp.text
+    assert [r["path"] for r in stream_fake.requests] == ["/anthropic/v1/messages"] * 2
