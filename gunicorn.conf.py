@@ -75,6 +75,13 @@ keepalive = _int("FLOWCALL_KEEPALIVE", 5)
 accesslog = "-" if os.environ.get("FLOWCALL_ACCESS_LOG", "") not in ("", "0") else None
 errorlog = "-"
 
+# gunicorn refuses a header line over limit_request_field_size bytes itself (431), before flowcall
+# sees it: room for a bearer token up to flowcall's own limit (app/auth.py MAX_TOKEN_BYTES, 8 KiB)
+# plus its header name, so an oversized token gets flowcall's own 401 rather than gunicorn's 431.
+# The request line keeps gunicorn's 4,094-byte limit (414 past it); both answers are JSON (below).
+limit_request_field_size = 16384
+limit_request_line = 4094
+
 preload_app = False            # each worker builds its own app, engine and sessions after the fork
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None   # heartbeat file off the disk
 
@@ -99,3 +106,45 @@ def on_starting(server):
     os.makedirs(directory, exist_ok=True)
     for stale in glob.glob(os.path.join(directory, "*.db")):
         os.remove(stale)
+
+
+# -- gunicorn's own error answers, as JSON ----------------------------------------------------------
+# gunicorn answers some requests itself, before the app runs: a request line or header over its
+# limits (414, 431), bad framing such as Content-Length with Transfer-Encoding or two
+# Content-Lengths (400), an unsupported transfer coding (501), an app crash below WSGI (500). Every
+# worker class renders these through gunicorn.util.write_error (workers/base.py handle_error), so
+# replacing that one function here (in the master, inherited by every forked worker, whatever
+# worker class `-k` picks) makes them our error envelope. The body is also OpenAI's error shape
+# (`type`, `param` next to `code` and `message`), since the request may have been for /v1. Nothing
+# the client sent is echoed: gunicorn's own message may quote a header line, which can hold a key.
+_GUNICORN_ERRORS = {
+    400: ("invalid_http_request", "The request is not valid HTTP/1.1 (malformed request line or header, or "
+                                  "ambiguous framing such as Content-Length with Transfer-Encoding or two "
+                                  "Content-Length headers)."),
+    403: ("forbidden", "The request was refused by the HTTP server."),
+    414: ("uri_too_long", "The request line is longer than 4,094 bytes."),
+    417: ("expectation_failed", "Only 'Expect: 100-continue' is supported."),
+    431: ("headers_too_large", "A request header is longer than 16,384 bytes, or there are more than 100 headers."),
+    501: ("unsupported_transfer_coding", "Only the chunked transfer coding is supported."),
+}
+
+
+def _write_json_error(sock, status_int, reason, mesg):
+    import json
+
+    from gunicorn.util import write_nonblock
+    code, message = _GUNICORN_ERRORS.get(status_int, ("internal_error", "Internal error."))
+    body = json.dumps({"success": False, "request_id": None, "error": {
+        "code": code, "message": message, "fields": {}, "provider": None, "retryable": False,
+        "type": "server_error" if status_int >= 500 else "invalid_request_error", "param": None}}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+    write_nonblock(sock, head + body)
+
+
+def _render_gunicorn_errors_as_json():
+    import gunicorn.util
+    gunicorn.util.write_error = _write_json_error
+
+
+_render_gunicorn_errors_as_json()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
+from .cutoff import Cutoff, WatchedHTTPConnection, WatchedHTTPSConnection
 from .errors import ValidationError
 from .image_fetch import parse_allow_list, resolve_checked
 
@@ -109,23 +110,25 @@ def _resolve_checked(host: str, port: int, allow_private: Iterable[str], resolve
 
 
 def _connection(dest: Destination, address, timeout_s: float):
-    """A connection to the checked address that still names (and, for https, verifies) the host."""
-    from urllib3.connection import HTTPConnection, HTTPSConnection
+    """A connection to the checked address that still names (and, for https, verifies) the host;
+    it joins the current Cutoff, which bounds the whole delivery."""
     if dest.scheme == "https":
         try:
             import certifi
             ca_certs = certifi.where()
         except ImportError:
             ca_certs = None
-        return HTTPSConnection(str(address), dest.port, timeout=timeout_s, server_hostname=dest.host,
+        return WatchedHTTPSConnection(str(address), dest.port, timeout=timeout_s, server_hostname=dest.host,
                                assert_hostname=dest.host, cert_reqs="CERT_REQUIRED", ca_certs=ca_certs)
-    return HTTPConnection(str(address), dest.port, timeout=timeout_s)
+    return WatchedHTTPConnection(str(address), dest.port, timeout=timeout_s)
 
 
 def post(url: str, body: bytes, *, secret: str, job_id: str, allow_private: Iterable[str] = (),
          timeout_s: float = TIMEOUT_S, resolver: Callable[..., list] = socket.getaddrinfo,
          clock: Callable[[], float] = time.time) -> int:
-    """One signed delivery attempt -> the receiver's 2xx status; CallbackFailed otherwise."""
+    """One signed delivery attempt -> the receiver's 2xx status; CallbackFailed otherwise.
+    `timeout_s` bounds the whole attempt (every address, connect to the last byte read): a
+    receiver that drips its status line or headers is cut off like a silent one."""
     try:
         dest = check_url(url, allow_private, resolver)
     except ValidationError as err:
@@ -134,8 +137,15 @@ def post(url: str, body: bytes, *, secret: str, job_id: str, allow_private: Iter
     headers = {"Host": dest.host_header, "Content-Type": "application/json", "User-Agent": "flowcall-callback/1",
                TIMESTAMP_HEADER: str(timestamp), SIGNATURE_HEADER: sign(secret, timestamp, body),
                JOB_HEADER: job_id, "Connection": "close"}
+    with Cutoff(timeout_s) as cutoff:
+        return _deliver(dest, body, headers, timeout_s, cutoff)
+
+
+def _deliver(dest: Destination, body: bytes, headers: dict, timeout_s: float, cutoff: Cutoff) -> int:
     failure = "no address"
     for address in dest.addresses:
+        if cutoff.expired:
+            break
         conn = _connection(dest, address, timeout_s)
         try:
             conn.request("POST", dest.path, body=body, headers=headers)
@@ -143,7 +153,8 @@ def post(url: str, body: bytes, *, secret: str, job_id: str, allow_private: Iter
             status = response.status
             response.read(64 * 1024)
         except Exception as exc:  # noqa: BLE001 - any transport failure is one failed attempt
-            failure = f"{type(exc).__name__} connecting to {dest.host}"
+            failure = (f"{dest.host} did not answer within {timeout_s:g} s" if cutoff.expired
+                       else f"{type(exc).__name__} connecting to {dest.host}")
             continue
         finally:
             conn.close()

@@ -140,6 +140,7 @@ class Dispatcher:
             try:
                 completion, warnings = self._attempt(adapter, prepared, target, budget, trace)
             except ProviderError as err:
+                err.provider = err.provider or target.provider.name    # parsing helpers do not know it
                 if isinstance(err, TRANSIENT) and err.retryable:
                     self.breaker.record_failure(target.provider.name)
                     self.observer.circuit(target.provider.name, self.breaker.state(target.provider.name))

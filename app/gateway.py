@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from .calls import Answer, Call, Usage
@@ -20,6 +20,9 @@ from .quotas import Quotas
 from .store import Limits, Store
 
 log = logging.getLogger(__name__)
+
+UNRECORDED_WARNING = ("This call's usage could not be written to the usage ledger; the operator has been "
+                      "alerted (error log and metric flowcall_ledger_write_failures_total).")
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,7 @@ class Gateway:
         except BaseException as exc:
             self.close(principal, endpoint, admitted, error=exc)
             raise
-        rendered = render(answer)
-        self.close(principal, endpoint, admitted, answer=answer, rendered=rendered)
+        rendered = self.close(principal, endpoint, admitted, answer=answer, render=render)
         return Outcome(200, rendered, answer=answer)
 
     def admit(self, principal, endpoint: str, body: dict, make_call: Callable[[], Call],
@@ -90,20 +92,28 @@ class Gateway:
     def close(self, principal, endpoint: str, admitted: Admission, *, answer: Answer | None = None,
               error: BaseException | None = None, rendered: dict | None = None, usage: Usage | None = None,
               model_id: str | None = None, provider: str | None = None, cost: float | None = None,
-              attempts: int | None = None, count_tokens: bool = True) -> None:
+              attempts: int | None = None, count_tokens: bool = True,
+              render: Callable[[Answer], dict] | None = None) -> dict | None:
         """The end of an admitted call, however it ended. `usage`/`model_id`/`provider`/`cost` are
-        what a call that failed part-way (a broken stream) had already spent."""
+        what a call that failed part-way (a broken stream) had already spent. With `render`, the
+        answer is rendered after its ledger row is written (so it can say the row was not) and the
+        rendered body is returned."""
         flowcall_error = error if isinstance(error, FlowcallError) else None
+        rendered = rendered if render is None else None
         usage = answer.usage if answer else usage
         if count_tokens and usage is not None:
             self.quotas.record_tokens(principal, principal.limits, admitted.tenant_limits, usage.total_tokens)
         status = 200 if error is None else (flowcall_error.status if flowcall_error else 500)
-        self.account(principal, endpoint, admitted.call, status=status, answer=answer, error=flowcall_error,
-                     usage=usage, model_id=model_id, provider=provider, cost=cost, attempts=attempts,
-                     started=admitted.started)
+        recorded = self.account(principal, endpoint, admitted.call, status=status, answer=answer,
+                                error=flowcall_error, usage=usage, model_id=model_id, provider=provider, cost=cost,
+                                attempts=attempts, started=admitted.started)
+        if render is not None and answer is not None:
+            if not recorded:
+                answer = replace(answer, warnings=(*answer.warnings, UNRECORDED_WARNING))
+            rendered = render(answer)
         key = admitted.idempotency_key
         if not key:
-            return
+            return rendered
         try:
             if error is None and answer is not None:
                 self.idempotency.finish(principal.tenant_id, key, 200, rendered)
@@ -112,12 +122,18 @@ class Gateway:
         except Exception:  # noqa: BLE001 - the answer stands; a stuck key expires with its lock
             log.exception("idempotency settle failed for key of request %s",
                           admitted.call.request_id if admitted.call else None)
+        return rendered
 
     def account(self, principal, endpoint: str, call: Call | None, *, status: int, answer: Answer | None = None,
                 error: FlowcallError | None = None, usage: Usage | None = None, model_id: str | None = None,
                 provider: str | None = None, cost: float | None = None, attempts: int | None = None,
-                started: float | None = None) -> None:
-        """Write the ledger row; a failed write costs that row only, never the caller's answer."""
+                started: float | None = None) -> bool:
+        """Write the ledger row -> whether it was written.
+
+        A failed write is never silent: it is logged as an error with the row's figures (so they
+        can be entered by hand), counted in flowcall_ledger_write_failures_total, and a whole answer
+        says so in its warnings (close). The answer itself stands: the provider has been paid, and
+        failing the call would make the platform retry it and pay again."""
         usage = answer.usage if answer else (usage or Usage())
         if answer is not None:
             latency_ms = answer.latency_ms
@@ -139,8 +155,14 @@ class Gateway:
         )
         try:
             self.ledger.write(row)
-        except Exception:  # noqa: BLE001 - accounting must not break the answer
-            log.exception("ledger write failed for request %s", row.request_id)
+        except Exception:  # noqa: BLE001 - reported below, never swallowed
+            log.exception("ledger write failed for request %s: tenant %s key %s model %s status %s input_tokens %s "
+                          "output_tokens %s cost %s", row.request_id, row.tenant_id, row.key_id, row.model_served,
+                          row.status, row.input_tokens, row.output_tokens, row.cost)
+            from .metrics import LEDGER_WRITE_FAILURES
+            LEDGER_WRITE_FAILURES.labels(endpoint).inc()
+            return False
+        return True
 
 
 def _billed_cost(answer: Answer) -> float | None:

@@ -5,6 +5,39 @@ import json
 from dataclasses import dataclass, field
 
 
+# No provider answer nests this deep; past it, parsing (json's C decoder raises RecursionError
+# near 1,000 levels), validating and rendering would spend the recursion limit and fail as a 500.
+MAX_JSON_DEPTH = 128
+
+
+def json_depth_exceeds(value, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when `value` nests lists/dicts more than `limit` levels deep (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def loads_bounded(raw):
+    """json.loads for text from outside: ValueError (never RecursionError) for bad or too deep JSON."""
+    try:
+        value = json.loads(raw)
+    except RecursionError:
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    if json_depth_exceeds(value):
+        raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
 @dataclass(frozen=True)
 class HttpRequest:
     method: str
@@ -24,10 +57,11 @@ class HttpResponse:
         return self.headers.get(name.lower())
 
     def json(self):
-        """The body as JSON, or None when it is not JSON (callers decide what that means)."""
+        """The body as JSON, or None when it is not JSON or is nested deeper than MAX_JSON_DEPTH
+        (callers decide what that means)."""
         try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
+            return loads_bounded(self.body)
+        except ValueError:
             return None
 
     def text(self, limit: int = 500) -> str:

@@ -27,6 +27,8 @@ TOKENS = Counter("flowcall_tokens_total", "Tokens by provider and direction", ["
 COST = Counter("flowcall_cost_usd_total", "Cost in USD by provider", ["provider"])
 RETRIES = Counter("flowcall_retries_total", "Retries of the same model", ["provider"])
 FALLBACKS = Counter("flowcall_fallbacks_total", "Fallbacks taken to another model", ["from_model", "to_model"])
+LEDGER_WRITE_FAILURES = Counter("flowcall_ledger_write_failures_total", "Calls whose usage-ledger row could not "
+                                "be written (each one is also logged as an error)", ["endpoint"])
 CIRCUIT = Gauge("flowcall_circuit_open", "1 when a provider's circuit is open or half-open in some worker",
                 ["provider"], multiprocess_mode="max")
 

@@ -16,6 +16,7 @@ from referencing.jsonschema import DRAFT202012
 
 from .calls import Completion, ResponseFormat
 from .errors import InvalidStructuredOutput
+from .http import MAX_JSON_DEPTH, json_depth_exceeds
 
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n(?P<body>.*?)\n?\s*```\s*$", re.S)
 
@@ -61,6 +62,9 @@ def _validator(canonical_schema: str):
     return jsonschema.Draft202012Validator(schema, registry=registry)
 
 
+_TOO_DEEP = object()
+
+
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
@@ -78,6 +82,8 @@ def parse_structured(completion: Completion, fmt: ResponseFormat, provider: str)
                                           retryable=completion.finish_reason == "length")
         try:
             data = json.loads(text, parse_constant=_reject_constant)
+        except RecursionError:
+            data = _TOO_DEEP
         except ValueError as exc:
             hint = " The answer was cut at the token limit: raise options.maxTokens." \
                 if completion.finish_reason == "length" else ""
@@ -85,6 +91,9 @@ def parse_structured(completion: Completion, fmt: ResponseFormat, provider: str)
                 f"The model's answer is not valid JSON "
                 f"({exc.msg if isinstance(exc, json.JSONDecodeError) else exc}).{hint}",
                 provider=provider, retryable=True) from None
+    if data is _TOO_DEEP or json_depth_exceeds(data):     # validating or rendering it would recurse too deep
+        raise InvalidStructuredOutput(f"The model's JSON is nested deeper than {MAX_JSON_DEPTH} levels.",
+                                      provider=provider, retryable=True)
     try:                                    # numbers JSON cannot carry (1e999, NaN in a tool input)
         json.dumps(data, allow_nan=False)
     except ValueError:

@@ -6,8 +6,10 @@ comes back, network failures become ProviderTimeout / ProviderUnreachable, nothi
 `stream: true`), as a whole `HttpResponse`, so the adapter's own parse_error / parse_response apply.
 
 Every read is bounded by the call's deadline, not by a fixed idle time: a reasoning model may be
-silent for minutes before its first token. The socket timeout is set to the time left before each
-read, and the deadline is checked after it, so a slow drip cannot outlive the call either.
+silent for minutes before its first token. Until the status line and headers are in (and through a
+whole non-stream answer), a Cutoff (app/cutoff.py) shuts the connection down at the attempt's
+deadline, however slowly they drip; an event stream's reads then get the time left as their socket
+timeout, and the deadline is checked after each, so a slow drip cannot outlive the call either.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import requests
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
+from .cutoff import Cutoff
 from .errors import InvalidProviderResponse, ProviderError, ProviderTimeout, redact
 from .http import HttpRequest, HttpResponse
 from .transport import _EXCEPTIONS, MAX_RESPONSE_BYTES, Transport
@@ -141,37 +144,56 @@ class StreamTransport:
 
     def open(self, request: HttpRequest, *, provider: str, connect_timeout: float,
              read_timeout: float) -> LineStream | HttpResponse:
-        """A streaming exchange: a LineStream for a 2xx event stream, else the whole answer."""
-        try:
-            response = self.transport.session(provider).request(
-                request.method, request.url, headers=request.headers, json=request.json,
-                timeout=(connect_timeout, read_timeout), stream=True, allow_redirects=False)
-        except Exception as exc:  # noqa: BLE001 - mapped from the table, anything else re-raised
-            raise _mapped(exc, provider, request.secrets) from None
-        content_type = (response.headers.get("content-type") or "").lower()
-        if 200 <= response.status_code < 300 and content_type.startswith("text/event-stream"):
-            return LineStream(response, provider=provider, secrets=request.secrets, time_left=read_timeout)
-        return self._whole(response, provider, request.secrets, read_timeout)
+        """A streaming exchange: a LineStream for a 2xx event stream, else the whole answer.
+        `read_timeout` bounds connecting, the status line and headers, and a whole answer's body."""
+        deadline = time.monotonic() + read_timeout
+        with Cutoff(read_timeout) as cutoff:
+            try:
+                response = self.transport.session(provider).request(
+                    request.method, request.url, headers=request.headers, json=request.json,
+                    timeout=(connect_timeout, read_timeout), stream=True, allow_redirects=False)
+            except Exception as exc:  # noqa: BLE001 - mapped from the table, anything else re-raised
+                if cutoff.expired:
+                    raise _late(provider) from None
+                raise _mapped(exc, provider, request.secrets) from None
+            content_type = (response.headers.get("content-type") or "").lower()
+            if not (200 <= response.status_code < 300 and content_type.startswith("text/event-stream")):
+                return self._whole(response, provider, request.secrets, deadline, cutoff)
+            cutoff.disarm()
+        if cutoff.expired:
+            response.close()
+            raise _late(provider)
+        return LineStream(response, provider=provider, secrets=request.secrets,
+                          time_left=deadline - time.monotonic())
 
     @staticmethod
     def _whole(response: requests.Response, provider: str, secrets: tuple[str, ...],
-               read_timeout: float) -> HttpResponse:
-        deadline = time.monotonic() + read_timeout
+               deadline: float, cutoff: Cutoff) -> HttpResponse:
         try:
             with response:
                 body = bytearray()
-                for chunk in response.iter_content(READ_SIZE):
-                    body += chunk
-                    if len(body) > MAX_RESPONSE_BYTES:
-                        raise InvalidProviderResponse(
-                            f"{provider} sent an answer larger than {MAX_RESPONSE_BYTES} bytes",
-                            provider=provider, retryable=False)
-                    if time.monotonic() > deadline:
-                        raise ProviderTimeout(f"{provider} was still sending its answer at the deadline",
-                                              provider=provider)
+                try:
+                    for chunk in response.iter_content(READ_SIZE):
+                        body += chunk
+                        if len(body) > MAX_RESPONSE_BYTES:
+                            raise InvalidProviderResponse(
+                                f"{provider} sent an answer larger than {MAX_RESPONSE_BYTES} bytes",
+                                provider=provider, retryable=False)
+                        if time.monotonic() > deadline:
+                            raise _late(provider)
+                finally:
+                    cutoff.disarm()     # before the connection goes back to the pool
         except ProviderError:
             raise
         except Exception as exc:  # noqa: BLE001
+            if cutoff.expired:
+                raise _late(provider) from None
             raise _mapped(exc, provider, secrets) from None
+        if cutoff.expired:          # a body without a length ends, cut short, like a whole one
+            raise _late(provider)
         headers = {k.lower(): v for k, v in response.headers.items()}
         return HttpResponse(status=response.status_code, body=bytes(body), headers=headers)
+
+
+def _late(provider: str) -> ProviderTimeout:
+    return ProviderTimeout(f"{provider} was still sending its answer at the deadline", provider=provider)

@@ -268,6 +268,7 @@ class OpenStream:
                                              self.target, self.stream.completion(), self.plan_warnings,
                                              self.trace, self.start)
         except FlowcallError as err:
+            err.provider = err.provider or self.target.provider.name    # parsing helpers do not know it
             if isinstance(err, TRANSIENT) and err.retryable:
                 self.dispatcher.breaker.record_failure(self.target.provider.name)
             err.attempts = self.trace.attempts

@@ -7,13 +7,12 @@ nothing of providers' formats, and it never retries: dispatch decides that, with
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 
 import requests
-from requests.adapters import HTTPAdapter
 
+from .cutoff import Cutoff, WatchedHTTPAdapter
 from .errors import InvalidProviderResponse, ProviderError, ProviderTimeout, ProviderUnreachable, redact
 from .http import HttpRequest, HttpResponse
 
@@ -48,7 +47,7 @@ class Transport:
                 session = self._sessions.get(provider)
                 if session is None:
                     session = requests.Session()
-                    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=self._pool_size, max_retries=0)
+                    adapter = WatchedHTTPAdapter(pool_connections=4, pool_maxsize=self._pool_size, max_retries=0)
                     session.mount("http://", adapter)
                     session.mount("https://", adapter)
                     session.trust_env = False   # no ~/.netrc or proxy surprises adding credentials
@@ -57,34 +56,37 @@ class Transport:
 
     def send(self, request: HttpRequest, *, provider: str, connect_timeout: float,
              read_timeout: float) -> HttpResponse:
-        """One exchange; the read timeout also bounds the whole body: every byte of a slow drip
-        resets the socket's own timeout, so a watchdog cuts the connection at the deadline."""
-        deadline = time.monotonic() + read_timeout      # dispatch's attempt budget, connecting included
-        cut = threading.Event()
-        watchdog = None
+        """One exchange; `read_timeout` (dispatch's attempt budget) bounds all of it: connecting,
+        the status line, the headers and the body. Every byte of a slow drip resets the socket's own
+        timeout, so a Cutoff shuts the connection down at the deadline, whatever is being read."""
+        deadline = time.monotonic() + read_timeout
+        cutoff = Cutoff(read_timeout)
         try:
-            with self.session(provider).request(
+            with cutoff, self.session(provider).request(
                     request.method, request.url, headers=request.headers, json=request.json,
                     timeout=(connect_timeout, read_timeout), stream=True, allow_redirects=False) as r:
-                watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _cut_connection, (r, cut))
-                watchdog.daemon = True
-                watchdog.start()
-                body = bytearray()
-                for chunk in r.iter_content(64 * 1024):
-                    body += chunk
-                    if len(body) > MAX_RESPONSE_BYTES:
-                        raise InvalidProviderResponse(
-                            f"{provider} sent an answer larger than {MAX_RESPONSE_BYTES} bytes",
-                            provider=provider, retryable=False)
-                    if time.monotonic() > deadline:
-                        raise ProviderTimeout(f"{provider} was still sending its answer at the deadline",
-                                              provider=provider)
+                try:
+                    body = bytearray()
+                    for chunk in r.iter_content(64 * 1024):
+                        body += chunk
+                        if len(body) > MAX_RESPONSE_BYTES:
+                            raise InvalidProviderResponse(
+                                f"{provider} sent an answer larger than {MAX_RESPONSE_BYTES} bytes",
+                                provider=provider, retryable=False)
+                        if time.monotonic() > deadline:
+                            raise ProviderTimeout(f"{provider} was still sending its answer at the deadline",
+                                                  provider=provider)
+                finally:
+                    cutoff.disarm()     # before the connection goes back to the pool
+                if cutoff.expired:      # a body without a length ends, cut short, like a whole one
+                    raise ProviderTimeout(f"{provider} was still sending its answer at the deadline",
+                                          provider=provider)
                 headers = {k.lower(): v for k, v in r.headers.items()}
                 return HttpResponse(status=r.status_code, body=bytes(body), headers=headers)
         except ProviderError:
             raise
         except Exception as exc:  # noqa: BLE001 - mapped from the table, anything else re-raised
-            if cut.is_set():
+            if cutoff.expired:
                 raise ProviderTimeout(f"{provider} was still sending its answer at the deadline",
                                       provider=provider) from None
             for exc_type, err_type, message in _EXCEPTIONS:
@@ -92,9 +94,6 @@ class Transport:
                     raise err_type(redact(message.format(p=provider), request.secrets),
                                    provider=provider) from None
             raise
-        finally:
-            if watchdog is not None:
-                watchdog.cancel()
 
     def close(self) -> None:
         with self._lock:
@@ -102,17 +101,3 @@ class Transport:
                 session.close()
             self._sessions.clear()
 
-
-def _cut_connection(response, cut: threading.Event) -> None:
-    """Shut the socket under a response whose deadline passed; the reading side then fails at once."""
-    cut.set()
-    raw = response.raw
-    candidates = [getattr(getattr(raw, "_connection", None), "sock", None)]
-    fp = getattr(getattr(raw, "_fp", None), "fp", None)               # http.client's socket file
-    candidates.append(getattr(getattr(fp, "raw", None), "_sock", None))
-    for sock in candidates:
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass

@@ -11,7 +11,7 @@ Gemini chunks from fixtures/test_google/test_google_model_stream.yaml (pydantic-
 
 Scripted faults, one per provider request (POST /_fake/script with a list): {"status", "body",
 "headers"} answers with that instead; {"fail_after": n} streams n text events and then the
-provider's own mid-stream error event; {"hang_after": n} streams n events and then stays silent
+provider's own mid-stream error event (or `"error": [event name, body]` instead); {"hang_after": n} streams n events and then stays silent
 until the fake stops. GET /_fake/requests lists what was received.
 """
 from __future__ import annotations
@@ -153,7 +153,7 @@ class FakeStreamProvider:
                     elif "fail_after" in step:
                         for data in events[:step["fail_after"]]:
                             self._chunk(data)
-                        event, body = MID_STREAM_ERRORS[fmt]
+                        event, body = step.get("error") or MID_STREAM_ERRORS[fmt]
                         self._chunk(_event(body, event))
                     else:
                         for data in [*events, *closing]:

@@ -30,6 +30,7 @@ MODES = (
     "ok",                 # a normal answer
     "reset_mid_body",     # headers + part of the body, then a TCP RST (SO_LINGER 0)
     "slow_drip",          # headers at once, then the body 1 byte per `drip_interval_s`, bounded
+    "drip_head",          # the status line and headers 1 byte per `drip_interval_s`, bounded, then the body
     "truncated_json",     # a complete HTTP message whose JSON body is cut in half
     "error_body_200",     # 200 with {"error": {...}} instead of choices
     "html_json_200",      # 200 text/html whose text is the normal JSON answer
@@ -89,6 +90,7 @@ class FaultProvider:
         self.enormous_bytes = enormous_bytes
         self.requests: list[dict] = []
         self.lock = threading.Lock()
+        self.settled = threading.Condition(self.lock)     # notified when a request's outcome is known
         self.stopping = threading.Event()
         self.counter = 0
         fault = self
@@ -124,9 +126,12 @@ class FaultProvider:
                     fault.stopping.wait(fault.latency_s)
                 try:
                     getattr(self, f"_{mode}", self._unknown_mode)(body or {}, n)
-                    record["outcome"] = "completed"
+                    outcome = "completed"
                 except (BrokenPipeError, ConnectionResetError):
-                    record["outcome"] = "client_left"    # the client hung up (its deadline) mid-answer
+                    outcome = "client_left"    # the client hung up (its deadline) mid-answer
+                with fault.settled:
+                    record["outcome"] = outcome
+                    fault.settled.notify_all()
 
             # -- plumbing --------------------------------------------------------------------------
             def _head(self, status: int, content_type: str, length: int, extra: dict | None = None):
@@ -183,6 +188,21 @@ class FaultProvider:
                     self.wfile.write(raw[i:i + 1])
                     self.wfile.flush()
                     time.sleep(fault.drip_interval_s)
+                self.wfile.flush()
+
+            def _drip_head(self, body, n):
+                raw = json.dumps(openai_answer(body)).encode()
+                head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(raw)}\r\n"
+                        f"X-Padding: {'p' * 40}\r\n\r\n").encode()
+                started = time.monotonic()
+                for i in range(len(head)):
+                    if fault.stopping.is_set() or time.monotonic() - started > fault.drip_limit_s:
+                        self.wfile.write(head[i:])       # bounded: the rest at once
+                        break
+                    self.wfile.write(head[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(fault.drip_interval_s)
+                self.wfile.write(raw)
                 self.wfile.flush()
 
             def _truncated_json(self, body, n):
@@ -266,6 +286,13 @@ class FaultProvider:
         with self.lock:
             return sum(1 for r in self.requests
                        if (mode is None or r["mode"] == mode) and path_contains in r["path"])
+
+    def outcome(self, mode: str, timeout: float = 30) -> str:
+        """The outcome of the first request in `mode`, once its handler has finished."""
+        with self.settled:
+            self.settled.wait_for(lambda: any(r["mode"] == mode and r["outcome"] != "running"
+                                              for r in self.requests), timeout)
+            return next((r["outcome"] for r in self.requests if r["mode"] == mode), "never received")
 
     def start(self) -> FaultProvider:
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

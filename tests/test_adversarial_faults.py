@@ -114,7 +114,7 @@ FAULTS = [
     ("refused", {"model": "xai.grok-4.3"}, 502, "provider_unreachable", True, 0, 3),
     ("reset_mid_body", {}, 502, "provider_unreachable", True, 3, 3),
     ("truncated_json", {}, 502, "invalid_provider_response", True, 1, 1),
-    ("error_body_200", {}, 502, "invalid_provider_response", False, 1, 1),
+    ("error_body_200", {}, 502, "provider_overloaded", True, 3, 3),   # a server_error in a 200 is a 500's twin
     ("html_200", {}, 502, "invalid_provider_response", True, 1, 1),
     ("html_json_200", {}, 200, None, None, 1, 1),          # the content type is not trusted either way
     ("enormous", {}, 502, "invalid_provider_response", False, 1, 1),

@@ -383,7 +383,7 @@ def parse_error(resp: HttpResponse, target) -> ProviderError:
         text += f" (request_id {request_id})"
     text = redact(f"{target.provider.label} said: {text}", target.secrets)
     retry_after = retry_after_seconds(resp.header("retry-after"))
-    if _is_quota(status, kind, error_code, message, retry_after):
+    if _is_quota(status, kind, error_code, message, retry_after, http_status=resp.status):
         # 402 billing_error is a quota too, not an auth failure: the key is fine, the account cannot
         # pay; like OpenAI's insufficient_quota it keeps failing until someone acts, so no retry.
         err = ProviderRateLimited(text, provider=provider, code="provider_quota_exceeded", retryable=False,
@@ -394,12 +394,14 @@ def parse_error(resp: HttpResponse, target) -> ProviderError:
     return from_upstream_status(status, text, provider=provider, code=kind, retry_after=retry_after)
 
 
-def _is_quota(status: int, kind, error_code, message, retry_after) -> bool:
+def _is_quota(status: int, kind, error_code, message, retry_after, *, http_status: int) -> bool:
     """rate-limits.md: the tier spend-cap 429 has no retry-after (and error_code
     enforced_spend_limit_reached); a spend limit the customer set is a 400 whose message begins
-    "You have reached your specified ... API usage limits"."""
+    "You have reached your specified ... API usage limits". A rate_limit_error inside a 200 or a
+    stream has no headers of its own, so a missing retry-after says nothing there: it is an
+    ordinary (retryable) rate limit unless its error_code names the spend cap."""
     if status == 402 or kind == "billing_error" or error_code == "enforced_spend_limit_reached":
         return True
     if status == 429:
-        return retry_after is None
+        return http_status == 429 and retry_after is None
     return status == 400 and (message or "").startswith("You have reached your specified")

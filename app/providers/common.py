@@ -47,8 +47,24 @@ def json_object(resp: HttpResponse, provider: str) -> dict:
     return body
 
 
+# One usage count of one call: 50 times the largest context window in the catalog (2M), far above
+# any real count, and small enough that sums and costs stay exact and fit every ledger column.
+MAX_USAGE_TOKENS = 100_000_000
+
+
 def int_or_zero(value) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    """A usage count: absent (None) is 0; a whole number from 0 to MAX_USAGE_TOKENS (12.0 too) is
+    itself. Anything else (negative, fractional, 1e300, 10**30, a string) is a broken answer: as 0
+    it would make the call free, as sent it would overflow the ledger; the call fails instead."""
+    if value is None:
+        return 0
+    if isinstance(value, float) and value.is_integer() and 0 <= value <= MAX_USAGE_TOKENS:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_USAGE_TOKENS:
+        return value
+    raise InvalidProviderResponse(
+        f"The provider reported a token count that is not a whole number from 0 to {MAX_USAGE_TOKENS:,}: "
+        f"{str(value)[:40]!r}; the call is not accepted, since it could not be metered.", retryable=False)
 
 
 def schema_instruction(fmt) -> str:

@@ -151,12 +151,34 @@ def _error_fields(body) -> tuple[str | None, str | None, str | None]:
     return body.get("message") if isinstance(body.get("message"), str) else None, None, None
 
 
+# An error object inside a 200 (some OpenAI-compatible servers and routers answer that way) has
+# no status of its own: the status its code or type would come with decides, so it is retried, or
+# not, like its HTTP twin. A numeric code is the status itself (OpenRouter); an unknown error is
+# the server's failure (500), as OpenAI's own in-stream ErrorEvent is.
+_TWIN_STATUS = {"rate_limit_exceeded": 429, "requests": 429, "tokens": 429, "rate_limit_error": 429,
+                "insufficient_quota": 429, "invalid_request_error": 400, "invalid_api_key": 401,
+                "authentication_error": 401, "permission_error": 403, "model_not_found": 404,
+                "not_found_error": 404, "server_error": 500, "api_error": 500, "overloaded_error": 503,
+                "timeout": 504}
+
+
+def _twin_status(code: str | None, kind: str | None) -> int:
+    if code is not None and code.isdigit() and 400 <= int(code) <= 599:
+        return int(code)
+    return _TWIN_STATUS.get(code or "") or _TWIN_STATUS.get(kind or "") or 500
+
+
 def parse_error(resp: HttpResponse, target) -> ProviderError:
     provider = target.provider.name
     message, code, kind = _error_fields(resp.json())
     text = message or f"HTTP {resp.status}: {resp.text(200)}"
     text = redact(f"{target.provider.label} said: {text}", target.secrets)
     retry_after = retry_after_seconds(resp.header("retry-after"))
+    if resp.status < 400:
+        status = _twin_status(code, kind)
+        err = parse_error(HttpResponse(status, resp.body, resp.headers), target)
+        err.upstream_status = resp.status
+        return err
     lowered = (message or "").lower()
     if resp.status == 429 and (code == "insufficient_quota" or kind == "insufficient_quota"
                                or "ran out of credits" in lowered or "quota" in lowered and "exceeded your" in lowered):

@@ -168,15 +168,18 @@ def _usage(raw) -> Usage:
                  cache_write_tokens=int_or_zero(details.get("cache_creation_input_tokens")))
 
 
+MAX_CALL_COST_USD = 10_000      # one call; past it (1e300, inf) the figure is broken, not a price
+
+
 def _cost(raw) -> float | None:
     """Perplexity's own USD figure, search fees included; anything else is not a cost we can use."""
     cost = raw.get("cost") if isinstance(raw, dict) else None
     if not isinstance(cost, dict) or cost.get("currency", "USD") != "USD":
         return None
     total = cost.get("total_cost")
-    if isinstance(total, (int, float)) and not isinstance(total, bool) and total >= 0:
+    if isinstance(total, (int, float)) and not isinstance(total, bool) and 0 <= total <= MAX_CALL_COST_USD:
         return float(total)
-    return None
+    return None                 # the catalog's price applies instead
 
 
 def _status_code(code) -> int | None:

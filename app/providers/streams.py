@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 
 from ..calls import Call, Usage
 from ..errors import ContentBlocked, InvalidProviderResponse, ProviderError, ProviderUnreachable
-from ..http import HttpResponse, Plan
+from ..http import HttpResponse, Plan, loads_bounded
 from . import anthropic, gemini, openai_chat
 
 EVENT_STREAM = "text/event-stream"
@@ -127,7 +127,7 @@ def parser_for(call: Call, target):
 # -- parsing helpers --------------------------------------------------------------------------------
 def _json_object(event: SseEvent, target) -> dict:
     try:
-        body = json.loads(event.data)
+        body = loads_bounded(event.data)
     except ValueError:
         body = None
     if not isinstance(body, dict):
@@ -265,7 +265,7 @@ class AnthropicStream:
         if self.blocks.get(body.get("index")) != "answer" or not self.structured.wrapped:
             return Delta()
         try:
-            value = json.loads("".join(self.wrapped_json) or "{}")
+            value = loads_bounded("".join(self.wrapped_json) or "{}")
         except ValueError:
             raise InvalidProviderResponse(f"{self.target.provider.name} streamed tool input that is not JSON.",
                                           provider=self.target.provider.name, retryable=True) from None

@@ -351,7 +351,7 @@ def test_finish_reason_from_status(status, details, text, finish, warned):
     ({"input_tokens": 5, "output_tokens": 300, "total_tokens": 305,
       "output_tokens_details": {"reasoning_tokens": 250}}, (5, 300, 0, 250)),
     ({"input_tokens": 5, "output_tokens": 7, "input_tokens_details": None}, (5, 7, 0, 0)),
-    ({"input_tokens": "5", "output_tokens": -1}, (0, 0, 0, 0)),
+    ({"input_tokens": 5.0, "output_tokens": 7}, (5, 7, 0, 0)),
 ])
 def test_usage(usage, expected):
     c = perplexity.parse_response(resp(200, agent_ok(usage=usage)), call(), target("perplexity"))
@@ -367,6 +367,7 @@ def test_usage(usage, expected):
     ({"currency": "USD", "total_cost": True}, None),
     ({"currency": "USD", "total_cost": "0.01"}, None),
     ({"currency": "USD", "total_cost": -1}, None),
+    ({"currency": "USD", "total_cost": 1e300}, None),
     (None, None),
 ])
 def test_cost_is_perplexitys_own_usd_total(cost, expected):
