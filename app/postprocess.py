@@ -16,6 +16,7 @@ from referencing.jsonschema import DRAFT202012
 
 from .calls import Completion, ResponseFormat
 from .errors import InvalidStructuredOutput
+from .strict_schema import strip_added_nulls
 
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n(?P<body>.*?)\n?\s*```\s*$", re.S)
 
@@ -94,8 +95,12 @@ def parse_structured(completion: Completion, fmt: ResponseFormat, provider: str)
         raise InvalidStructuredOutput("response_format json_object asked for a JSON object; the model "
                                       f"returned a {type(data).__name__}.", provider=provider, retryable=True)
     if fmt.type == "json_schema" and fmt.strict and fmt.schema is not None:
+        # Strict providers answer an optional property the caller's schema does not let be null
+        # with null (app.strict_schema made it required and nullable): that null means "absent".
+        # Then the answer is checked against the caller's own schema, whatever the provider.
         validator = _validator(json.dumps(fmt.schema, sort_keys=True))
         try:
+            data = strip_added_nulls(data, fmt.schema, validator)
             error = jsonschema.exceptions.best_match(validator.iter_errors(data))
         except Unresolvable as exc:
             raise InvalidStructuredOutput(f"The schema has a reference that does not resolve: {exc}",

@@ -81,6 +81,9 @@ def _close_objects(node):
         raise _NotNative(f"format {node['format']!r}")
     if node.get("additionalProperties", False) is not False:
         raise _NotNative("additionalProperties other than false")
+    if node.get("type") == "object" and not node.get("properties") and "additionalProperties" not in node:
+        # closing it would turn "any object" into "only {}": the forced tool keeps it open
+        raise _NotNative("an object with no listed properties")
     ref = node.get("$ref")
     if isinstance(ref, str) and not ref.startswith("#/"):
         raise _NotNative("a recursive or external $ref")
