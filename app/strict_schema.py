@@ -53,6 +53,14 @@ class StrictSchema:
     strict: bool
     reason: str | None = None
 
+    @property
+    def warning(self) -> str | None:
+        """What the caller is told when strict mode could not be used."""
+        if self.strict:
+            return None
+        return (f"The schema uses what strict mode cannot express ({self.reason}): it was sent with strict "
+                "false and the answer validated against it.")
+
 
 class _Inexpressible(Exception):
     """A schema feature the strict subset has no way to say."""

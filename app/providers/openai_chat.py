@@ -69,9 +69,8 @@ def _json_schema(fmt, caps, warnings: list[str]) -> tuple[dict | None, bool]:
                         "and the answer validated against it.")
         return fmt.schema, False
     form = strict_schema.to_strict(fmt.schema)
-    if not form.strict:
-        warnings.append(f"The schema uses what strict mode cannot express ({form.reason}): it was sent with "
-                        "strict false and the answer validated against it.")
+    if form.warning:
+        warnings.append(form.warning)
     return form.schema, form.strict
 
 
