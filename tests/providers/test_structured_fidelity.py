@@ -268,3 +268,17 @@ def test_a_best_effort_answer_is_still_validated_against_the_callers_schema():
     with pytest.raises(Exception) as exc:
         postprocess.parse_structured(completion, c.response_format, "groq")
     assert exc.value.code == "invalid_structured_output" and "plan" in exc.value.message
+
+
+def test_anthropic_keeps_an_open_object_open_by_taking_the_forced_tool():
+    """output_config needs `additionalProperties: false` on every object, so "any object" closed would
+    only allow {}: such a schema goes the forced-tool way, which keeps it as written."""
+    schema = {"type": "object", "properties": {"meta": {"type": "object"}}, "required": ["meta"]}
+    model = CATALOG.resolve("anthropic.claude-sonnet-4-6").model
+    target = Dispatcher(Settings.from_env(ENV), CATALOG, sleep=lambda s: None).target(model)
+    c = Call(model="anthropic.claude-sonnet-4-6", messages=(user("Describe it."),),
+             response_format=schema_format(schema))
+    plan = anthropic.build_request(c, target)
+    assert "output_config" not in plan.request.json
+    assert plan.request.json["tools"][0]["input_schema"] == schema
+    assert any("no listed properties" in w for w in plan.warnings)
