@@ -110,6 +110,10 @@ class _Converter:
         out = {k: v for k, v in node.items() if k in _KEPT}
         if isinstance(ref, str):
             out["$ref"] = _checked_ref(ref)
+        elif "type" not in node and "anyOf" not in node:
+            out["type"] = _type_of_values(node)     # strict mode wants a type on every schema
+        if node.get("type") == "array" and "items" not in node:
+            raise _Inexpressible("an array with no items schema (any items)")
         if "items" in node:
             if not isinstance(node["items"], dict):
                 raise _Inexpressible("items that is not a single schema")
@@ -139,6 +143,8 @@ class _Converter:
         if self.properties > MAX_PROPERTIES:
             raise _Inexpressible(f"more than {MAX_PROPERTIES} properties")
         required = set(node.get("required") or ())
+        if required - set(properties):
+            raise _Inexpressible("required names a property that is not listed")
         converted = {}
         for name, sub in properties.items():
             strict_sub = self.node(sub, nesting=nesting, inlining=inlining)
@@ -168,6 +174,32 @@ class _Converter:
         merged = {**{k: v for k, v in target.items() if k not in ("$defs", "definitions")},
                   **{k: v for k, v in node.items() if k != "$ref"}}
         return self.node(merged, nesting=nesting, inlining=inlining + (ref,))
+
+
+_JSON_TYPES = ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string"), (type(None), "null"))
+
+
+def _type_of_values(node: dict):
+    """The type an `enum` or `const` already implies (so adding it changes nothing); a schema with
+    neither and no type accepts anything, which strict mode cannot say."""
+    if "enum" in node and isinstance(node["enum"], list) and node["enum"]:
+        values = node["enum"]
+    elif "const" in node:
+        values = [node["const"]]
+    elif "properties" in node:
+        return "object"
+    else:
+        raise _Inexpressible("a schema with no type")
+    names = []
+    for value in values:
+        name = next((n for cls, n in _JSON_TYPES if type(value) is cls), None)
+        if name is None:
+            raise _Inexpressible("an enum of objects or arrays")
+        if name not in names:
+            names.append(name)
+    if "integer" in names and "number" in names:
+        names.remove("integer")
+    return names[0] if len(names) == 1 else names
 
 
 def _checked_ref(ref: str) -> str:

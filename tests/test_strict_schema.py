@@ -164,6 +164,11 @@ def test_annotations_are_left_out_and_a_null_default_with_them():
     ({"type": "object", "properties": {"a": {"type": "string"}}, "patternProperties": {"^x": {}}},
      "patternProperties"),
     ({"type": "object", "properties": {"a": True}}, "a boolean schema"),
+    ({"type": "object", "properties": {"a": {}}}, "a schema with no type"),
+    ({"type": "object", "properties": {"a": {"type": "array"}}}, "an array with no items schema"),
+    ({"type": "object", "properties": {"a": {"enum": [{"k": 1}]}}}, "an enum of objects or arrays"),
+    ({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a", "b"]},
+     "required names a property that is not listed"),
     ({"type": "object", "properties": {"a": {"type": "string", "enum": list(map(str, range(1001)))}}},
      "more than 1000 enum values"),
 ])
@@ -172,6 +177,21 @@ def test_what_the_subset_cannot_express_is_reported_and_the_schema_kept(schema, 
     assert not form.strict
     assert reason in form.reason
     assert form.schema is schema
+
+
+def test_an_enum_or_const_without_a_type_gets_the_type_its_values_already_have():
+    form = to_strict({"type": "object", "required": ["a", "b", "c"], "properties": {
+        "a": {"enum": ["x", "y"]}, "b": {"const": 3}, "c": {"enum": [1, 2.5, None]}}})
+    assert form.strict
+    assert form.schema["properties"] == {"a": {"enum": ["x", "y"], "type": "string"},
+                                         "b": {"const": 3, "type": "integer"},
+                                         "c": {"enum": [1, 2.5, None], "type": ["number", "null"]}}
+
+
+def test_a_strict_schema_is_its_own_strict_form():
+    """Schemas already in the subset (what OpenAI's SDK `.parse()` sends on /v1) pass through unchanged."""
+    assert to_strict(STRICT_CONTACT) == to_strict(CONTACT)
+    assert to_strict(STRICT_CONTACT).schema == STRICT_CONTACT
 
 
 def test_nesting_and_size_limits():
