@@ -282,3 +282,23 @@ def test_anthropic_keeps_an_open_object_open_by_taking_the_forced_tool():
     assert "output_config" not in plan.request.json
     assert plan.request.json["tools"][0]["input_schema"] == schema
     assert any("no listed properties" in w for w in plan.warnings)
+
+
+@pytest.mark.parametrize("properties, required, reason", [
+    ({f"p{i}": {"type": "string"} for i in range(25)}, [], "more than 24 optional properties"),
+    ({f"p{i}": {"type": ["string", "null"]} for i in range(17)}, [f"p{i}" for i in range(17)],
+     "more than 16 properties with union types"),
+])
+def test_anthropic_schemas_past_the_complexity_limits_take_the_forced_tool(properties, required, reason):
+    """build-with-claude_structured-outputs.md "Schema complexity limits": 24 optional parameters and
+    16 parameters with union types across the request, else a 400 "Schema is too complex"."""
+    schema = {"type": "object", "properties": properties, "required": required}
+    model = CATALOG.resolve("anthropic.claude-sonnet-4-6").model
+    target = Dispatcher(Settings.from_env(ENV), CATALOG, sleep=lambda s: None).target(model)
+    c = Call(model="anthropic.claude-sonnet-4-6", messages=(user("Fill it."),), response_format=schema_format(schema))
+    plan = anthropic.build_request(c, target)
+    assert "output_config" not in plan.request.json and plan.request.json["tools"][0]["input_schema"] == schema
+    assert any(reason in w for w in plan.warnings)
+    limit = {**schema, "properties": dict(list(properties.items())[:-1]), "required": required[:-1]}
+    c = Call(model="anthropic.claude-sonnet-4-6", messages=(user("Fill it."),), response_format=schema_format(limit))
+    assert "output_config" in anthropic.build_request(c, target).request.json     # at the limit: native
