@@ -62,6 +62,15 @@ def _validator(canonical_schema: str):
     return jsonschema.Draft202012Validator(schema, registry=registry)
 
 
+def without_added_nulls(data, schema: dict):
+    """`data` (a structured answer or a tool call's arguments, asked for with `strict_schema.to_strict`)
+    without the nulls that stand for optional properties left out: the caller's own shape."""
+    try:
+        return strip_added_nulls(data, schema, _validator(json.dumps(schema, sort_keys=True)))
+    except Unresolvable:
+        return strip_added_nulls(data, schema)
+
+
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 

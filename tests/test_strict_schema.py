@@ -242,3 +242,11 @@ def test_strip_added_nulls_stops_at_its_depth_limit():
     for _ in range(100):
         node = node["next"]
     assert node == {"x": None}      # below the limit the answer is left as it is (validation still judges it)
+
+
+def test_without_added_nulls_is_the_one_call_for_tool_arguments_too():
+    from app.postprocess import without_added_nulls
+    arguments = {"name": "Ada", "email": None, "age": None, "plan": "free", "tags": ["x"], "address": None,
+                 "nickname": None}
+    assert without_added_nulls(arguments, CONTACT) == {"name": "Ada", "plan": "free", "tags": ["x"],
+                                                      "nickname": None}
