@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 
 import pytest
+import responses
 import yaml
 from openapi_schema_validator import OAS31Validator
 from referencing import Registry, Resource
@@ -34,6 +35,7 @@ from app.calls import Call, ImagePart, Message, Options, ResponseFormat, TextPar
 from app.catalog import Catalog
 from app.config import Settings
 from app.dispatch import Dispatcher
+from app.errors import ContentBlocked
 from app.http import HttpResponse
 from app.images import to_data_uri
 from app.providers import anthropic, gemini, openai_chat, perplexity
@@ -302,3 +304,20 @@ def test_anthropic_schemas_past_the_complexity_limits_take_the_forced_tool(prope
     limit = {**schema, "properties": dict(list(properties.items())[:-1]), "required": required[:-1]}
     c = Call(model="anthropic.claude-sonnet-4-6", messages=(user("Fill it."),), response_format=schema_format(limit))
     assert "output_config" in anthropic.build_request(c, target).request.json     # at the limit: native
+
+
+@responses.activate
+def test_through_the_dispatcher_on_the_wire_and_back():
+    """gpt-4o with an optional field: the wire carries the strict form, the answer the caller's shape,
+    and a content-filtered empty answer is not retried (content_blocked is final)."""
+    url = "https://api.openai.com/v1/chat/completions"
+    d = Dispatcher(Settings.from_env(ENV), CATALOG, sleep=lambda s: None)
+    responses.post(url, json=openai_body(json.dumps(STRICT_ANSWER)))
+    answer = d.execute(Call(model="openai.gpt-4o", **CALLS["schema_strict"]))
+    sent = json.loads(responses.calls[0].request.body)["response_format"]["json_schema"]
+    assert sent["strict"] is True and sent["schema"]["additionalProperties"] is False
+    assert answer.data == EXPECTED and not [w for w in answer.warnings if "strict" in w]
+    responses.post(url, json=openai_body(None, finish="content_filter"))
+    with pytest.raises(ContentBlocked):
+        d.execute(Call(model="openai.gpt-4o", **CALLS["plain"]))
+    assert len(responses.calls) == 2
