@@ -114,6 +114,10 @@ def parse_structured(completion: Completion, fmt: ResponseFormat, provider: str)
         except Unresolvable as exc:
             raise InvalidStructuredOutput(f"The schema has a reference that does not resolve: {exc}",
                                           provider=provider) from None
+        except RecursionError:
+            raise InvalidStructuredOutput("The schema refers to itself without end (a $ref cycle that "
+                                          "matches nothing), so no answer can be checked against it.",
+                                          provider=provider) from None
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
             raise InvalidStructuredOutput(

@@ -43,6 +43,14 @@ _STRUCTURAL = frozenset({"properties", "required", "additionalProperties", "item
 _SCALARS = frozenset({"string", "number", "integer", "boolean"})
 _REF_HOPS = 32          # a chain of $refs longer than this is treated as a cycle
 _DATA_DEPTH = 64        # the answer is mapped back this deep, and left as it is below
+# Work caps: inlining `$ref`s and trying union branches can grow exponentially with a hostile
+# schema, and these run in a worker every tenant shares. Past a cap the schema is not strict (or the
+# answer is left as it is): the result stays correct, only less convenient.
+MAX_CONVERTED_NODES = 20_000
+MAX_SCHEMA_DEPTH = 64           # nested schemas of any kind (objects are limited to 10 by OpenAI)
+_NULL_CHECK_VISITS = 5_000     # shared by every null check of one conversion or one answer
+_STRIP_VISITS = 20_000
+_STRIP_UNION_TRIES = 200
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,9 @@ class _Converter:
         self.source = root
         self.properties = 0
         self.enum_values = 0
+        self.nodes = 0
+        self.depth = 0
+        self.null_checks = [_NULL_CHECK_VISITS]
 
     def root(self) -> dict:
         node = self.source
@@ -92,6 +103,18 @@ class _Converter:
         return out
 
     def node(self, node, *, nesting: int, inlining: tuple[str, ...]) -> dict:
+        self.nodes += 1
+        if self.nodes > MAX_CONVERTED_NODES:
+            raise _Inexpressible("a schema this large once its references are inlined")
+        if self.depth >= MAX_SCHEMA_DEPTH:
+            raise _Inexpressible(f"schemas nested more than {MAX_SCHEMA_DEPTH} deep")
+        self.depth += 1
+        try:
+            return self._node(node, nesting=nesting, inlining=inlining)
+        finally:
+            self.depth -= 1
+
+    def _node(self, node, *, nesting: int, inlining: tuple[str, ...]) -> dict:
         if not isinstance(node, dict):
             raise _Inexpressible("a boolean schema")
         node = self._merged_all_of(node)
@@ -148,7 +171,7 @@ class _Converter:
         converted = {}
         for name, sub in properties.items():
             strict_sub = self.node(sub, nesting=nesting, inlining=inlining)
-            if name not in required and not accepts_null(sub, self.source):
+            if name not in required and not accepts_null(sub, self.source, self.null_checks):
                 strict_sub = _nullable(strict_sub)
             converted[name] = strict_sub
         return {"type": node.get("type", "object"), "properties": converted, "required": list(properties),
@@ -254,15 +277,16 @@ def _deref(node, root: dict):
     return None
 
 
-def accepts_null(node, root: dict) -> bool:
+def accepts_null(node, root: dict, budget: list[int] | None = None) -> bool:
     """Whether `null` satisfies the schema, judged from its structure. An error either way is
     harmless: a null we think is excluded only makes the property nullable (and null is then read
     as "absent"); one we think is allowed keeps the property as strict as the caller wrote it."""
-    return _accepts_null(node, root, _REF_HOPS)
+    return _accepts_null(node, root, _REF_HOPS, budget if budget is not None else [_NULL_CHECK_VISITS])
 
 
-def _accepts_null(node, root: dict, hops: int) -> bool:
-    if hops <= 0:
+def _accepts_null(node, root: dict, hops: int, budget: list[int]) -> bool:
+    budget[0] -= 1
+    if hops <= 0 or budget[0] < 0:
         return False
     if isinstance(node, bool):
         return node
@@ -270,7 +294,7 @@ def _accepts_null(node, root: dict, hops: int) -> bool:
         return False
     if isinstance(node.get("$ref"), str):
         target = resolve_ref(root, node["$ref"])
-        if target is not None and not _accepts_null(target, root, hops - 1):
+        if target is not None and not _accepts_null(target, root, hops - 1, budget):
             return False
     types = node.get("type")
     if isinstance(types, str) and types != "null" or isinstance(types, list) and "null" not in types:
@@ -280,9 +304,11 @@ def _accepts_null(node, root: dict, hops: int) -> bool:
     if "const" in node and node["const"] is not None:
         return False
     for key in ("anyOf", "oneOf"):
-        if isinstance(node.get(key), list) and not any(_accepts_null(s, root, hops - 1) for s in node[key]):
+        branches = node.get(key)
+        if isinstance(branches, list) and not any(_accepts_null(s, root, hops - 1, budget) for s in branches):
             return False
-    if isinstance(node.get("allOf"), list) and not all(_accepts_null(s, root, hops - 1) for s in node["allOf"]):
+    branches = node.get("allOf")
+    if isinstance(branches, list) and not all(_accepts_null(s, root, hops - 1, budget) for s in branches):
         return False
     return True
 
@@ -303,10 +329,14 @@ class _Stripper:
     def __init__(self, root: dict, validator):
         self.root = root
         self.validator = validator
+        self.visits = _STRIP_VISITS
+        self.null_checks = [_NULL_CHECK_VISITS]
+        self.union_tries = _STRIP_UNION_TRIES
 
     def walk(self, data, node, depth: int):
+        self.visits -= 1
         node = _deref(node, self.root)
-        if not isinstance(node, dict) or depth > _DATA_DEPTH:
+        if not isinstance(node, dict) or depth > _DATA_DEPTH or self.visits < 0:
             return data
         for sub in node.get("allOf") or ():
             data = self.walk(data, sub, depth + 1)
@@ -326,7 +356,8 @@ class _Stripper:
         out = {}
         for key, value in data.items():
             if key in properties:
-                if value is None and key not in required and not accepts_null(properties[key], self.root):
+                if value is None and key not in required \
+                        and not accepts_null(properties[key], self.root, self.null_checks):
                     continue
                 out[key] = self.walk(value, properties[key], depth + 1)
             elif isinstance(extra, dict):
@@ -346,7 +377,13 @@ class _Stripper:
 
     def _union(self, data, branches: list, depth: int):
         for branch in branches:
-            candidate = self.walk(data, branch, depth + 1)
-            if self.validator.evolve(schema=branch).is_valid(candidate):
-                return candidate
+            self.union_tries -= 1
+            if self.union_tries < 0:
+                return data
+            try:
+                candidate = self.walk(data, branch, depth + 1)
+                if self.validator.evolve(schema=branch).is_valid(candidate):
+                    return candidate
+            except RecursionError:      # a branch that refers to itself without end matches nothing
+                self.union_tries = 0
         return data

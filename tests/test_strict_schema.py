@@ -250,3 +250,37 @@ def test_without_added_nulls_is_the_one_call_for_tool_arguments_too():
                  "nickname": None}
     assert without_added_nulls(arguments, CONTACT) == {"name": "Ada", "plan": "free", "tags": ["x"],
                                                       "nickname": None}
+
+
+def test_hostile_schemas_are_bounded_not_expanded():
+    """These run in a worker every tenant shares: exponential inlining and deep nesting stop at a cap
+    (the schema then goes best-effort), and mapping an answer back stops at its own."""
+    defs = {f"d{i}": {"anyOf": [{"$ref": f"#/$defs/d{i + 1}", "description": "x"},
+                                {"$ref": f"#/$defs/d{i + 1}", "title": "y"}]} for i in range(30)}
+    defs["d30"] = {"type": "string"}
+    laughs = {"type": "object", "properties": {"root": {"$ref": "#/$defs/d0", "description": "r"}},
+              "required": ["root"], "$defs": defs}
+    assert "this large once its references are inlined" in to_strict(laughs).reason
+    deep: dict = {"type": "string"}
+    for _ in range(200):
+        deep = {"anyOf": [deep]}
+    assert "nested more than 64" in to_strict({"type": "object", "properties": {"a": deep}, "required": ["a"]}).reason
+    unions = {"anyOf": [{"$ref": "#"}, {"$ref": "#"}, {"type": "object", "properties": {"x": {"type": "string"}}}]}
+    data: dict = {"x": None}
+    for _ in range(40):
+        data = {"x": None, "n": data}
+    unions["anyOf"][2]["properties"]["n"] = {"$ref": "#"}
+    # `{"anyOf": [{"$ref": "#"}, ...]}` refers to itself without consuming anything: jsonschema
+    # recurses without end on it, so that branch simply matches nothing here.
+    assert strip_added_nulls(data, unions, _validator(json.dumps(unions, sort_keys=True))) == data
+
+
+def test_a_schema_that_refers_to_itself_without_end_is_a_clear_502_not_a_crash():
+    from app.calls import Completion, ResponseFormat, Usage
+    from app.errors import InvalidStructuredOutput
+    from app.postprocess import parse_structured
+    schema = {"type": "object", "properties": {"a": {"$ref": "#/$defs/loop"}},
+              "$defs": {"loop": {"anyOf": [{"$ref": "#/$defs/loop"}, {"type": "string"}]}}}
+    completion = Completion(text='{"a": 1}', finish_reason="stop", usage=Usage(), model="m")
+    with pytest.raises(InvalidStructuredOutput, match="refers to itself without end"):
+        parse_structured(completion, ResponseFormat("json_schema", "x", schema, True), "openai")
