@@ -230,9 +230,10 @@ def answer_for(spec: str, body: dict) -> dict:
     return openai_body(text)
 
 
+@pytest.mark.parametrize("name", ["schema_strict", "schema_best_effort", "json_object"])
 @pytest.mark.parametrize("spec", PROVIDERS)
-def test_the_structured_answer_has_the_callers_shape_everywhere(spec):
-    plan, c, target, adapter = build(spec, "schema_strict")
+def test_the_structured_answer_has_the_callers_shape_everywhere(spec, name):
+    plan, c, target, adapter = build(spec, name)
     raw = answer_for(spec, plan.request.json)
     completion = adapter.parse_response(HttpResponse(200, json.dumps(raw).encode()), c, target)
     assert postprocess.parse_structured(completion, c.response_format, target.provider.name) == EXPECTED
