@@ -10,11 +10,13 @@ supported; strings take only `pattern` and the listed `format`s, numbers `multip
 of nesting and 1000 enum values.
 
 `to_strict` rewrites a schema into that subset the way OpenAI's own Python SDK does for its models
-(`openai.lib._pydantic._ensure_strict_json_schema`: close objects, require every property, drop
-`default: null`, inline a `$ref` that has siblings, merge a one-entry `allOf`), making each optional
-property nullable on top. What the subset cannot express (an open object, `oneOf`, `minLength`, a
-tuple...) is reported instead of approximated: the adapter then sends the caller's schema with
-`strict: false` and says so, and postprocess validates the answer against the caller's schema.
+(`openai.lib._pydantic._ensure_strict_json_schema`: close objects, require every property, inline a
+`$ref` that has siblings, merge a one-entry `allOf`), making each optional property nullable on top,
+leaving out annotations that constrain nothing (`default`, `examples`, `$schema`...) and giving an
+untyped `enum`/`const` the type its values already have. What the subset cannot express (an open
+object, `oneOf`, `minLength`, a tuple, an untyped schema...) is reported instead of approximated:
+the adapter then sends the caller's schema with `strict: false` and says so, and postprocess
+validates the answer against the caller's schema.
 
 `strip_added_nulls` undoes the nullability on the parsed answer: a `null` for an optional property
 whose own schema does not accept null is the model's way of leaving it out, so the caller sees its
