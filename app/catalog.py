@@ -26,6 +26,10 @@ class Capabilities:
     temperature: bool = True        # accepts a non-default temperature
     reasoning: bool = False
     structured: str = "native"      # Anthropic: "native" output_config or the forced-"tool" fallback
+    # Chat Completions `strict: true`: "openai" (OpenAI's strict subset: app.strict_schema rewrites
+    # the schema), "none" (strict is rejected: sent best-effort as strict false, Groq outside gpt-oss),
+    # "any" (the server takes any schema as is and ignores `strict`: Ollama)
+    strict_schema: str = "openai"
 
     @classmethod
     def from_dict(cls, d: dict) -> "Capabilities":

@@ -17,6 +17,7 @@ from referencing.jsonschema import DRAFT202012
 from .calls import Completion, ResponseFormat
 from .errors import InvalidStructuredOutput
 from .http import MAX_JSON_DEPTH, json_depth_exceeds
+from .strict_schema import strip_added_nulls
 
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n(?P<body>.*?)\n?\s*```\s*$", re.S)
 
@@ -62,6 +63,15 @@ def _validator(canonical_schema: str):
     return jsonschema.Draft202012Validator(schema, registry=registry)
 
 
+def without_added_nulls(data, schema: dict):
+    """`data` (a structured answer or a tool call's arguments, asked for with `strict_schema.to_strict`)
+    without the nulls that stand for optional properties left out: the caller's own shape."""
+    try:
+        return strip_added_nulls(data, schema, _validator(json.dumps(schema, sort_keys=True)))
+    except Unresolvable:
+        return strip_added_nulls(data, schema)
+
+
 _TOO_DEEP = object()
 
 
@@ -103,11 +113,19 @@ def parse_structured(completion: Completion, fmt: ResponseFormat, provider: str)
         raise InvalidStructuredOutput("response_format json_object asked for a JSON object; the model "
                                       f"returned a {type(data).__name__}.", provider=provider, retryable=True)
     if fmt.type == "json_schema" and fmt.strict and fmt.schema is not None:
+        # Strict providers answer an optional property the caller's schema does not let be null
+        # with null (app.strict_schema made it required and nullable): that null means "absent".
+        # Then the answer is checked against the caller's own schema, whatever the provider.
         validator = _validator(json.dumps(fmt.schema, sort_keys=True))
         try:
+            data = strip_added_nulls(data, fmt.schema, validator)
             error = jsonschema.exceptions.best_match(validator.iter_errors(data))
         except Unresolvable as exc:
             raise InvalidStructuredOutput(f"The schema has a reference that does not resolve: {exc}",
+                                          provider=provider) from None
+        except RecursionError:
+            raise InvalidStructuredOutput("The schema refers to itself without end (a $ref cycle that "
+                                          "matches nothing), so no answer can be checked against it.",
                                           provider=provider) from None
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"

@@ -82,6 +82,9 @@ def _close_objects(node):
         raise _NotNative(f"format {node['format']!r}")
     if node.get("additionalProperties", False) is not False:
         raise _NotNative("additionalProperties other than false")
+    if node.get("type") == "object" and not node.get("properties") and "additionalProperties" not in node:
+        # closing it would turn "any object" into "only {}": the forced tool keeps it open
+        raise _NotNative("an object with no listed properties")
     ref = node.get("$ref")
     if isinstance(ref, str) and not ref.startswith("#/"):
         raise _NotNative("a recursive or external $ref")
@@ -126,9 +129,40 @@ def _check_not_recursive(schema: dict) -> None:
         visit(ref, ())
 
 
+# structured-outputs.md "Schema complexity limits": totals across the request's strict schemas.
+MAX_OPTIONAL_PARAMETERS = 24
+MAX_UNION_PARAMETERS = 16
+
+
+def _check_complexity(schema: dict) -> None:
+    """A schema past the explicit limits is a 400 ("Schema is too complex"): the forced tool, which
+    is not compiled into a grammar, takes it instead."""
+    optional = unions = 0
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        properties = node.get("properties")
+        if isinstance(properties, dict):
+            required = set(node.get("required") or ())
+            optional += sum(1 for name in properties if name not in required)
+            unions += sum(1 for sub in properties.values()
+                          if isinstance(sub, dict) and ("anyOf" in sub or isinstance(sub.get("type"), list)))
+        stack.extend(v for k, v in node.items() if k not in ("enum", "const", "default", "examples"))
+    if optional > MAX_OPTIONAL_PARAMETERS:
+        raise _NotNative(f"more than {MAX_OPTIONAL_PARAMETERS} optional properties")
+    if unions > MAX_UNION_PARAMETERS:
+        raise _NotNative(f"more than {MAX_UNION_PARAMETERS} properties with union types")
+
+
 def native_schema(schema: dict) -> dict:
     """The schema rewritten for output_config.format; raises _NotNative when it cannot be."""
     _check_not_recursive(schema)
+    _check_complexity(schema)
     return _close_objects(schema)
 
 

@@ -266,9 +266,21 @@ def parse_error(resp: HttpResponse, target) -> ProviderError:
         retry_after = retry_after_seconds(resp.header("retry-after"))
     reasons = {str(d.get("reason")) for d in _details(err, "google.rpc.ErrorInfo")}
     error = _classify(resp.status, rpc_status, reasons, err, message or "", text, provider, retry_after)
+    if _status_disagrees(resp.status, error):
+        error = from_upstream_status(resp.status, text, provider=provider, retry_after=retry_after)
     if rpc_status:
         error.upstream_code = rpc_status
     return error
+
+
+def _status_disagrees(status: int, error: ProviderError) -> bool:
+    """The HTTP status decides retrying where the body's rpc status says otherwise: a 400/401/404
+    whose body says INTERNAL is not an overload to retry, and a 5xx whose body says NOT_FOUND may
+    clear. A 429 keeps the body's verdict (a per-day quota is a 429 that retrying cannot clear), and
+    an error inside a 200 has no HTTP verdict at all."""
+    if status < 400 or status == 429:
+        return False
+    return error.retryable != (status in (408, 429) or status >= 500)
 
 
 def _classify(status: int, rpc_status: str | None, reasons: set[str], err: dict, message: str, text: str,

@@ -15,9 +15,9 @@ from ..calls import Call, Completion, Message, TextPart, Usage
 from ..errors import (ContentBlocked, InvalidProviderResponse, ModelNotFound, ProviderAuthFailed,
                       ProviderError, ProviderRateLimited, from_upstream_status, redact)
 from ..http import HttpRequest, HttpResponse, Plan, drop_none, retry_after_seconds
+from .. import strict_schema
 from .common import int_or_zero, json_object, schema_instruction
 
-OPENAI_STOP_LIMIT = 4
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter",
            "tool_calls": "tool_calls", "function_call": "tool_calls"}
 
@@ -40,8 +40,8 @@ def _response_format(call: Call, caps, warnings: list[str]) -> tuple[dict | None
     if fmt is None:
         return None, None
     if fmt.type == "json_schema" and caps.json_schema:
-        return {"type": "json_schema",
-                "json_schema": {"name": fmt.name, "schema": fmt.schema, "strict": fmt.strict}}, None
+        schema, strict = _json_schema(fmt, caps, warnings)
+        return {"type": "json_schema", "json_schema": {"name": fmt.name, "schema": schema, "strict": strict}}, None
     if fmt.type == "json_schema":
         warnings.append("This model has no native JSON-schema mode: the schema was put in the prompt "
                         "and the answer validated against it.")
@@ -53,6 +53,26 @@ def _response_format(call: Call, caps, warnings: list[str]) -> tuple[dict | None
         return {"type": "json_object"}, instruction
     warnings.append("This model has no JSON mode: JSON was asked for in the prompt.")
     return None, schema_instruction(fmt)
+
+
+def _json_schema(fmt, caps, warnings: list[str]) -> tuple[dict | None, bool]:
+    """(schema, strict) for a strict call, per the model's `strict_schema` capability.
+
+    OpenAI's strict mode takes only its subset (every property required, objects closed): the
+    caller's schema is rewritten into it, or sent with strict false where the subset cannot say it.
+    Groq allows strict only on its gpt-oss models (console.groq.com/docs/structured-outputs.md,
+    "Strict Mode" / "Supported Models"); elsewhere it is best-effort. The answer is validated
+    against the caller's schema in every case (app.postprocess)."""
+    if not fmt.strict or fmt.schema is None or caps.strict_schema == "any":
+        return fmt.schema, fmt.strict
+    if caps.strict_schema == "none":
+        warnings.append("This model has no strict schema mode: the schema was sent best-effort (strict false) "
+                        "and the answer validated against it.")
+        return fmt.schema, False
+    form = strict_schema.to_strict(fmt.schema)
+    if form.warning:
+        warnings.append(form.warning)
+    return form.schema, form.strict
 
 
 def build_request(call: Call, target) -> Plan:
@@ -75,7 +95,10 @@ def build_request(call: Call, target) -> Plan:
         body["reasoning_format"] = model.reasoning_format
     stops = [s for s in call.options.stop if s]
     if stops and caps.stop:
-        limit = min(OPENAI_STOP_LIMIT, caps.stop_limit or OPENAI_STOP_LIMIT)
+        limit = caps.stop_limit     # None: no documented limit (Ollama); OpenAI, xAI, Groq: 4
+        if limit is not None and len(stops) > limit:
+            warnings.append(f"{model.id} accepts at most {limit} stop sequences: the first {limit} were sent "
+                            "and the others enforced on the output.")
         body["stop"] = stops[:limit]
     elif stops:
         warnings.append(f"{model.id} does not accept stop sequences; they were enforced on the output instead.")
@@ -125,6 +148,12 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
     if refusal and not content:
         raise ContentBlocked(f"{target.model.id} refused: {refusal}", provider=provider)
     raw_finish = choice.get("finish_reason")
+    if raw_finish == "content_filter" and not content and not message.get("tool_calls"):
+        # The filter withheld the whole answer: a refusal, as Anthropic's `refusal` and Gemini's
+        # SAFETY finishes are, not an empty success (spec CreateChatCompletionResponse
+        # finish_reason: "content_filter if content was omitted due to a flag from our content filters").
+        raise ContentBlocked(f"{target.model.id}'s answer was withheld by {target.provider.label}'s content "
+                             "filter.", provider=provider, upstream_status=resp.status)
     finish = _FINISH.get(raw_finish, "other" if raw_finish else "stop")
     usage = _usage(body.get("usage"), target.provider.reasoning_tokens_outside_completion)
     warnings = []

@@ -30,6 +30,7 @@ from ..calls import Call, Completion, Message, TextPart, Usage
 from ..errors import (InvalidProviderResponse, ModelNotFound, ProviderError, from_upstream_status,
                       redact)
 from ..http import HttpRequest, HttpResponse, Plan, retry_after_seconds
+from .. import strict_schema
 from .common import int_or_zero, json_object, split_system
 
 MIN_OUTPUT_TOKENS = 16
@@ -77,12 +78,21 @@ def _schema_name(name: str | None) -> str:
     return _SCHEMA_NAME_UNSAFE.sub("_", name or "")[:64] or "response"
 
 
-def _response_format(call: Call) -> dict | None:
+def _response_format(call: Call, warnings: list[str]) -> dict | None:
+    """`response_format` is "the same shape as OpenAI" (providers.md §2.6) and the models behind the
+    Agent API include OpenAI's, so a strict schema goes in OpenAI's strict subset (app.strict_schema),
+    or best-effort with strict false where the subset cannot express it."""
     fmt = call.response_format
     if fmt is None:
         return None
     if fmt.type == "json_schema" and fmt.schema is not None:
-        spec = {"name": _schema_name(fmt.name), "schema": fmt.schema, "strict": fmt.strict}
+        schema, strict = fmt.schema, fmt.strict
+        if strict:
+            form = strict_schema.to_strict(fmt.schema)
+            schema, strict = form.schema, form.strict
+            if form.warning:
+                warnings.append(form.warning)
+        spec = {"name": _schema_name(fmt.name), "schema": schema, "strict": strict}
     else:   # json_object, or a schema-less json_schema: the API only knows json_schema
         spec = {"name": "json_object", "schema": OPEN_OBJECT_SCHEMA, "strict": False}
     return {"type": "json_schema", "json_schema": spec}
@@ -130,7 +140,7 @@ def build_request(call: Call, target) -> Plan:
     temperature = _temperature(call, target, uses_preset, warnings)
     if temperature is not None:
         body["temperature"] = temperature
-    fmt = _response_format(call)
+    fmt = _response_format(call, warnings)
     if fmt is not None:
         body["response_format"] = fmt
     if not uses_preset:

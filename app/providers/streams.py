@@ -155,6 +155,7 @@ class OpenAIChatStream:
     def __init__(self, call: Call, target):
         self.target = target
         self.refusal: list[str] = []
+        self.filtered = False
 
     def feed(self, event: SseEvent) -> Delta:
         if event.data.strip() == "[DONE]":
@@ -179,6 +180,7 @@ class OpenAIChatStream:
                 self.refusal.append(delta["refusal"])
             raw = choice.get("finish_reason")
             finish = openai_chat._FINISH.get(raw, "other") if raw else None
+            self.filtered = self.filtered or raw == "content_filter"
         raw_usage = body.get("usage")
         if not isinstance(raw_usage, dict):
             groq = body.get("x_groq")
@@ -192,6 +194,9 @@ class OpenAIChatStream:
         if self.refusal and not text:
             raise ContentBlocked(f"{self.target.model.id} refused: {''.join(self.refusal)}",
                                  provider=self.target.provider.name)
+        if self.filtered and not text:      # as openai_chat.parse_response: a withheld answer
+            raise ContentBlocked(f"{self.target.model.id}'s answer was withheld by "
+                                 f"{self.target.provider.label}'s content filter.", provider=self.target.provider.name)
 
 
 # -- Anthropic Messages -------------------------------------------------------------------------------
