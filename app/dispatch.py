@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from . import postprocess, routing
-from .breaker import CircuitBreaker
+from .breaker import CircuitBreaker, is_provider_failure
 from .calls import Answer, Call, Completion, ImagePart, Message, Options, Routing, TextPart
 from .catalog import Catalog, Resolved
 from .config import Settings
@@ -124,14 +124,14 @@ class Dispatcher:
         prepared = self._inline_images(call, target, deadline)
         attempt = 0
         while True:
+            remaining = deadline - self.clock()
+            if remaining <= 0:          # before `allow`, which may hand this call the half-open probe
+                raise DeadlineExceeded("The call's deadline passed before the provider answered.",
+                                       provider=target.provider.name)
             if not self.breaker.allow(target.provider.name):
                 raise ProviderOverloaded(
                     f"{target.provider.name} is failing repeatedly; skipped for a cool-down (circuit open).",
                     provider=target.provider.name, code="circuit_open")
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                raise DeadlineExceeded("The call's deadline passed before the provider answered.",
-                                       provider=target.provider.name)
             trace.attempts += 1
             # With fallbacks still to try, one hung attempt may use half the time left, so the
             # fallbacks still run inside the deadline (halving again down the list); the last
@@ -140,9 +140,7 @@ class Dispatcher:
             try:
                 completion, warnings = self._attempt(adapter, prepared, target, budget, trace)
             except ProviderError as err:
-                if isinstance(err, TRANSIENT) and err.retryable:
-                    self.breaker.record_failure(target.provider.name)
-                    self.observer.circuit(target.provider.name, self.breaker.state(target.provider.name))
+                self.judge(target.provider.name, err, call)
                 trace.last_error = err
                 attempt += 1
                 if not (isinstance(err, TRANSIENT) and err.retryable) or attempt >= ATTEMPTS_PER_MODEL:
@@ -156,9 +154,22 @@ class Dispatcher:
                 self.observer.retry(target.provider.name)
                 self.sleep(delay)
                 continue
+            except BaseException:
+                self.breaker.release(target.provider.name)
+                raise
             self.breaker.record_success(target.provider.name)
             self.observer.circuit(target.provider.name, "closed")
             return completion, target, warnings
+
+    def judge(self, provider: str, err: ProviderError, call: Call) -> None:
+        """Tell the breaker how an attempt failed: only the provider's own failures count (app/breaker.py)."""
+        caller_deadline = (call.options.timeout_ms is not None
+                           and call.options.timeout_ms < self.settings.default_timeout_ms)
+        if is_provider_failure(err, caller_deadline):
+            self.breaker.record_failure(provider)
+            self.observer.circuit(provider, self.breaker.state(provider))
+        else:
+            self.breaker.release(provider)
 
     def _attempt(self, adapter, call: Call, target: Target, remaining: float, trace: _Trace):
         if target.provider.format == "mock":

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 from . import postprocess
 from .calls import Answer, Call, Completion, Usage
-from .dispatch import TRANSIENT, Dispatcher
+from .dispatch import Dispatcher
 from .errors import FlowcallError, ProviderError
 from .http import HttpResponse
 from .idempotency import Replay
@@ -268,8 +268,8 @@ class OpenStream:
                                              self.target, self.stream.completion(), self.plan_warnings,
                                              self.trace, self.start)
         except FlowcallError as err:
-            if isinstance(err, TRANSIENT) and err.retryable:
-                self.dispatcher.breaker.record_failure(self.target.provider.name)
+            if isinstance(err, ProviderError):
+                self.dispatcher.judge(self.target.provider.name, err, self.call)
             err.attempts = self.trace.attempts
             err.model_id = self.model_id
             raise
