@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from decimal import Decimal
 
 from sqlalchemy import delete, func, select
@@ -46,15 +46,21 @@ def estimate_tokens(call: Call, max_output_tokens: int | None = None) -> Usage:
             elif isinstance(part, ImagePart):
                 images += 1
             else:                           # tool calls and results: their JSON
-                size += len(json.dumps(part.__dict__, default=str).encode())
+                size += _json_size(part)
     for tool in call.tools:
-        size += len(json.dumps(tool.__dict__, default=str).encode())
+        size += _json_size(tool)
     if call.response_format is not None and call.response_format.schema is not None:
-        size += len(json.dumps(call.response_format.schema).encode())
+        size += _json_size(call.response_format.schema)
     output = call.options.max_tokens
     if max_output_tokens:
         output = min(output, max_output_tokens)
     return Usage(input_tokens=size + images * IMAGE_TOKENS, output_tokens=output)
+
+
+def _json_size(value) -> int:
+    if is_dataclass(value):
+        value = asdict(value)
+    return len(json.dumps(value, default=str, ensure_ascii=False).encode("utf-8", "replace"))
 
 
 def estimate_cost(call: Call, model) -> float:

@@ -68,6 +68,17 @@ def test_the_estimate_is_the_prompts_bytes_plus_images_and_max_tokens_at_catalog
     assert estimate_cost(call, model) == pytest.approx((2_006 * model.price_input + 100 * model.price_output) / 1e6)
 
 
+def test_tools_tool_parts_and_schemas_count_as_input():
+    from app.calls import ResponseFormat, Tool, ToolCall, ToolCallPart, ToolResultPart
+    plain = Call(messages=(Message("user", (TextPart("hi"),)),), model="x")
+    rich = Call(messages=(Message("user", (TextPart("hi"),)),
+                          Message("assistant", (ToolCallPart(ToolCall("c1", "lookup", {"q": "x" * 300})),)),
+                          Message("tool", (ToolResultPart("c1", "y" * 400),))),
+                model="x", tools=(Tool("lookup", "Looks up.", {"type": "object"}),),
+                response_format=ResponseFormat("json_schema", schema={"type": "object", "description": "z" * 200}))
+    assert estimate_tokens(rich).input_tokens > estimate_tokens(plain).input_tokens + 900
+
+
 def test_output_is_capped_by_the_models_maximum():
     call = Call(messages=(Message("user", (TextPart("hi"),)),), model="x", options=Options(max_tokens=1_000_000))
     assert estimate_tokens(call, 16_384).output_tokens == 16_384
