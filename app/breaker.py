@@ -6,10 +6,11 @@ that says nothing about the provider (`release`) frees the probe slot for the ne
 
 The breaker is shared by every tenant, so only a failure that is the provider's counts
 (`is_provider_failure`): a 5xx or 529, a connection error, or a timeout that is the provider's
-own (its 408/504/DEADLINE_EXCEEDED) or ours at a deadline no shorter than the service's default.
-Never a deadline the caller chose shorter than that, never a 4xx the caller's input caused, never
-a 429 (rate limits are retried after Retry-After; one tenant's traffic must not switch a provider
-off for the others).
+own (its 408/504/DEADLINE_EXCEEDED) or ours when the caller left the provider the service's
+default deadline. Never our timeout when the caller cut the wait short (a timeoutMs below the
+default, or fallbacks, which give an attempt only half the time left), never a 4xx the caller's
+input caused, never a 429 (rate limits are retried after Retry-After; one tenant's traffic must
+not switch a provider off for the others).
 
 State is per process today, behind this small interface (allow / record_success /
 record_failure / state) so a shared store can hold it later without touching dispatch.
@@ -37,8 +38,9 @@ class _State:
 def is_provider_failure(err: ProviderError, caller_deadline: bool) -> bool:
     """Whether `err` says something about the provider (the rule in the module docstring).
 
-    `caller_deadline`: the call's deadline is one the caller chose shorter than the service's default,
-    so a timeout of ours measures the caller's impatience, not the provider."""
+    `caller_deadline`: the caller cut the attempt's wait short (a `timeoutMs` below the service's
+    default, or fallbacks, which halve an attempt's share), so a timeout of ours measures the
+    caller's choice, not the provider."""
     if isinstance(err, ProviderTimeout):
         return err.upstream_status is not None or not caller_deadline
     return isinstance(err, (ProviderOverloaded, ProviderUnreachable))

@@ -140,7 +140,7 @@ class Dispatcher:
             try:
                 completion, warnings = self._attempt(adapter, prepared, target, budget, trace)
             except ProviderError as err:
-                self.judge(target.provider.name, err, call)
+                self.judge(target.provider.name, err, self.cut_short(call) or remaining_candidates > 1)
                 trace.last_error = err
                 attempt += 1
                 if not (isinstance(err, TRANSIENT) and err.retryable) or attempt >= ATTEMPTS_PER_MODEL:
@@ -161,10 +161,13 @@ class Dispatcher:
             self.observer.circuit(target.provider.name, "closed")
             return completion, target, warnings
 
-    def judge(self, provider: str, err: ProviderError, call: Call) -> None:
-        """Tell the breaker how an attempt failed: only the provider's own failures count (app/breaker.py)."""
-        caller_deadline = (call.options.timeout_ms is not None
-                           and call.options.timeout_ms < self.settings.default_timeout_ms)
+    def cut_short(self, call: Call) -> bool:
+        """The caller's deadline is shorter than the service's default one."""
+        return self.timeout_s(call) < min(self.settings.default_timeout_ms, self.settings.max_timeout_ms) / 1000
+
+    def judge(self, provider: str, err: ProviderError, caller_deadline: bool) -> None:
+        """Tell the breaker how an attempt failed: only the provider's own failures count
+        (app/breaker.py); `caller_deadline`: the caller cut the attempt's wait short."""
         if is_provider_failure(err, caller_deadline):
             self.breaker.record_failure(provider)
             self.observer.circuit(provider, self.breaker.state(provider))

@@ -269,7 +269,7 @@ class OpenStream:
                                              self.trace, self.start)
         except FlowcallError as err:
             if isinstance(err, ProviderError):
-                self.dispatcher.judge(self.target.provider.name, err, self.call)
+                self.dispatcher.judge(self.target.provider.name, err, self.dispatcher.cut_short(self.call))
             err.attempts = self.trace.attempts
             err.model_id = self.model_id
             raise

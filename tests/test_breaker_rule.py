@@ -96,3 +96,14 @@ def test_a_probe_that_says_nothing_about_the_provider_frees_the_probe_slot():
     responses.post(OPENAI, json=OK)
     assert d.execute(call()).text == "4"                     # not circuit_open: the slot was freed
     assert d.breaker.state("openai") == "closed"
+
+
+@responses.activate
+def test_our_timeout_of_an_attempt_halved_by_the_callers_fallbacks_does_not_count():
+    d, _ = make()
+    responses.post(OPENAI, body=requests.exceptions.ReadTimeout("read timed out"))
+    responses.post("https://api.x.ai/v1/chat/completions", json={**OK, "model": "grok-4.3"})
+    d.settings = Settings.from_env({**ENV, "XAI_API_KEY": "xai-test-0123456789abcdef"})
+    answer = d.execute(Call(messages=(Message("user", (TextPart("hi"),)),), model="openai.gpt-4o-mini",
+                            fallbacks=("xai.grok-4.3",)))
+    assert answer.provider == "xai" and d.breaker.state("openai") == "closed"
