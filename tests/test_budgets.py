@@ -159,3 +159,22 @@ def test_a_rate_limit_refusal_keeps_no_hold(store):
     assert info.value.code == "rpm_exceeded_key"
     _, held = committed(store, quotas.holds, Scope("key", p.key_id, 0.001))
     assert held == pytest.approx(0.0004)                       # only the admitted call's
+
+
+# -- through the app: every way a call ends settles its hold -----------------------------------------
+def test_whole_streamed_and_failed_calls_settle_their_holds(client, app):
+    store = app.extensions["flowcall"].store
+    _, key = store.create_key(str(uuid.uuid4()), limits=Limits(budget_usd=5.0))
+    headers = {"Authorization": f"Bearer {key}"}
+    whole = client.post("/v1/chat/completions", headers=headers,
+                        json={"model": "mock.echo", "messages": [{"role": "user", "content": "hi"}]})
+    streamed = client.post("/v1/chat/completions", headers=headers, json={
+        "model": "mock.echo", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    body = streamed.get_data(as_text=True)
+    failed = client.post("/v1/chat/completions", headers=headers,
+                         json={"model": "openai.gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    assert whole.status_code == 200 and streamed.status_code == 200 and "[DONE]" in body
+    assert failed.status_code >= 400
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM budget_holds").scalar_one() == 0
+        assert conn.exec_driver_sql("SELECT count(*) FROM ledger").scalar_one() == 3
