@@ -11,7 +11,6 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 
-from . import model_defaults
 from .calls import Usage
 from .errors import UnknownModel, ValidationError
 
@@ -130,19 +129,6 @@ class ModelInfo:
         return round(total / 1e6, 8), tuple(warnings)
 
 
-CHARS_PER_TOKEN = 4     # a rough English average; an estimate errs, a 0 is a free call
-
-
-def estimate_cost(model: ModelInfo, call) -> float | None:
-    """An upper-leaning USD estimate for `call` on `model` before (or without) the provider's usage:
-    the prompt's text at ~4 characters a token, at the input price, plus the whole output limit
-    at the output price. None when the model has no price."""
-    if not model.has_price:
-        return None
-    prompt_chars = sum(len(m.text) for m in call.messages)
-    prompt_tokens = -(-prompt_chars // CHARS_PER_TOKEN)
-    output_tokens = model_defaults.max_tokens(model, call.options)
-    return round((prompt_tokens * model.price_input + output_tokens * model.price_output) / 1e6, 8)
 
 
 @dataclass(frozen=True)

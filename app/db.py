@@ -83,6 +83,23 @@ rate_counters = Table(
     Column("expires_at", Float, nullable=False),
 )
 
+# Budget reservations of calls in flight (app/budgets.py), and one row per budgeted scope that
+# check-and-reserve locks so concurrent reservations of that scope queue.
+budget_holds = Table(
+    "budget_holds", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant_id", String(64), nullable=False, index=True),
+    Column("key_id", String(32), nullable=True, index=True),
+    Column("amount", Float, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),     # epoch seconds; a crashed call's hold lapses
+)
+
+budget_locks = Table(
+    "budget_locks", metadata,
+    Column("scope", String(128), primary_key=True),              # "key:<id>" | "tenant:<id>"
+    Column("version", BigInteger, nullable=False),
+)
+
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from . import model_defaults, postprocess, routing
-from .breaker import CircuitBreaker
+from .breaker import CircuitBreaker, is_provider_failure
 from .calls import Answer, Call, Completion, ImagePart, Message, Options, Routing, TextPart
-from .catalog import Catalog, Resolved, estimate_cost
+from .budgets import estimate_cost
+from .catalog import Catalog, Resolved
 from .config import Settings
 from .errors import (DeadlineExceeded, FlowcallError, ProviderError, ProviderOverloaded, ProviderRateLimited,
                      ProviderTimeout, ProviderUnreachable, ServiceUnavailable, redact)
@@ -124,14 +125,14 @@ class Dispatcher:
         prepared = self._inline_images(call, target, deadline)
         attempt = 0
         while True:
+            remaining = deadline - self.clock()
+            if remaining <= 0:          # before `allow`, which may hand this call the half-open probe
+                raise DeadlineExceeded("The call's deadline passed before the provider answered.",
+                                       provider=target.provider.name)
             if not self.breaker.allow(target.provider.name):
                 raise ProviderOverloaded(
                     f"{target.provider.name} is failing repeatedly; skipped for a cool-down (circuit open).",
                     provider=target.provider.name, code="circuit_open")
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                raise DeadlineExceeded("The call's deadline passed before the provider answered.",
-                                       provider=target.provider.name)
             trace.attempts += 1
             # With fallbacks still to try, one hung attempt may use half the time left, so the
             # fallbacks still run inside the deadline (halving again down the list); the last
@@ -141,9 +142,7 @@ class Dispatcher:
                 completion, warnings = self._attempt(adapter, prepared, target, budget, trace)
             except ProviderError as err:
                 err.provider = err.provider or target.provider.name    # parsing helpers do not know it
-                if isinstance(err, TRANSIENT) and err.retryable:
-                    self.breaker.record_failure(target.provider.name)
-                    self.observer.circuit(target.provider.name, self.breaker.state(target.provider.name))
+                self.judge(target.provider.name, err, self.cut_short(call) or remaining_candidates > 1)
                 trace.last_error = err
                 attempt += 1
                 if not (isinstance(err, TRANSIENT) and err.retryable) or attempt >= ATTEMPTS_PER_MODEL:
@@ -157,9 +156,25 @@ class Dispatcher:
                 self.observer.retry(target.provider.name)
                 self.sleep(delay)
                 continue
+            except BaseException:
+                self.breaker.release(target.provider.name)
+                raise
             self.breaker.record_success(target.provider.name)
             self.observer.circuit(target.provider.name, "closed")
             return completion, target, warnings
+
+    def cut_short(self, call: Call) -> bool:
+        """The caller's deadline is shorter than the service's default one."""
+        return self.timeout_s(call) < min(self.settings.default_timeout_ms, self.settings.max_timeout_ms) / 1000
+
+    def judge(self, provider: str, err: ProviderError, caller_deadline: bool) -> None:
+        """Tell the breaker how an attempt failed: only the provider's own failures count
+        (app/breaker.py); `caller_deadline`: the caller cut the attempt's wait short."""
+        if is_provider_failure(err, caller_deadline):
+            self.breaker.record_failure(provider)
+            self.observer.circuit(provider, self.breaker.state(provider))
+        else:
+            self.breaker.release(provider)
 
     def _attempt(self, adapter, call: Call, target: Target, remaining: float, trace: _Trace):
         if target.provider.format == "mock":
@@ -236,7 +251,7 @@ class Dispatcher:
         warnings = [*candidate.warnings, *plan_warnings, *completion.warnings, *trace.warnings]
         estimated = None
         if not completion.usage.reported and completion.cost is None:
-            estimated = estimate_cost(model, call)
+            estimated = estimate_cost(call, model)
             warnings.append(f"{model.provider} reported no token usage: usage and cost are null"
                             + (f"; budgets are charged an estimate of ${estimated:.6f}." if estimated is not None
                                else "."))

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
+from . import budgets
+from .budgets import BudgetHolds
 from .calls import Answer, Call, Usage
 from .errors import FlowcallError
 from .idempotency import Idempotency, Replay, body_hash
@@ -40,6 +42,7 @@ class Admission:
     tenant_limits: Limits
     started: float
     idempotency_key: str | None
+    hold: str | None = None             # the budget reservation its ledger row releases (app/budgets.py)
 
 
 class Gateway:
@@ -82,12 +85,16 @@ class Gateway:
                 return replay
         try:
             tenant_limits = self.store.tenant_limits(principal.tenant_id)
-            self.quotas.admit(principal, principal.limits, tenant_limits)
+            reserve = 0.0
+            if principal.limits.budget_usd is not None or tenant_limits.budget_usd is not None:
+                reserve = budgets.reservation(call, self.dispatcher.catalog, self.dispatcher.settings)
+            hold = self.quotas.admit(principal, principal.limits, tenant_limits, reserve_usd=reserve,
+                                     hold_seconds=self.dispatcher.timeout_s(call) + budgets.HOLD_MARGIN_S)
         except BaseException as exc:
             self.close(principal, endpoint, Admission(call, Limits(), started, idempotency_key), error=exc,
                        count_tokens=False)
             raise
-        return Admission(call, tenant_limits, started, idempotency_key)
+        return Admission(call, tenant_limits, started, idempotency_key, hold)
 
     def close(self, principal, endpoint: str, admitted: Admission, *, answer: Answer | None = None,
               error: BaseException | None = None, rendered: dict | None = None, usage: Usage | None = None,
@@ -106,7 +113,7 @@ class Gateway:
         status = 200 if error is None else (flowcall_error.status if flowcall_error else 500)
         recorded = self.account(principal, endpoint, admitted.call, status=status, answer=answer,
                                 error=flowcall_error, usage=usage, model_id=model_id, provider=provider, cost=cost,
-                                attempts=attempts, started=admitted.started)
+                                attempts=attempts, started=admitted.started, hold=admitted.hold)
         if render is not None and answer is not None:
             if not recorded:
                 answer = replace(answer, warnings=(*answer.warnings, UNRECORDED_WARNING))
@@ -127,13 +134,15 @@ class Gateway:
     def account(self, principal, endpoint: str, call: Call | None, *, status: int, answer: Answer | None = None,
                 error: FlowcallError | None = None, usage: Usage | None = None, model_id: str | None = None,
                 provider: str | None = None, cost: float | None = None, attempts: int | None = None,
-                started: float | None = None) -> bool:
-        """Write the ledger row -> whether it was written.
+                started: float | None = None, hold: str | None = None) -> bool:
+        """Write the ledger row, releasing the call's budget hold in the same transaction -> whether
+        it was written.
 
         A failed write is never silent: it is logged as an error with the row's figures (so they
         can be entered by hand), counted in flowcall_ledger_write_failures_total, and a whole answer
         says so in its warnings (close). The answer itself stands: the provider has been paid, and
-        failing the call would make the platform retry it and pay again."""
+        failing the call would make the platform retry it and pay again. The row's budget hold
+        then lapses at its expiry."""
         usage = answer.usage if answer else (usage or Usage())
         if answer is not None:
             latency_ms = answer.latency_ms
@@ -154,7 +163,7 @@ class Gateway:
             answer=answer.text if answer else None,
         )
         try:
-            self.ledger.write(row)
+            self.ledger.write(row, then=(lambda conn: BudgetHolds.release_in(conn, hold)) if hold else None)
         except Exception:  # noqa: BLE001 - reported below, never swallowed
             log.exception("ledger write failed for request %s: tenant %s key %s model %s status %s input_tokens %s "
                           "output_tokens %s cost %s", row.request_id, row.tenant_id, row.key_id, row.model_served,

@@ -49,7 +49,8 @@ class Ledger:
         self._order = list(compiled.positiontup) if compiled.positional else None
         self._sqlite = engine.dialect.name == "sqlite"
 
-    def write(self, row: Row) -> None:
+    def write(self, row: Row, then=None) -> None:
+        """Insert the row; `then(conn)`, if given, runs in the same transaction (a budget hold's release)."""
         values = dict(row.__dict__)
         if not self.log_content:
             values["prompt"] = values["answer"] = None
@@ -63,6 +64,8 @@ class Ledger:
         params = tuple(values[name] for name in self._order) if self._order else values
         with self.engine.begin() as conn:
             conn.exec_driver_sql(self._sql, params)
+            if then is not None:
+                then(conn)
 
     def spent_since(self, since: datetime, *, tenant_id: str | None = None, key_id: str | None = None) -> float:
         """USD spent by a tenant or a key since `since` (budgets)."""

@@ -9,6 +9,12 @@ When Redis is down, rate limits fail OPEN (the call goes ahead, with an error in
 automation's 3 a.m. run should not fail because our counter store hiccuped, and spending stays
 capped regardless because budgets are enforced from the database, not from Redis.
 
+Budgets reserve each call's estimated cost before it runs and settle to the real cost when its
+ledger row is written (app/budgets.py), so concurrent calls cannot overspend. Tokens per minute are
+not reserved: they count in fixed one-minute windows of the counter store, and a call that starts in
+one window and ends in the next could not take back its reservation from the window that counted it;
+so TPM can be passed by the tokens of the calls already in flight when the minute's tokens run out.
+
 Requests count when they arrive; tokens count when the answer is in (the provider decides how many),
 so a call is refused for tokens only once the minute's tokens are already spent.
 """
@@ -24,9 +30,10 @@ from sqlalchemy import case, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
+from .budgets import BudgetHolds, Scope
 from .db import rate_counters
-from .errors import BudgetExceeded, RateLimited
-from .ledger import Ledger, month_start
+from .errors import RateLimited
+from .ledger import Ledger
 from .store import Limits
 
 log = logging.getLogger(__name__)
@@ -99,23 +106,37 @@ class Quotas:
         self.limiter = FixedWindowRateLimiter(storage)
         self.ledger = ledger
         self.clock = clock
+        self.holds = BudgetHolds(ledger.engine)
 
     def _scopes(self, principal, key_limits: Limits, tenant_limits: Limits):
         if principal.key_id:
             yield "key", principal.key_id, key_limits
         yield "tenant", principal.tenant_id, tenant_limits
 
-    def admit(self, principal, key_limits: Limits, tenant_limits: Limits, cost: int = 1) -> None:
-        """Before the provider call: requests per minute, tokens already spent, monthly budget.
+    def admit(self, principal, key_limits: Limits, tenant_limits: Limits, cost: int = 1,
+              reserve_usd: float = 0.0, hold_seconds: float = 3600.0) -> str | None:
+        """Before the provider call: monthly budget, tokens already spent, requests per minute.
 
-        `cost` is how many calls this request makes (a batch counts every item)."""
+        `cost` is how many calls this request makes (a batch counts every item). With a budget,
+        `reserve_usd` is held for `hold_seconds` (app/budgets.py); the hold's id is returned for
+        the ledger write to release. A refusal holds nothing."""
+        scopes = [Scope(scope, ident, limits.budget_usd)
+                  for scope, ident, limits in self._scopes(principal, key_limits, tenant_limits)
+                  if limits.budget_usd is not None]
+        hold = None
+        if scopes:
+            hold = self.holds.reserve(scopes, tenant_id=principal.tenant_id, key_id=principal.key_id,
+                                      amount=reserve_usd, seconds=hold_seconds)
+        try:
+            self._rates(principal, key_limits, tenant_limits, cost)
+        except BaseException:
+            if hold is not None:
+                self.holds.release(hold)
+            raise
+        return hold
+
+    def _rates(self, principal, key_limits: Limits, tenant_limits: Limits, cost: int) -> None:
         for scope, ident, limits in self._scopes(principal, key_limits, tenant_limits):
-            if limits.budget_usd is not None:
-                spent = self.ledger.spent_since(month_start(), **{f"{scope}_id": ident})
-                if spent >= limits.budget_usd:
-                    raise BudgetExceeded(
-                        f"The {scope}'s monthly budget of ${limits.budget_usd:.2f} is spent (${spent:.4f} this "
-                        f"month); it resets on the 1st (UTC).", code=f"budget_exceeded_{scope}")
             if limits.tpm is not None:
                 item = RateLimitItemPerMinute(limits.tpm, namespace="fc-tpm")
                 if not self._safe(lambda: self.limiter.test(item, scope, ident), True):

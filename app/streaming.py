@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 
 from . import postprocess
 from .calls import Answer, Call, Completion, Usage
-from .dispatch import TRANSIENT, Dispatcher
+from .dispatch import Dispatcher
 from .errors import FlowcallError, ProviderError
 from .http import HttpResponse
 from .idempotency import Replay
@@ -269,8 +269,8 @@ class OpenStream:
                                              self.trace, self.start)
         except FlowcallError as err:
             err.provider = err.provider or self.target.provider.name    # parsing helpers do not know it
-            if isinstance(err, TRANSIENT) and err.retryable:
-                self.dispatcher.breaker.record_failure(self.target.provider.name)
+            if isinstance(err, ProviderError):
+                self.dispatcher.judge(self.target.provider.name, err, self.dispatcher.cut_short(self.call))
             err.attempts = self.trace.attempts
             err.model_id = self.model_id
             raise

@@ -12,7 +12,8 @@ import responses
 
 from app import model_defaults
 from app.calls import DEFAULT_MAX_TOKENS, Call, Message, Options, TextPart, Usage
-from app.catalog import Capabilities, Catalog, estimate_cost
+from app.budgets import estimate_cost
+from app.catalog import Capabilities, Catalog
 from app.config import Settings
 from app.dispatch import Dispatcher
 from app.gateway import _billed_cost
@@ -290,16 +291,20 @@ def test_missing_usage_is_null_with_a_warning_and_an_estimate_for_budgets():
     c = call("openai.gpt-4o", Options(max_tokens=100), prompt="x" * 400)
     answer = dispatcher().execute(c)
     assert answer.usage.reported is False and answer.cost is None
-    assert answer.estimated_cost == pytest.approx((100 * 2.5 + 100 * 10) / 1e6)   # 400 chars ~ 100 tokens
+    assert answer.estimated_cost == pytest.approx((400 * 2.5 + 100 * 10) / 1e6)   # 400 bytes: at most 400 tokens
     assert any("reported no token usage" in w for w in answer.warnings)
     assert _billed_cost(answer) == answer.estimated_cost
 
 
 def test_estimate_cost_counts_the_prompt_and_the_whole_output_limit():
+    """The prompt's UTF-8 bytes (an upper bound of its tokens) and the output limit actually sent."""
     model = CATALOG.models["anthropic.claude-opus-5"]
-    assert estimate_cost(model, call("anthropic.claude-opus-5", Options(max_tokens=1000), prompt="abcdefg")) \
-        == pytest.approx((2 * 5 + 1000 * 25) / 1e6)
-    assert estimate_cost(CATALOG.models["groq.qwen/qwen3.6-27b"], call("groq.qwen/qwen3.6-27b")) is None
+    assert estimate_cost(call("anthropic.claude-opus-5", Options(max_tokens=1000), prompt="abcdefg"), model) \
+        == pytest.approx((7 * 5 + 1000 * 25) / 1e6)
+    default = call("anthropic.claude-opus-5", Options(max_tokens=1000, max_tokens_set=False), prompt="abcdefg")
+    assert model.thinking_allowance and estimate_cost(default, model) == pytest.approx(
+        (7 * 5 + (1000 + model.thinking_allowance) * 25) / 1e6)
+    assert estimate_cost(call("groq.qwen/qwen3.6-27b"), CATALOG.models["groq.qwen/qwen3.6-27b"]) is None
 
 
 @responses.activate
@@ -313,7 +318,7 @@ def test_a_call_without_usage_is_not_free_for_the_budget(client, app):
     assert resp_.status_code == 200 and body["usage"] is None and body["cost"] is None
     assert any("reported no token usage" in w for w in body["warnings"])
     totals = client.get("/api/v3/llm/usage", headers={"X-Api-Key": key}).get_json()["totals"]
-    assert totals["cost"] == pytest.approx((100 * 2.5 + 100 * 10) / 1e6)
+    assert totals["cost"] == pytest.approx((400 * 2.5 + 100 * 10) / 1e6)   # the estimate: 400 bytes, maxTokens
 
 
 def test_a_model_added_by_models_file_takes_its_providers_defaults_for_unset_flags(tmp_path):
