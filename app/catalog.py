@@ -25,6 +25,7 @@ class Capabilities:
     temperature: bool = True        # accepts a non-default temperature
     reasoning: bool = False
     structured: str = "native"      # Anthropic: "native" output_config or the forced-"tool" fallback
+    tools: bool = False             # takes function tools (tools, tool_choice, tool turns)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Capabilities":

@@ -228,7 +228,7 @@ class Dispatcher:
         finish = "stop" if cut else completion.finish_reason
         completion = replace(completion, text=text, finish_reason=finish)
         data = None
-        if call.response_format is not None:
+        if call.response_format is not None and not completion.tool_calls:   # a tool call is not the answer yet
             data = postprocess.parse_structured(completion, call.response_format, model.provider)
         cost = completion.cost if completion.cost is not None else model.cost(completion.usage)
         warnings = [*candidate.warnings, *plan_warnings, *completion.warnings, *trace.warnings]
@@ -247,5 +247,5 @@ class Dispatcher:
                             f"{route.candidates[0].model.id} failed.",
                             fallbacks=fallbacks, attempts=trace.attempts),
             warnings=tuple(dict.fromkeys(warnings)), request_id=call.request_id,
-            upstream_ms=trace.upstream_s * 1000,
+            upstream_ms=trace.upstream_s * 1000, tool_calls=completion.tool_calls,
         )
