@@ -308,12 +308,14 @@ def parse_request(body: dict) -> ChatRequest:
         flowcall_body["response_format"] = fmt
     if data.get("fallbacks"):
         flowcall_body["fallbacks"] = data["fallbacks"]
-    if data.get("tools"):
+    if data.get("tools"):       # without tools, tool_choice auto/none and parallel_tool_calls say nothing
         flowcall_body["tools"] = data["tools"]
-    if data.get("tool_choice") is not None:
-        flowcall_body["tool_choice"] = data["tool_choice"]
-    if data.get("parallel_tool_calls") is not None:
-        flowcall_body["parallel_tool_calls"] = data["parallel_tool_calls"]
+        for name in ("tool_choice", "parallel_tool_calls"):
+            if data.get(name) is not None:
+                flowcall_body[name] = data[name]
+    elif data.get("tool_choice") is not None and data["tool_choice"].mode in ("required", "tool"):
+        raise ValidationError("tool_choice asks for a tool call, but no tools were sent.",
+                              fields={"tool_choice": "needs tools"})
     stream = bool(data.get("stream"))
     include_usage = stream and bool((data.get("stream_options") or {}).get("include_usage"))
     return ChatRequest(body=flowcall_body, stream=stream, include_usage=include_usage, warnings=tuple(warnings))
