@@ -18,7 +18,7 @@ What happens to each request field (anything not listed is a 400 naming the fiel
 | `n` | 1 or null; more: 400 (one answer per call) |
 | `user`, `metadata`, `store`, `seed`, `service_tier`, `prompt_cache_key`, `prompt_cache_options`, `prompt_cache_retention`, `safety_identifier` | ignored silently: bookkeeping or hints that do not change the answer's shape |
 | `top_p`, `presence_penalty`, `frequency_penalty`, `logit_bias`, `reasoning_effort`, `verbosity`, `prediction`, `moderation` | ignored, with a warning unless null or the default (1, 0, 0, empty): not every provider has them |
-| `tools`, `tool_choice`, `parallel_tool_calls` | honoured: function tools on every provider that can call tools (the catalog's `tools` capability; `auto` and fallbacks pick only such models); the answer's `message.tool_calls` carry ids that may fold in provider state (send them back unchanged); streamed, a call with tools is answered whole and sent as chunks (role, content, tool-call deltas, finish) |
+| `tools`, `tool_choice`, `parallel_tool_calls` | honoured: function tools on every provider that can call tools (the catalog's `tools` capability; `auto` and fallbacks pick only such models); the answer's `message.tool_calls` carry ids that may fold in provider state (send them back unchanged); streamed, tool calls arrive as `delta.tool_calls` pieces taken from the provider's own stream (id, type and name first, then argument text, by `index`) |
 | `functions` (unless empty), `function_call` (unless none/auto) | 400: the deprecated function-calling fields; send `tools` and `tool_choice` |
 | `logprobs: true`, `top_logprobs` > 0, `audio`, `modalities` other than text, `web_search_options` | 400: they ask for an answer flowcall cannot give |
 | `fallbacks` | flowcall extension: model specs tried in order when the chosen one fails (as on /api/v3/llm/call) |
@@ -38,6 +38,7 @@ from marshmallow import RAISE, Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as MarshmallowError
 
 from . import tool_ids
+from .calls import ToolCall
 from . import tools as tooling
 from .errors import FlowcallError, ValidationError
 from .schemas import (MAX_FALLBACKS, MAX_STOP_SEQUENCES, Content, JsonSchemaSpec, Number, PartSchema, StrictString,
@@ -197,11 +198,6 @@ class ChatRequest:
     include_usage: bool
     warnings: tuple[str, ...] = ()
 
-    @property
-    def uses_tools(self) -> bool:
-        """Tools, or tool turns in the conversation: such a call is answered whole, even streamed."""
-        return bool(self.body.get("tools")) or any(m["role"] == "tool" or m.get("tool_calls")
-                                                   for m in self.body["messages"])
 
 
 def _is_one_of(value, allowed) -> bool:
@@ -401,6 +397,19 @@ class ChunkWriter:
 
     def content(self, text: str) -> str:
         return self._chunk([self._choice({"content": text})])
+
+    def tool_call(self, piece) -> str:
+        """A piece of a tool call (`app.providers.streams.ToolCallDelta`), as OpenAI streams them: id,
+        type and name with the first piece, then argument text by `index`."""
+        call: dict = {"index": piece.index}
+        if piece.id is not None:
+            call["id"] = tool_ids.public_id(ToolCall(piece.id, piece.name or "", {}, piece.state))
+            call["type"] = "function"
+        function = {"arguments": piece.arguments}
+        if piece.name is not None:
+            function = {"name": piece.name, **function}
+        call["function"] = function
+        return self._chunk([self._choice({"tool_calls": [call]})])
 
     def finish(self, finish_reason: str, flowcall: dict) -> str:
         extra = {} if self.include_usage else {"flowcall": flowcall}

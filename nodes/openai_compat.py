@@ -9,7 +9,7 @@ raise their usual exceptions (401 AuthenticationError, 400 BadRequestError, 429 
 This blueprint's error handlers take precedence over the app's for its own routes.
 
 `stream: true` answers with server-sent `chat.completion.chunk` events taken from the provider's own
-stream (app/streaming.py); a call with tools or tool turns is answered whole and then sent as chunks. Retries and fallbacks run until the first text is ready, before anything
+stream (app/streaming.py), tool calls as `delta.tool_calls` pieces. Retries and fallbacks run until the first text is ready, before anything
 is sent, so a failure up to then is an ordinary HTTP error. After the first byte a failure ends the
 stream with `data: {"error": {...}}` (OpenAI's SDKs raise it as APIError) and no `[DONE]`.
 """
@@ -147,26 +147,13 @@ def chat_completions():
     def render(answer) -> dict:
         return compat.completion_body(answer, created=created, structured=structured, warnings=chat.warnings)
 
-    if chat.stream and not chat.uses_tools:
+    if chat.stream:
         return _stream(principal, raw, chat, make_call, render, key, created)
     outcome = svc.gateway.run(principal, ENDPOINT, raw, make_call, render, idempotency_key=key)
-    if chat.stream and outcome.status == 200:
-        return _whole_as_stream(outcome, chat)
     if outcome.answer is not None:
         g.upstream_ms = outcome.answer.upstream_ms
     response = jsonify(outcome.body)
     response.status_code = outcome.status
-    if outcome.replayed:
-        response.headers["Idempotent-Replay"] = "true"
-    return response
-
-
-def _whole_as_stream(outcome, chat: compat.ChatRequest) -> Response:
-    """A call with tools, streamed: answered whole (tool calls are reassembled from no provider
-    stream), then sent as chunks, so the client's stream holds exactly the non-streamed answer."""
-    if outcome.answer is not None:
-        g.upstream_ms = outcome.answer.upstream_ms
-    response = _event_stream(iter(compat.replay_events(outcome.body, chat.include_usage)))
     if outcome.replayed:
         response.headers["Idempotent-Replay"] = "true"
     return response
@@ -191,7 +178,7 @@ def _events(metered: streaming.MeteredStream, writer: compat.ChunkWriter, warnin
     pieces = iter(metered)
     try:
         for piece in pieces:
-            yield writer.content(piece)
+            yield writer.content(piece) if isinstance(piece, str) else writer.tool_call(piece)
     except FlowcallError as err:
         yield compat.sse(compat.error_body(err, request_id))
         return

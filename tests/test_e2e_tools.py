@@ -51,6 +51,21 @@ FINAL_RESULT = [{"type": "function", "function": {"name": "final_result", "descr
 COUNTRY = [{"type": "function", "function": {"name": "get_user_country", "description": "",
                                              "parameters": {"type": "object", "properties": {},
                                                             "additionalProperties": False}}}]
+N8N_STREAMED = json.loads((FIXTURES / "n8n/agent_stream_webhook_chat_1_tool_call.json").read_text())
+OPENAI_SSE = "".join(f"data: {json.dumps(e)}\n\n" for e in N8N_STREAMED["answer_given"]["sse"]) + "data: [DONE]\n\n"
+GEMINI_STREAM = yaml.safe_load((FIXTURES / "test_google/test_google_streaming_tool_call_thought_signature.yaml")
+                               .read_text())["interactions"][0]["response"]["body"]["string"]
+GEMINI_STREAM_SIGNATURE = json.loads(GEMINI_STREAM.split("\r\n")[0][len("data: "):])[
+    "candidates"][0]["content"]["parts"][0]["thoughtSignature"]
+GET_COUNTRY = [{"type": "function", "function": {"name": "get_country", "description": "",
+                                                 "parameters": {"type": "object", "properties": {}}}}]
+# Streamed first turns: (tools, script for the fake, the call the client must see, the signature to keep).
+# Anthropic's is the fake's own tool_use stream (tests/fake_stream_provider.py), no script.
+STREAMED = {
+    "openai": (CALCULATOR, [{"sse_raw": OPENAI_SSE}], ("Calculator", {"input": "12 * 7"}), None),
+    "anthropic": (COUNTRY, [], ("get_user_country", {}), None),
+    "gemini": (GET_COUNTRY, [{"sse_raw": GEMINI_STREAM}], ("get_country", {}), GEMINI_STREAM_SIGNATURE),
+}
 # (model, tools, the provider's recorded answer, the call the client must see)
 FAMILIES = {
     "openai": ("openai.gpt-4o", CALCULATOR, N8N_FIRST["answer_given"], ("Calculator", {"input": "12 * 7"})),
@@ -144,8 +159,13 @@ def native_tools_sent(family: str, body: dict) -> list[str]:
 @pytest.mark.parametrize("stream", [False, True])
 def test_tool_loop_through_the_openai_sdk(client, fake, service, family, stream):
     model, tools, answer, (name, arguments) = FAMILIES[family]
+    signature = GEMINI_SIGNATURE if family == "gemini" else None
     messages = [{"role": "user", "content": QUESTION}]
-    script(fake, [{"status": 200, "body": answer}])
+    if stream:
+        tools, steps, (name, arguments), signature = STREAMED[family]
+        script(fake, steps)
+    else:
+        script(fake, [{"status": 200, "body": answer}])
     before = usage_totals(service)
     if stream:
         chunks = list(client.chat.completions.create(model=model, messages=messages, tools=tools, stream=True,
@@ -163,7 +183,8 @@ def test_tool_loop_through_the_openai_sdk(client, fake, service, family, stream)
     assert (call["name"], json.loads(call["arguments"])) == (name, arguments)
     [sent] = received(fake)
     assert native_tools_sent(family, sent["body"]) == [t["function"]["name"] for t in tools]
-    assert "stream" not in sent["body"]          # a call with tools is asked for whole
+    if stream:      # the provider's own stream was asked for
+        assert sent["body"].get("stream") is True or sent["path"].endswith(":streamGenerateContent?alt=sse")
     after = usage_totals(service)
     assert after["calls"] == before["calls"] + 1 and after["input_tokens"] > before["input_tokens"]
 
@@ -191,20 +212,25 @@ def test_tool_loop_through_the_openai_sdk(client, fake, service, family, stream)
                                                      "content": "84"}]
     else:
         part = second["contents"][1]["parts"][0]
-        assert part["thoughtSignature"] == GEMINI_SIGNATURE            # kept through the call id
+        assert part["thoughtSignature"] == signature                   # kept through the call id
         assert part["functionCall"]["name"] == name and part["functionCall"]["args"] == arguments
         assert second["contents"][2]["parts"][0]["functionResponse"]["response"] == {"result": "84"}
 
 
-def test_streamed_and_whole_answers_are_the_same(client, fake):
-    model, tools, answer, _ = FAMILIES["gemini"]
-    messages = [{"role": "user", "content": QUESTION}]
-    script(fake, [{"status": 200, "body": answer}, {"status": 200, "body": answer}])
-    whole = client.chat.completions.create(model=model, messages=messages, tools=tools).choices[0].message
-    _, calls, _ = streamed_message(client.chat.completions.create(model=model, messages=messages, tools=tools,
-                                                                  stream=True))
-    assert [(c.id, c.function.name, c.function.arguments) for c in whole.tool_calls] == \
-        [(c["id"], c["name"], c["arguments"]) for c in calls]
+def test_a_streamed_answer_reassembles_to_the_same_answer_whole(client, fake):
+    """The recorded Gemini stream, and the same answer whole (its chunks merged): same ids (the
+    signature folded in), names and arguments."""
+    chunks = [json.loads(line[len("data: "):]) for line in GEMINI_STREAM.split("\r\n") if line.startswith("data: ")]
+    whole_answer = {**chunks[-1], "candidates": [{**chunks[-1]["candidates"][0], "content": {
+        "role": "model", "parts": [p for c in chunks for p in c["candidates"][0]["content"]["parts"]]}}]}
+    script(fake, [{"sse_raw": GEMINI_STREAM}, {"status": 200, "body": whole_answer}])
+    kwargs = dict(model="google.gemini-3.1-pro-preview", messages=[{"role": "user", "content": QUESTION}],
+                  tools=GET_COUNTRY)
+    _, calls, finishes = streamed_message(client.chat.completions.create(stream=True, **kwargs))
+    whole = client.chat.completions.create(**kwargs).choices[0]
+    assert finishes == [whole.finish_reason] == ["tool_calls"]
+    assert [(c["id"], c["name"], c["arguments"]) for c in calls] == \
+        [(c.id, c.function.name, c.function.arguments) for c in whole.message.tool_calls]
 
 
 def test_idempotent_tool_call_is_replayed_not_rerun(client, fake):

@@ -243,27 +243,30 @@ def _text(candidate: dict) -> str:
                    if isinstance(p, dict) and isinstance(p.get("text"), str) and not p.get("thought"))
 
 
-def _tool_calls(candidate: dict, body: dict, provider: str) -> tuple[ToolCall, ...]:
+def function_calls(candidate: dict, response_id: str, provider: str, first: int = 0) -> tuple[ToolCall, ...]:
     """`functionCall` parts -> ours, each keeping its thoughtSignature as state. Gemini gives no id
-    unless asked, so one is derived from the answer (the same answer always gives the same ids)."""
+    unless asked, so one is derived from the answer id, the call's place among the answer's calls
+    (from `first` on, for a stream's later chunks) and the call itself: a streamed answer and the
+    same answer whole get the same ids."""
     content = candidate.get("content")
     parts = content.get("parts") if isinstance(content, dict) else None
     if not isinstance(parts, list):
         return ()
-    seed = str(body.get("responseId") or json.dumps(parts, sort_keys=True, default=str)[:4096])
     calls = []
-    for i, p in enumerate(parts):
+    for p in parts:
         fc = p.get("functionCall") if isinstance(p, dict) else None
         if fc is None:
             continue
         if not isinstance(fc, dict) or not isinstance(fc.get("name"), str) or not isinstance(fc.get("args", {}), dict):
             raise InvalidProviderResponse(f"{provider} answered with a malformed functionCall.", provider=provider,
                                           retryable=True)
-        call_id = fc.get("id") if isinstance(fc.get("id"), str) and fc.get("id") else \
-            "call_" + hashlib.sha256(f"{seed}/{i}".encode()).hexdigest()[:24]
+        args = fc.get("args") or {}
+        seed = f"{response_id}/{first + len(calls)}/{fc['name']}/{json.dumps(args, sort_keys=True)}"
+        call_id = fc["id"] if isinstance(fc.get("id"), str) and fc["id"] else \
+            "call_" + hashlib.sha256(seed.encode()).hexdigest()[:24]
         signature = p.get("thoughtSignature")
         state = {"thoughtSignature": signature} if isinstance(signature, str) and signature else None
-        calls.append(ToolCall(call_id, fc["name"], fc.get("args") or {}, state))
+        calls.append(ToolCall(call_id, fc["name"], args, state))
     return tuple(calls)
 
 
@@ -301,7 +304,7 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
     text = _text(candidate)
     raw_finish = candidate.get("finishReason")
     finish = _finish(raw_finish)
-    tool_calls = _tool_calls(candidate, body, provider) if call.tools else ()
+    tool_calls = function_calls(candidate, str(body.get("responseId") or ""), provider) if call.tools else ()
     if tool_calls and finish == "stop":     # Gemini says STOP after a function call
         finish = "tool_calls"
     # A filtered candidate with no text is a refusal, not an answer: an empty 200 would flow on

@@ -177,6 +177,10 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
                       warnings=tuple(warnings), tool_calls=tool_calls)
 
 
+def derived_call_id(answer_id: str, index: int) -> str:
+    return "call_" + hashlib.sha256(f"{answer_id}/{index}".encode()).hexdigest()[:24]
+
+
 def _tool_calls(raw, provider: str, answer_id: str) -> tuple[ToolCall, ...]:
     """`message.tool_calls` -> ours, arguments parsed: a call whose arguments are not a JSON object is
     the model's malformed answer (retryable), not something to hand a workflow. Some compatible
@@ -202,7 +206,7 @@ def _tool_calls(raw, provider: str, answer_id: str) -> tuple[ToolCall, ...]:
         if not isinstance(parsed, dict):
             raise InvalidProviderResponse(f"{provider} called {fn['name']} with arguments that are not a JSON "
                                           "object.", provider=provider, retryable=True)
-        call_id = item.get("id") or "call_" + hashlib.sha256(f"{answer_id}/{index}".encode()).hexdigest()[:24]
+        call_id = item.get("id") or derived_call_id(answer_id, index)
         calls.append(ToolCall(call_id, fn["name"], parsed))
     return tuple(calls)
 
