@@ -262,7 +262,7 @@ def test_malformed_tool_conversations_pay_no_provider(client, fake, service, mes
 
 def test_a_model_without_tools_is_refused_and_fallbacks_skip_it(client, fake):
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="perplexity.sonar", tools=CALCULATOR,
+        client.chat.completions.create(model="perplexity.sonar-pro", tools=CALCULATOR,
                                        messages=[{"role": "user", "content": QUESTION}])
     assert info.value.body["param"] == "model" and received(fake) == []
     script(fake, [{"status": 503, "body": {"error": {"message": "overloaded", "type": "server_error"}}},
@@ -271,7 +271,7 @@ def test_a_model_without_tools_is_refused_and_fallbacks_skip_it(client, fake):
                   {"status": 200, "body": ANTHROPIC_ANSWER}])
     completion = client.chat.completions.create(
         model="openai.gpt-4o", tools=COUNTRY, messages=[{"role": "user", "content": QUESTION}],
-        extra_body={"fallbacks": ["perplexity.sonar", "anthropic.claude-sonnet-4-6"]})
+        extra_body={"fallbacks": ["perplexity.sonar-pro", "anthropic.claude-sonnet-4-6"]})
     assert completion.model == "anthropic.claude-sonnet-4-6"
     assert completion.choices[0].message.tool_calls[0].function.name == "get_user_country"
     assert not any(r["path"].startswith("/pplx") for r in received(fake))

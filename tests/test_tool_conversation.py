@@ -110,25 +110,35 @@ SETTINGS = Settings.from_env({"OPENAI_API_KEY": "sk-x", "PERPLEXITY_API_KEY": "p
 
 
 def test_a_model_that_cannot_call_tools_is_a_400():
+    # a Perplexity preset: offering functions would replace the preset's own tools
     with pytest.raises(CapabilityMissing) as err:
-        route(build(body(model="perplexity.sonar")), CATALOG, SETTINGS)
+        route(build(body(model="perplexity.sonar-pro")), CATALOG, SETTINGS)
     assert "cannot call tools" in err.value.message and err.value.fields == {"model": "model cannot call tools"}
     # the same model without tools is fine
-    route(build(body(model="perplexity.sonar", tools=None) | {"tools": []}), CATALOG, SETTINGS)
+    route(build(body(model="perplexity.sonar-pro") | {"tools": []}), CATALOG, SETTINGS)
 
 
 def test_fallbacks_that_cannot_call_tools_are_skipped():
-    chosen = route(build(body(fallbacks=["perplexity.sonar", "google.gemini-2.5-flash"])), CATALOG, SETTINGS)
+    chosen = route(build(body(fallbacks=["perplexity.sonar-pro", "google.gemini-2.5-flash"])), CATALOG, SETTINGS)
     assert [c.model.id for c in chosen.candidates] == ["openai.gpt-4o", "google.gemini-2.5-flash"]
 
 
-def test_auto_picks_only_models_that_call_tools():
-    chosen = route(build(body(model="auto")), CATALOG, SETTINGS)
+@pytest.fixture
+def sonar_without_tools(tmp_path):
+    override = tmp_path / "models.json"
+    override.write_text(json.dumps({"models": [{"id": "perplexity.sonar", "capabilities": {"tools": False}}]}))
+    return Catalog.load(str(override))
+
+
+def test_auto_picks_only_models_that_call_tools(sonar_without_tools):
+    without_tools = route(build(body(model="auto") | {"tools": []}), sonar_without_tools, SETTINGS)
+    assert "perplexity.sonar" in [c.model.id for c in without_tools.candidates]
+    chosen = route(build(body(model="auto")), sonar_without_tools, SETTINGS)
     assert chosen.candidates and all(c.model.capabilities.tools for c in chosen.candidates)
-    assert all(c.model.provider != "perplexity" for c in chosen.candidates)
+    assert "perplexity.sonar" not in [c.model.id for c in chosen.candidates]
 
 
-def test_auto_without_a_tool_calling_model_for_the_task_says_so():
+def test_auto_without_a_tool_calling_model_for_the_task_says_so(sonar_without_tools):
     with pytest.raises(CapabilityMissing) as err:
-        route(build(body(model="auto", context={"task": "web_search"})), CATALOG, SETTINGS)
+        route(build(body(model="auto", context={"task": "web_search"})), sonar_without_tools, SETTINGS)
     assert "tool calling" in err.value.fields["tools"]

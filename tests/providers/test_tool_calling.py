@@ -222,3 +222,57 @@ def test_mock_calls_the_first_tool_with_fitting_arguments_then_echoes_the_result
     assert named.tool_calls[0].name == "b"
     assert not mock.complete(Call(call.messages, "mock.echo", tools=call.tools, tool_choice=ToolChoice("none")),
                              None).tool_calls
+
+
+# -- Perplexity (Agent API) ------------------------------------------------------------------------------
+PPLX_ENV = {**ENV, "PERPLEXITY_API_KEY": "pplx-test-0123456789"}
+
+
+def pplx_target(spec="perplexity.sonar"):
+    return Dispatcher(Settings.from_env(PPLX_ENV), CATALOG, sleep=lambda s: None).target(CATALOG.resolve(spec).model)
+
+
+def pplx_function_call(status: str) -> dict:
+    """perplexity-py types: response_create_response / output_item.py FunctionCallOutputItem."""
+    return {"id": "resp_fc1", "object": "response", "created_at": 1763800000, "model": "perplexity/sonar",
+            "status": status, "output": [
+                {"id": "fc_1", "type": "function_call", "call_id": "call_abc", "name": "Calculator",
+                 "arguments": "{\"input\": \"12 * 7\"}", "status": "completed", "thought_signature": "c2ln"}],
+            "usage": {"input_tokens": 80, "output_tokens": 12, "total_tokens": 92,
+                      "cost": {"currency": "USD", "total_cost": 0.0001}}}
+
+
+@pytest.mark.parametrize("status", ["completed", "requires_action"])
+def test_perplexity_function_tools_round_trip(status):
+    from app.providers import perplexity
+    calc = Tool("Calculator", "math", {"type": "object", "properties": {"input": {"type": "string"}}})
+    call = Call((Message("system", (TextPart("Be brief."),)), Message("user", (TextPart("12*7?"),))),
+                "perplexity.sonar", tools=(calc,))
+    t = pplx_target()
+    body = perplexity.build_request(call, t).request.json
+    assert body["tools"] == [{"type": "web_search"}, {"type": "function", "name": "Calculator", "description": "math",
+                                                       "parameters": calc.parameters}]
+    assert "tool_choice" not in body and "parallel_tool_calls" not in body      # the API has neither
+    done = perplexity.parse_response(resp(pplx_function_call(status)), call, t)
+    assert done.finish_reason == "tool_calls"
+    assert done.tool_calls == (ToolCall("call_abc", "Calculator", {"input": "12 * 7"}, {"thought_signature": "c2ln"}),)
+    nxt = Call(call.messages + (Message("assistant", (ToolCallPart(done.tool_calls[0]),)),
+                                Message("tool", (ToolResultPart("call_abc", "84", "Calculator"),))),
+               call.model, tools=call.tools)
+    items = perplexity.build_request(nxt, t).request.json["input"]
+    assert items[1:] == [
+        {"type": "function_call", "call_id": "call_abc", "name": "Calculator", "arguments": '{"input": "12 * 7"}',
+         "thought_signature": "c2ln"},
+        {"type": "function_call_output", "call_id": "call_abc", "output": "84", "name": "Calculator"}]
+
+
+def test_perplexity_cannot_be_made_to_call_a_tool():
+    from app.errors import CapabilityMissing
+    from app.providers import perplexity
+    call = Call((Message("user", (TextPart("x"),)),), "perplexity.sonar", tools=(Tool("f"),),
+                tool_choice=ToolChoice("required"))
+    with pytest.raises(CapabilityMissing) as err:
+        perplexity.build_request(call, pplx_target())
+    assert err.value.fields == {"tool_choice": "auto or none only"}
+    none = Call(call.messages, call.model, tools=call.tools, tool_choice=ToolChoice("none"))
+    assert perplexity.build_request(none, pplx_target()).request.json["tools"] == [{"type": "web_search"}]
