@@ -116,3 +116,21 @@ def test_gemini_recorded_stream_keeps_the_signature_and_matches_the_whole_answer
     whole = gemini.function_calls(merged["candidates"][0], merged["responseId"], "google")
     assert opened.answer.tool_calls == whole
     assert whole[0].id == piece.id and whole[0].state == piece.state
+
+
+def test_an_idempotent_replay_streams_the_stored_tool_calls():
+    """A repeated Idempotency-Key on a streamed call replays the stored completion as chunks: the tool
+    calls come back whole, ids (state folded in) unchanged."""
+    from app import openai_compat as compat
+    stored = {"id": "chatcmpl-r", "created": 1, "model": "google.gemini-3.1-pro-preview", "usage": {},
+              "flowcall": {}, "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                  "role": "assistant", "content": None, "tool_calls": [
+                      {"id": "fcs1.abc", "type": "function", "function": {"name": "f", "arguments": "{\"a\": 1}"}},
+                      {"id": "call_2", "type": "function", "function": {"name": "g", "arguments": "{}"}}]}}]}
+    events = [json.loads(e[len("data: "):]) for e in compat.replay_events(stored, include_usage=False)
+              if e.startswith("data: {")]
+    deltas = [e["choices"][0]["delta"]["tool_calls"][0] for e in events
+              if e["choices"] and "tool_calls" in e["choices"][0]["delta"]]
+    assert deltas == [{"index": 0, **stored["choices"][0]["message"]["tool_calls"][0]},
+                      {"index": 1, **stored["choices"][0]["message"]["tool_calls"][1]}]
+    assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"
