@@ -21,6 +21,7 @@ from .errors import ValidationError
 
 MAX_TOOLS = 128                     # OpenAI's own limit; every provider takes at least this many
 MAX_TOOL_SCHEMA_BYTES = 65_536      # one tool's parameters, serialised (a byte cap until schema limits land)
+MAX_TOOLS_SCHEMA_BYTES = 524_288    # all tools' parameters together
 MAX_ARGUMENTS_BYTES = 1_048_576
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 NAME_RULE = "Letters, digits, _ and - only, 1 to 64 characters (the rule every provider shares)."
@@ -58,6 +59,9 @@ class ToolsField(fields.Field):
             tools.append(tool)
         if errors:
             raise MarshmallowError(errors)
+        total = sum(len(json.dumps(t.parameters)) for t in tools if t.parameters is not None)
+        if total > MAX_TOOLS_SCHEMA_BYTES:
+            raise MarshmallowError(f"At most {MAX_TOOLS_SCHEMA_BYTES} bytes of parameter schemas for all tools together.")
         return tuple(tools)
 
 

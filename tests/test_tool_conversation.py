@@ -78,6 +78,8 @@ def test_openai_shaped_tools_and_calls_are_accepted_too():
      "tools.0.parameters"),
     (body(tools=[{**CALC, "parameters": {"type": "object", "description": "x" * 70_000}}]), "tools.0.parameters"),
     (body(tools=[{"name": f"t{i}"} for i in range(129)]), "tools"),
+    (body(tools=[{"name": f"t{i}", "parameters": {"type": "object", "description": "x" * 60_000}}
+                 for i in range(9)]), "tools"),
     (body(messages=[{"role": "tool", "content": "84"}]), "messages.0.tool_call_id"),
     (body(messages=[{"role": "user", "content": "x", "tool_calls": []}, {"role": "user", "content": "y",
                                                                         "tool_call_id": "a"}]), "messages.1.tool_call_id"),
