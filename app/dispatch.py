@@ -225,7 +225,7 @@ class Dispatcher:
                 completion: Completion, plan_warnings, trace: _Trace, start: float) -> Answer:
         model = candidate.model
         text, cut = postprocess.enforce_stop(completion.text, call.options.stop)
-        finish = "stop" if cut else completion.finish_reason
+        finish = "stop" if cut and not completion.tool_calls else completion.finish_reason
         completion = replace(completion, text=text, finish_reason=finish)
         data = None
         if call.response_format is not None and not completion.tool_calls:   # a tool call is not the answer yet

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import responses as responses_lib
 import yaml
 
 from app import openai_compat as compat
@@ -276,3 +277,19 @@ def test_perplexity_cannot_be_made_to_call_a_tool():
     assert err.value.fields == {"tool_choice": "auto or none only"}
     none = Call(call.messages, call.model, tools=call.tools, tool_choice=ToolChoice("none"))
     assert perplexity.build_request(none, pplx_target()).request.json["tools"] == [{"type": "web_search"}]
+
+
+# -- dispatch -------------------------------------------------------------------------------------------
+@responses_lib.activate
+def test_a_stop_sequence_cut_in_the_text_leaves_the_tool_calls_and_their_finish_reason():
+    answer = {"id": "chatcmpl-1", "model": "gpt-4o", "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+        "role": "assistant", "content": "Calling the tool. END of plan", "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}}
+    responses_lib.post("https://api.openai.com/v1/chat/completions", json=answer)
+    from app.calls import Options
+    call = Call((Message("user", (TextPart("go"),)),), "openai.gpt-4o", tools=(Tool("f"),),
+                options=Options(stop=("END",)))
+    done = Dispatcher(Settings.from_env(ENV), CATALOG, sleep=lambda s: None).execute(call)
+    assert done.text == "Calling the tool. " and done.finish_reason == "tool_calls"
+    assert done.tool_calls == (ToolCall("call_1", "f", {}),)
