@@ -134,6 +134,7 @@ class MessageSchema(Schema):
     content = Content(allow_none=True)
     name = StrictString(validate=validate.Length(max=64))
     tool_calls = tooling.ToolCallsField(allow_none=True, metadata={
+        "type": "array", "items": {"type": "object"},
         "description": "An assistant turn's tool calls, as the answer gave them: [{id, name, arguments}]."})
     tool_call_id = StrictString(validate=validate.Length(min=1, max=tooling.tool_ids.MAX_ID_CHARS), metadata={
         "description": "A tool turn: the id of the call whose result `content` is."})
@@ -244,9 +245,12 @@ class CallSchema(Schema):
     response_format = fields.Nested(ResponseFormatSchema)
     fallbacks = fields.List(StrictString(validate=validate.Length(min=1, max=200)),
                             validate=validate.Length(max=MAX_FALLBACKS))
-    tools = tooling.ToolsField(metadata={"description": "Functions the model may call: [{name, description, "
-                                                      "parameters (JSON Schema), strict}]."})
-    tool_choice = tooling.ToolChoiceField(metadata={"description": "auto, none, required, or {\"name\": \"<tool>\"}."})
+    tools = tooling.ToolsField(metadata={"type": "array", "items": {"type": "object"}, "maxItems": tooling.MAX_TOOLS,
+                                         "description": "Functions the model may call: [{name, description, "
+                                                        "parameters (JSON Schema), strict}]."})
+    tool_choice = tooling.ToolChoiceField(metadata={
+        "oneOf": [{"type": "string", "enum": list(tooling.CHOICES)}, {"type": "object"}],
+        "description": "auto, none, required, or {\"name\": \"<tool>\"}."})
     parallel_tool_calls = fields.Boolean(truthy={True}, falsy={False})
 
     @validates_schema
