@@ -306,7 +306,7 @@ def build_request(call: Call, target) -> Plan:
     if stops:
         body["stop_sequences"] = stops
     body.update(structured.request_fields())
-    body.update(_tools(call, structured))
+    body.update(_tools(call, structured, model, warnings))
 
     headers = {"anthropic-version": API_VERSION, "content-type": "application/json"}
     if target.api_key:
@@ -316,16 +316,35 @@ def build_request(call: Call, target) -> Plan:
     return Plan(request=request, warnings=tuple(warnings))
 
 
-def _tools(call: Call, structured: _Structured) -> dict:
+def _tool(tool, model, warnings: list[str]) -> dict:
+    """A caller's tool. `strict` becomes strict tool use where the model has native structured
+    output and the schema fits its subset (closed objects, as output_config needs); elsewhere the
+    tool goes without it, with a warning."""
+    schema = tool.parameters if tool.parameters is not None else {"type": "object"}
+    out = drop_none({"name": tool.name, "description": tool.description, "input_schema": schema})
+    if not tool.strict:
+        return out
+    if model.capabilities.structured != "native":
+        warnings.append(f"{model.id} has no strict tool use: tool {tool.name!r} was sent without strict.")
+        return out
+    try:
+        out["input_schema"] = native_schema(schema)
+    except _NotNative as why:
+        warnings.append(f"Anthropic's strict tool use does not support tool {tool.name!r}'s schema ({why}): it "
+                        "was sent without strict.")
+        return out
+    out["strict"] = True
+    return out
+
+
+def _tools(call: Call, structured: _Structured, model, warnings: list[str]) -> dict:
     """The caller's tools (`input_schema`), tool_choice (auto / any / tool / none) and
     `disable_parallel_tool_use`. With a forced answer tool for structured output, the answer tool
     joins the caller's tools and the model must call one of them: a caller's tool to go on, the
     answer tool to finish."""
     if not call.tools:
         return {}
-    tools = [drop_none({"name": t.name, "description": t.description,
-                        "input_schema": t.parameters if t.parameters is not None else {"type": "object"}})
-             for t in call.tools]
+    tools = [_tool(t, model, warnings) for t in call.tools]
     choice = call.tool_choice or ToolChoice("auto")
     native = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"},
               "tool": {"type": "tool", "name": choice.name}}[choice.mode]

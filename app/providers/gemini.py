@@ -122,10 +122,14 @@ def _tools(call: Call, model, warnings: list[str]) -> dict:
                         "parameters sent: " + ", ".join(sorted(dropped)) + ".")
     fields: dict = {"tools": [{"functionDeclarations": declarations}]}
     choice = call.tool_choice
-    if choice is not None:
-        mode = {"auto": "AUTO", "none": "NONE", "required": "ANY", "tool": "ANY"}[choice.mode]
+    strict = any(t.strict for t in call.tools)
+    if choice is not None or strict:
+        # VALIDATED: the model may answer in text, but its calls are constrained to the schemas
+        # (the `strict` of the other providers; as pydantic-ai sends in fixtures/test_google).
+        auto = "VALIDATED" if strict else "AUTO"
+        mode = {"auto": auto, "none": "NONE", "required": "ANY", "tool": "ANY"}[choice.mode if choice else "auto"]
         config: dict = {"mode": mode}
-        if choice.mode == "tool":
+        if choice is not None and choice.mode == "tool":
             config["allowedFunctionNames"] = [choice.name]
         fields["toolConfig"] = {"functionCallingConfig": config}
     if call.parallel_tool_calls is False:

@@ -293,3 +293,34 @@ def test_a_stop_sequence_cut_in_the_text_leaves_the_tool_calls_and_their_finish_
     done = Dispatcher(Settings.from_env(ENV), CATALOG, sleep=lambda s: None).execute(call)
     assert done.text == "Calling the tool. " and done.finish_reason == "tool_calls"
     assert done.tool_calls == (ToolCall("call_1", "f", {}),)
+
+
+# -- strict tools ------------------------------------------------------------------------------------------
+STRICT = Tool("lookup", None, {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]},
+              strict=True)
+
+
+def test_anthropic_strict_tool_use_on_native_models_with_objects_closed():
+    call = Call((Message("user", (TextPart("x"),)),), "anthropic.claude-sonnet-4-6", tools=(STRICT,))
+    plan = anthropic.build_request(call, target("anthropic.claude-sonnet-4-6"))
+    assert plan.request.json["tools"] == [{"name": "lookup", "strict": True, "input_schema": {
+        **STRICT.parameters, "additionalProperties": False}}]
+    loose = Tool("lookup", None, {"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}}, strict=True)
+    plan = anthropic.build_request(Call(call.messages, call.model, tools=(loose,)), target("anthropic.claude-sonnet-4-6"))
+    assert plan.request.json["tools"] == [{"name": "lookup", "input_schema": loose.parameters}]
+    assert any("minimum" in w and "without strict" in w for w in plan.warnings)
+
+
+def test_gemini_strict_tools_are_validated_calls():
+    call = Call((Message("user", (TextPart("x"),)),), "google.gemini-2.5-flash", tools=(STRICT,))
+    body = gemini.build_request(call, target("google.gemini-2.5-flash")).request.json
+    assert body["toolConfig"] == {"functionCallingConfig": {"mode": "VALIDATED"}}
+    forced = Call(call.messages, call.model, tools=(STRICT,), tool_choice=ToolChoice("tool", "lookup"))
+    body = gemini.build_request(forced, target("google.gemini-2.5-flash")).request.json
+    assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["lookup"]}}
+
+
+def test_openai_strict_tools_are_sent_strict():
+    call = Call((Message("user", (TextPart("x"),)),), "openai.gpt-4o", tools=(STRICT,))
+    body = openai_chat.build_request(call, target("openai.gpt-4o")).request.json
+    assert body["tools"][0]["function"]["strict"] is True
