@@ -237,7 +237,7 @@ def check_conversation(messages: list[Message], tools: tuple[Tool, ...], choice:
 def _unanswered(pending: dict[str, str]) -> None:
     call_id, where = next(iter(pending.items()))
     raise ValidationError(
-        f"{where}: the tool call {call_id!r} has no result: every call in an assistant message must be "
+        f"{where}: the tool call {call_id[:100]!r} has no result: every call in an assistant message must be "
         "answered by a tool message (tool_call_id) before the conversation goes on.",
         fields={f"{where}.tool_calls": "a call without a tool result"})
 
