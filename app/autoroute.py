@@ -91,6 +91,8 @@ def needs_of(call: Call, policy: dict, task: str) -> Needs:
     capabilities = [(c, "context.task") for c in policy["tasks"][task].get("requires", ())]
     if call.has_images and "vision" not in dict(capabilities):
         capabilities.append(("vision", "messages"))
+    if call.tools or any(m.role == "tool" or m.tool_calls for m in call.messages):
+        capabilities.append(("tools", "tools"))
     fmt = call.response_format
     if fmt is not None and fmt.type == "json_schema":
         capabilities.append(("json_schema", "response_format"))
@@ -340,7 +342,7 @@ def no_provider_for_task_error(task: str, listed: list[Candidate], catalog: Cata
 
 REQUIREMENT_TEXT = {
     "vision": "a vision-capable model", "json_schema": "structured outputs (json_schema)",
-    "json_object": "JSON mode (json_object)", "reasoning": "a reasoning model",
+    "json_object": "JSON mode (json_object)", "reasoning": "a reasoning model", "tools": "tool calling",
 }
 
 

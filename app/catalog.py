@@ -29,6 +29,7 @@ class Capabilities:
     # the schema), "none" (strict is rejected: sent best-effort as strict false, Groq outside gpt-oss),
     # "any" (the server takes any schema as is and ignores `strict`: Ollama)
     strict_schema: str = "openai"
+    tools: bool = False             # takes function tools (tools, tool_choice, tool turns)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Capabilities":

@@ -241,10 +241,10 @@ class Dispatcher:
                 completion: Completion, plan_warnings, trace: _Trace, start: float) -> Answer:
         model = candidate.model
         text, cut = postprocess.enforce_stop(completion.text, call.options.stop)
-        finish = "stop" if cut else completion.finish_reason
+        finish = "stop" if cut and not completion.tool_calls else completion.finish_reason
         completion = replace(completion, text=text, finish_reason=finish)
         data = None
-        if call.response_format is not None:
+        if call.response_format is not None and not completion.tool_calls:   # a tool call is not the answer yet
             data = postprocess.parse_structured(completion, call.response_format, model.provider)
         priced, price_warnings = model.price_usage(completion.usage)
         cost = completion.cost if completion.cost is not None else priced
@@ -277,5 +277,5 @@ class Dispatcher:
                             f"{route.candidates[0].model.id} failed.",
                             fallbacks=fallbacks, attempts=trace.attempts),
             warnings=tuple(dict.fromkeys(warnings)), request_id=call.request_id,
-            upstream_ms=trace.upstream_s * 1000, estimated_cost=estimated,
+            upstream_ms=trace.upstream_s * 1000, estimated_cost=estimated, tool_calls=completion.tool_calls,
         )

@@ -18,7 +18,7 @@ CALL_RESPONSE = {
     "routing": {"is_auto_routed": True, "model_chosen": "openai.gpt-4.1-nano", "confidence": 0.85,
                 "reason": "Task chat_general: best balanced score among 4 configured candidates.",
                 "fallbacks": ["anthropic.claude-haiku-4-5-20251001"], "attempts": 1},
-    "warnings": [], "request_id": "6c1f0e3d2b8a4f0e9d7c5b3a1f2e4d6c",
+    "warnings": [], "request_id": "6c1f0e3d2b8a4f0e9d7c5b3a1f2e4d6c", "tool_calls": [],
 }
 
 INVOKE_LLM_REQUEST = {"instructions": "What is an AI agent?", "llm_engine": "gpt4o"}

@@ -9,16 +9,18 @@ What happens to each request field (anything not listed is a 400 naming the fiel
 | field | |
 |---|---|
 | `model` | honoured: `provider.model`, an alias, a bare catalog name, or `auto` |
-| `messages` | honoured: roles system, developer (as system), user, assistant; content a string or `text` / `image_url` parts (`prompt_cache_breakpoint` on a part is ignored); `name` and an assistant's `refusal` ignored; `tool`/`function` roles, `tool_calls`, `function_call`, `audio` and other part types: 400 |
+| `messages` | honoured: roles system, developer (as system), user, assistant, tool; content a string or `text` / `image_url` parts (`prompt_cache_breakpoint` on a part is ignored); an assistant's `tool_calls` and a tool message's `tool_call_id` honoured (a result must answer a call made earlier, every call must have its result, `arguments` must be a JSON object: else 400); `name` and an assistant's `refusal` ignored; the `function` role, `function_call`, `audio` and other part types: 400 |
 | `temperature` | honoured, 0..2: values above 1 are sent as 1, with a warning (flowcall takes 0..1 on every provider; Anthropic rejects more); absent: flowcall's default 0.7 |
 | `max_completion_tokens`, `max_tokens` | honoured as the output limit (`max_completion_tokens` wins when both differ, with a warning); absent: 4096 (OpenAI's own default is "the model's maximum", which not every provider has; 4096 is accepted by every catalog model) |
 | `stop` | honoured: a string or up to 16 strings, native where the model takes them, else enforced on the output (streams too) |
 | `response_format` | honoured: `text`, `json_object`, `json_schema` {name, schema, strict}; `message.content` is then the parsed JSON re-serialised (fences and chatter removed); streamed, the JSON text goes out as the model writes it and is checked at the end |
 | `stream`, `stream_options.include_usage` | honoured (`include_obfuscation` ignored: no obfuscation is added) |
 | `n` | 1 or null; more: 400 (one answer per call) |
-| `user`, `metadata`, `store`, `seed`, `service_tier`, `prompt_cache_key`, `prompt_cache_options`, `prompt_cache_retention`, `safety_identifier`, `parallel_tool_calls` | ignored silently: bookkeeping or hints that do not change the answer's shape |
+| `user`, `metadata`, `store`, `seed`, `service_tier`, `prompt_cache_key`, `prompt_cache_options`, `prompt_cache_retention`, `safety_identifier` | ignored silently: bookkeeping or hints that do not change the answer's shape |
 | `top_p`, `presence_penalty`, `frequency_penalty`, `logit_bias`, `reasoning_effort`, `verbosity`, `prediction`, `moderation` | ignored, with a warning unless null or the default (1, 0, 0, empty): not every provider has them |
-| `tools`, `functions` (unless empty), `tool_choice`, `function_call` (unless none/auto), `logprobs: true`, `top_logprobs` > 0, `audio`, `modalities` other than text, `web_search_options` | 400: they ask for an answer flowcall cannot give (it does not run tool calls) |
+| `tools`, `tool_choice`, `parallel_tool_calls` | honoured: function tools on every provider that can call tools (the catalog's `tools` capability; `auto` and fallbacks pick only such models); the answer's `message.tool_calls` carry ids that may fold in provider state (send them back unchanged); streamed, tool calls arrive as `delta.tool_calls` pieces taken from the provider's own stream (id, type and name first, then argument text, by `index`) |
+| `functions` (unless empty), `function_call` (unless none/auto) | 400: the deprecated function-calling fields; send `tools` and `tool_choice` |
+| `logprobs: true`, `top_logprobs` > 0, `audio`, `modalities` other than text, `web_search_options` | 400: they ask for an answer flowcall cannot give |
 | `fallbacks` | flowcall extension: model specs tried in order when the chosen one fails (as on /api/v3/llm/call) |
 | `flowcall` | flowcall extension: `{"task": "<routing hint for auto>", "timeoutMs": <deadline>}` |
 
@@ -35,6 +37,9 @@ from dataclasses import dataclass
 from marshmallow import RAISE, Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as MarshmallowError
 
+from . import tool_ids
+from .calls import ToolCall
+from . import tools as tooling
 from .errors import FlowcallError, ValidationError
 from .schemas import (MAX_FALLBACKS, MAX_STOP_SEQUENCES, Content, JsonSchemaSpec, Number, PartSchema, StrictString,
                       WholeNumber, answer_to_dict)
@@ -43,17 +48,16 @@ COMPAT_DEFAULT_MAX_TOKENS = 4096
 MAX_TEMPERATURE = 1.0
 
 IGNORED = frozenset({"user", "metadata", "store", "seed", "service_tier", "prompt_cache_key",
-                     "prompt_cache_options", "prompt_cache_retention", "safety_identifier",
-                     "parallel_tool_calls"})
+                     "prompt_cache_options", "prompt_cache_retention", "safety_identifier"})
 # Ignored with a warning unless the value is one of these (None: the field was sent as null).
 IGNORED_UNLESS = {"top_p": (None, 1), "presence_penalty": (None, 0), "frequency_penalty": (None, 0),
                   "logit_bias": (None, {}), "reasoning_effort": (None,), "verbosity": (None,),
                   "prediction": (None,), "moderation": (None,)}
-_NO_TOOLS = "flowcall does not run tool calls; send the conversation as text."
+_NO_FUNCTIONS = ("functions and function_call are OpenAI's deprecated function calling; send tools and "
+                 "tool_choice (and tool_calls / role tool messages) instead.")
 # Rejected unless the value is one of these; the message says why.
 REJECTED_UNLESS = {
-    "tools": ((None, []), _NO_TOOLS), "functions": ((None, []), _NO_TOOLS),
-    "tool_choice": ((None, "none", "auto"), _NO_TOOLS), "function_call": ((None, "none", "auto"), _NO_TOOLS),
+    "functions": ((None, []), _NO_FUNCTIONS), "function_call": ((None, "none", "auto"), _NO_FUNCTIONS),
     "n": ((None, 1), "flowcall returns one choice per call: n must be 1."),
     "logprobs": ((None, False), "flowcall does not return log probabilities."),
     "top_logprobs": ((None, 0), "flowcall does not return log probabilities."),
@@ -87,21 +91,26 @@ class ChatMessageSchema(Schema):
     content = MessageContent(allow_none=True)
     name = StrictString()                                   # ignored
     refusal = StrictString(allow_none=True)                 # ignored: the previous answer's refusal
-    tool_calls = fields.Raw(allow_none=True)
+    tool_calls = tooling.ToolCallsField(allow_none=True)
     function_call = fields.Raw(allow_none=True)
     audio = fields.Raw(allow_none=True)
-    tool_call_id = fields.Raw(allow_none=True)
+    tool_call_id = StrictString(allow_none=True, validate=validate.Length(min=1, max=tool_ids.MAX_ID_CHARS))
 
     @validates_schema
     def _supported(self, data, **kwargs):
         role = data.get("role")
-        if role in ("tool", "function"):
-            raise MarshmallowError({"role": [f"'{role}' messages are not supported: {_NO_TOOLS}"]})
-        if role not in ("system", "developer", "user", "assistant"):
-            raise MarshmallowError({"role": ["Must be one of: system, developer, user, assistant."]})
-        for name in ("tool_calls", "function_call"):
-            if data.get(name):
-                raise MarshmallowError({name: [_NO_TOOLS]})
+        if role == "function":
+            raise MarshmallowError({"role": [f"'function' messages are not supported: {_NO_FUNCTIONS}"]})
+        if role not in ("system", "developer", "user", "assistant", "tool"):
+            raise MarshmallowError({"role": ["Must be one of: system, developer, user, assistant, tool."]})
+        if data.get("function_call"):
+            raise MarshmallowError({"function_call": [_NO_FUNCTIONS]})
+        if data.get("tool_calls") and role != "assistant":
+            raise MarshmallowError({"tool_calls": ["Only an assistant message carries tool_calls."]})
+        if role == "tool" and not data.get("tool_call_id"):
+            raise MarshmallowError({"tool_call_id": ["Required for a tool message: the id of the call it answers."]})
+        if role != "tool" and data.get("tool_call_id") is not None:
+            raise MarshmallowError({"tool_call_id": ["Only a tool message carries tool_call_id."]})
         if data.get("audio") is not None:
             raise MarshmallowError({"audio": ["flowcall takes text and images only."]})
         if data.get("content") is None and role != "assistant":
@@ -170,6 +179,9 @@ class _HonouredFields(Schema):
     fallbacks = fields.List(StrictString(validate=validate.Length(min=1, max=200)),
                             validate=validate.Length(max=MAX_FALLBACKS), allow_none=True)
     flowcall = fields.Nested(FlowcallOptionsSchema, allow_none=True)
+    tools = tooling.ToolsField(allow_none=True)
+    tool_choice = tooling.ToolChoiceField(allow_none=True)
+    parallel_tool_calls = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
 
 
 # The fields flowcall ignores or refuses are declared too (checked by _apply_policy), so that only
@@ -185,6 +197,7 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     warnings: tuple[str, ...] = ()
+
 
 
 def _is_one_of(value, allowed) -> bool:
@@ -237,7 +250,12 @@ def load_request(body: dict) -> dict:
 
 def _message(m: dict) -> dict:
     content = m.get("content")
-    return {"role": m["role"], "content": "" if content is None else content}
+    message = {"role": m["role"], "content": "" if content is None else content}
+    if m.get("tool_calls"):
+        message["tool_calls"] = m["tool_calls"]
+    if m["role"] == "tool":
+        message["tool_call_id"] = m["tool_call_id"]
+    return message
 
 
 def _options(data: dict, warnings: list[str]) -> dict:
@@ -286,6 +304,14 @@ def parse_request(body: dict) -> ChatRequest:
         flowcall_body["response_format"] = fmt
     if data.get("fallbacks"):
         flowcall_body["fallbacks"] = data["fallbacks"]
+    if data.get("tools"):       # without tools, tool_choice auto/none and parallel_tool_calls say nothing
+        flowcall_body["tools"] = data["tools"]
+        for name in ("tool_choice", "parallel_tool_calls"):
+            if data.get(name) is not None:
+                flowcall_body[name] = data[name]
+    elif data.get("tool_choice") is not None and data["tool_choice"].mode in ("required", "tool"):
+        raise ValidationError("tool_choice asks for a tool call, but no tools were sent.",
+                              fields={"tool_choice": "needs tools"})
     stream = bool(data.get("stream"))
     include_usage = stream and bool((data.get("stream_options") or {}).get("include_usage"))
     return ChatRequest(body=flowcall_body, stream=stream, include_usage=include_usage, warnings=tuple(warnings))
@@ -316,13 +342,26 @@ def extension(answer, warnings=()) -> dict:
             "routing": flat["routing"], "warnings": list(dict.fromkeys([*warnings, *flat["warnings"]]))}
 
 
+def tool_calls_body(calls) -> list[dict]:
+    """ChatCompletionMessageToolCall: arguments a JSON string; ids may fold in provider state."""
+    return [{"id": tool_ids.public_id(c), "type": "function",
+             "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
+            for c in calls]
+
+
 def completion_body(answer, *, created: int, structured: bool, warnings=()) -> dict:
-    """CreateChatCompletionResponse. With response_format, the content is the parsed JSON itself."""
-    content = json.dumps(answer.data, ensure_ascii=False) if structured else answer.text
+    """CreateChatCompletionResponse. With response_format, the content is the parsed JSON itself;
+    a tool-calling answer has `tool_calls` and its text (null when there is none)."""
+    if answer.tool_calls:
+        content = answer.text or None
+    else:
+        content = json.dumps(answer.data, ensure_ascii=False) if structured else answer.text
+    message = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
+    if answer.tool_calls:
+        message["tool_calls"] = tool_calls_body(answer.tool_calls)
     return {"id": completion_id(answer.request_id), "object": "chat.completion", "created": created,
             "model": answer.routing.model_chosen,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None,
-                                                 "annotations": []},
+            "choices": [{"index": 0, "message": message,
                          "logprobs": None, "finish_reason": FINISH.get(answer.finish_reason, "stop")}],
             "usage": usage_body(answer.usage), "flowcall": extension(answer, warnings)}
 
@@ -364,6 +403,19 @@ class ChunkWriter:
     def content(self, text: str) -> str:
         return self._chunk([self._choice({"content": text})])
 
+    def tool_call(self, piece) -> str:
+        """A piece of a tool call (`app.providers.streams.ToolCallDelta`), as OpenAI streams them: id,
+        type and name with the first piece, then argument text by `index`."""
+        call: dict = {"index": piece.index}
+        if piece.id is not None:
+            call["id"] = tool_ids.public_id(ToolCall(piece.id, piece.name or "", {}, piece.state))
+            call["type"] = "function"
+        function = {"arguments": piece.arguments}
+        if piece.name is not None:
+            function = {"name": piece.name, **function}
+        call["function"] = function
+        return self._chunk([self._choice({"tool_calls": [call]})])
+
     def finish(self, finish_reason: str, flowcall: dict) -> str:
         extra = {} if self.include_usage else {"flowcall": flowcall}
         return self._chunk([self._choice({}, FINISH.get(finish_reason, "stop"))], **extra)
@@ -381,12 +433,15 @@ class ChunkWriter:
 
 
 def replay_events(stored: dict, include_usage: bool) -> list[str]:
-    """A stored (idempotent) completion, streamed again as one content chunk."""
+    """A whole completion (stored for idempotency, or a call with tools) as chunks: the role, the
+    content in one chunk, each tool call as one delta (id, name and all its arguments), finish."""
     writer = ChunkWriter(stored["id"], stored["created"], stored["model"], include_usage)
     choice = stored["choices"][0]
     events = [writer.role()]
     if choice["message"]["content"]:
         events.append(writer.content(choice["message"]["content"]))
+    for index, call in enumerate(choice["message"].get("tool_calls") or ()):
+        events.append(writer._chunk([writer._choice({"tool_calls": [{"index": index, **call}]})]))
     extra = {} if include_usage else {"flowcall": stored.get("flowcall")}
     events.append(writer._chunk([writer._choice({}, choice["finish_reason"])], **extra))
     if include_usage:

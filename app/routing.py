@@ -26,6 +26,9 @@ def requirement_gaps(call: Call, model: ModelInfo) -> list[str]:
     gaps = []
     if call.has_images and not model.capabilities.vision:
         gaps.append("vision")
+    if (call.tools or any(m.role == "tool" or m.tool_calls for m in call.messages)) \
+            and not model.capabilities.tools:
+        gaps.append("tools")
     return gaps
 
 
@@ -37,6 +40,12 @@ def check_capabilities(call: Call, resolved: Resolved, catalog: Catalog) -> None
         raise CapabilityMissing(
             f"{resolved.model.id} cannot read images. Vision-capable models: {', '.join(alternatives)}"
             f" (or model 'auto').", fields={"model": "model is not vision-capable"})
+    if "tools" in gaps:
+        alternatives = [m.id for m in catalog.models.values()
+                        if m.capabilities.tools and m.status != "retired" and m.provider != "mock"][:6]
+        raise CapabilityMissing(
+            f"{resolved.model.id} cannot call tools. Models that can: {', '.join(alternatives)}"
+            f" (or model 'auto').", fields={"model": "model cannot call tools"})
 
 
 def route(call: Call, catalog: Catalog, settings: Settings) -> Route:

@@ -15,6 +15,7 @@ import jsonschema
 from marshmallow import RAISE, Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as MarshmallowError
 
+from . import tools as tooling
 from .calls import DEFAULT_MAX_TOKENS, Call, ImagePart, Message, Options, ResponseFormat, TextPart
 from .errors import ImageRejected, InvalidJSON, ValidationError
 from .images import decode_data_uri, to_data_uri
@@ -129,9 +130,26 @@ class Content(fields.Field):
 class MessageSchema(Schema):
     class Meta:
         unknown = RAISE
-    role = StrictString(required=True, validate=validate.OneOf(["system", "developer", "user", "assistant"]))
-    content = Content(required=True)
+    role = StrictString(required=True, validate=validate.OneOf(["system", "developer", "user", "assistant", "tool"]))
+    content = Content(allow_none=True)
     name = StrictString(validate=validate.Length(max=64))
+    tool_calls = tooling.ToolCallsField(allow_none=True, metadata={
+        "type": "array", "items": {"type": "object"},
+        "description": "An assistant turn's tool calls, as the answer gave them: [{id, name, arguments}]."})
+    tool_call_id = StrictString(validate=validate.Length(min=1, max=tooling.tool_ids.MAX_ID_CHARS), metadata={
+        "description": "A tool turn: the id of the call whose result `content` is."})
+
+    @validates_schema
+    def _tool_turns(self, data, **kwargs):
+        role = data.get("role")
+        if data.get("tool_calls") and role != "assistant":
+            raise MarshmallowError({"tool_calls": ["Only an assistant message carries tool_calls."]})
+        if "tool_call_id" in data and role != "tool":
+            raise MarshmallowError({"tool_call_id": ["Only a tool message carries tool_call_id."]})
+        if role == "tool" and "tool_call_id" not in data:
+            raise MarshmallowError({"tool_call_id": ["Required for a tool message: the id of the call it answers."]})
+        if data.get("content") is None and not (role == "assistant" and data.get("tool_calls")):
+            raise MarshmallowError({"content": ["Required (only an assistant message with tool_calls may omit it)."]})
 
 
 class OptionsSchema(Schema):
@@ -227,6 +245,13 @@ class CallSchema(Schema):
     response_format = fields.Nested(ResponseFormatSchema)
     fallbacks = fields.List(StrictString(validate=validate.Length(min=1, max=200)),
                             validate=validate.Length(max=MAX_FALLBACKS))
+    tools = tooling.ToolsField(metadata={"type": "array", "items": {"type": "object"}, "maxItems": tooling.MAX_TOOLS,
+                                         "description": "Functions the model may call: [{name, description, "
+                                                        "parameters (JSON Schema), strict}]."})
+    tool_choice = tooling.ToolChoiceField(metadata={
+        "oneOf": [{"type": "string", "enum": list(tooling.CHOICES)}, {"type": "object"}],
+        "description": "auto, none, required, or {\"name\": \"<tool>\"}."})
+    parallel_tool_calls = fields.Boolean(truthy={True}, falsy={False})
 
     @validates_schema
     def _prompt_or_messages(self, data, **kwargs):
@@ -289,6 +314,9 @@ class CallResponseSchema(Schema):
     routing = fields.Nested(RoutingOut)
     warnings = fields.List(fields.String())
     request_id = fields.String(allow_none=True)
+    tool_calls = fields.List(fields.Dict(), metadata={
+        "description": "The tools the model asked to call: [{id, name, arguments (an object)}]; "
+                       "finish_reason is then tool_calls."})
 
 
 class ErrorBody(Schema):
@@ -422,6 +450,7 @@ def answer_to_dict(answer) -> dict:
                     "fallbacks": list(r.fallbacks), "attempts": r.attempts},
         "warnings": list(answer.warnings),
         "request_id": answer.request_id,
+        "tool_calls": tooling.tool_calls_out(answer.tool_calls),
     }
 
 
@@ -518,19 +547,29 @@ def call_from_body(data: dict, *, request_id: str | None = None, tenant_id: str 
                    agent_id: str | None = None, key_id: str | None = None,
                    max_image_bytes: int = 20 * 1024 * 1024) -> Call:
     """A validated body -> the internal Call. `messages` then `prompt` (the new user turn)."""
-    messages = []
+    messages, where = [], []
     for i, m in enumerate(data.get("messages") or []):
         role = "system" if m["role"] == "developer" else m["role"]
-        parts = _parts(m["content"], f"messages.{i}.content", max_image_bytes)
+        content = m.get("content")
+        parts = _parts(content, f"messages.{i}.content", max_image_bytes) if content is not None else ()
         if role != "user" and any(isinstance(p, ImagePart) for p in parts):
             raise ValidationError("Images go in user messages.", fields={f"messages.{i}.content": "images only in user messages"})
+        if role == "assistant" and m.get("tool_calls"):
+            parts = tooling.assistant_parts(m, parts, f"messages.{i}")
+        elif role == "tool":
+            parts = (tooling.tool_result(m, Message(role, parts).text, f"messages.{i}"),)
         messages.append(Message(role, parts))
+        where.append(f"messages.{i}")
     prompt = data.get("prompt") or data.get("query")
     if prompt:
         messages.append(Message("user", (TextPart(prompt),)))
+        where.append("prompt")
     if not any(m.role == "user" for m in messages):
         raise ValidationError("The conversation needs at least one user message (or a prompt).",
                               fields={"messages": "no user message"})
+    tool_list = tuple(data.get("tools") or ())
+    tool_choice = data.get("tool_choice")
+    messages = tooling.check_conversation(messages, tool_list, tool_choice, where)
     opts = data.get("options") or {}
     options = Options(temperature=opts.get("temperature"),
                       max_tokens=opts.get("maxTokens", DEFAULT_MAX_TOKENS),
@@ -546,4 +585,5 @@ def call_from_body(data: dict, *, request_id: str | None = None, tenant_id: str 
                              strict=bool(spec.get("strict", False)))
     return Call(messages=tuple(messages), model=data["model"], options=options, response_format=fmt,
                 task=(data.get("context") or {}).get("task"), fallbacks=tuple(data.get("fallbacks") or ()),
+                tools=tool_list, tool_choice=tool_choice, parallel_tool_calls=data.get("parallel_tool_calls"),
                 tenant_id=tenant_id, agent_id=agent_id, key_id=key_id, request_id=request_id)

@@ -14,17 +14,18 @@ its end (text discarded) for its usage, so the ledger counts what the provider b
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections import deque
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Union
 
 from . import postprocess
-from .calls import Answer, Call, Completion, Usage
+from .calls import Answer, Call, Completion, ToolCall, Usage
 from .dispatch import Dispatcher
-from .errors import FlowcallError, ProviderError
+from .errors import FlowcallError, InvalidProviderResponse, ProviderError
 from .http import HttpResponse
 from .idempotency import Replay
-from .providers.streams import SseDecoder, broke_off, build_stream_request, parser_for
+from .providers.streams import SseDecoder, ToolCallDelta, broke_off, build_stream_request, parser_for
 from .stream_transport import LineStream, StreamTransport
 
 log = logging.getLogger(__name__)
@@ -78,17 +79,22 @@ class StopGuard:
         return False
 
 
+Piece = Union[str, ToolCallDelta]     # what a stream hands on: text, or a piece of a tool call
+
+
 class ProviderStream:
     """One provider's answer as it arrives: events through the format's parser, text through the
-    stop guard, ready pieces queued for the client."""
+    stop guard, ready pieces queued for the client. Tool call pieces bypass the stop guard (stop
+    sequences apply to text) and are put together again for the finished answer."""
 
     def __init__(self, target, parser, lines: LineStream | None, guard: StopGuard):
         self.target = target
         self.parser = parser
         self.lines = lines
         self.guard = guard
-        self.ready: deque[str] = deque()
+        self.ready: deque[Piece] = deque()
         self.sent: list[str] = []
+        self.tool_parts: dict[int, dict] = {}   # index -> {"id", "name", "arguments": [str], "state"}
         self.finish: str | None = None
         self.usage: Usage | None = None
         self.model: str | None = None
@@ -105,7 +111,9 @@ class ProviderStream:
         """A whole answer (a format streamed as one piece, or a server that ignored stream: true)."""
         stream = cls(target, None, None, guard)
         stream.cost, stream.data, stream.warnings = completion.cost, completion.data, completion.warnings
-        stream._apply(completion.text, completion.finish_reason, completion.usage, completion.model)
+        calls = tuple(ToolCallDelta(i, c.id, c.name, json.dumps(c.arguments, ensure_ascii=False), c.state)
+                      for i, c in enumerate(completion.tool_calls))
+        stream._apply(completion.text, completion.finish_reason, completion.usage, completion.model, calls)
         stream.provider_done = True
         stream._end()
         return stream
@@ -115,7 +123,7 @@ class ProviderStream:
         while not self.ready and not self.finished:
             self._step()
 
-    def next_piece(self) -> str | None:
+    def next_piece(self) -> Piece | None:
         self.fill()
         return self.ready.popleft() if self.ready else None
 
@@ -125,7 +133,10 @@ class ProviderStream:
 
     def completion(self) -> Completion:
         text = "".join(self.sent)
+        tool_calls = self._tool_calls()
         finish = "stop" if self.guard.stopped else (self.finish or "stop")
+        if tool_calls and finish == "stop":     # Gemini says STOP after a function call
+            finish = "tool_calls"
         warnings = list(self.warnings)
         if self.usage_incomplete:
             warnings.append("The provider's stream failed after the stop sequence was reached; "
@@ -134,7 +145,23 @@ class ProviderStream:
             warnings.append("The answer is empty because the token limit was reached: raise max_tokens.")
         return Completion(text=text, finish_reason=finish, usage=self.usage or Usage(reported=False),
                           model=self.model or self.target.model.name, data=self.data, cost=self.cost,
-                          warnings=tuple(warnings))
+                          warnings=tuple(warnings), tool_calls=tool_calls)
+
+    def _tool_calls(self) -> tuple[ToolCall, ...]:
+        calls = []
+        for index in sorted(self.tool_parts):
+            part = self.tool_parts[index]
+            raw = "".join(part["arguments"])
+            try:
+                arguments = json.loads(raw) if raw.strip() else {}
+            except ValueError:
+                arguments = None
+            if not isinstance(arguments, dict) or not part["id"] or not part["name"]:
+                raise InvalidProviderResponse(
+                    f"{self.target.provider.name} streamed a tool call without an id and name, or whose "
+                    "arguments are not a JSON object.", provider=self.target.provider.name, retryable=True)
+            calls.append(ToolCall(part["id"], part["name"], arguments, part["state"]))
+        return tuple(calls)
 
     def _read_events(self):
         decoder = SseDecoder()
@@ -160,14 +187,22 @@ class ProviderStream:
             self.usage_incomplete = self.provider_done = True
             self._end()
             return
-        self._apply(delta.text, delta.finish_reason, delta.usage, delta.model)
+        self._apply(delta.text, delta.finish_reason, delta.usage, delta.model, delta.tool_calls)
         if delta.done:
             self.provider_done = True
             self._end()
 
-    def _apply(self, text: str, finish: str | None, usage: Usage | None, model: str | None) -> None:
+    def _apply(self, text: str, finish: str | None, usage: Usage | None, model: str | None,
+               tool_calls: tuple[ToolCallDelta, ...] = ()) -> None:
         if text:
             self._queue(self.guard.feed(text))
+        for piece in tool_calls:
+            part = self.tool_parts.setdefault(piece.index, {"id": None, "name": None, "arguments": [], "state": None})
+            part["id"] = part["id"] or piece.id
+            part["name"] = part["name"] or piece.name
+            part["state"] = part["state"] or piece.state
+            part["arguments"].append(piece.arguments)
+            self.ready.append(piece)
         if finish:
             self.finish = finish
         if usage is not None:
@@ -258,7 +293,7 @@ class OpenStream:
     def usage_so_far(self) -> Usage:
         return self.stream.usage or Usage()
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[Piece]:
         if self.stream.lines is not None:
             self.stream.lines.expire_in(self.deadline - self.dispatcher.clock())
         try:
@@ -307,7 +342,7 @@ class MeteredStream:
             self.opened.stream.close()
             self._settle(ClientGone("The client closed the stream before the answer was complete."))
 
-    def __iter__(self) -> Iterator[str]:
+    def __iter__(self) -> Iterator[Piece]:
         try:
             yield from self.opened
         except GeneratorExit:

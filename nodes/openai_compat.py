@@ -9,7 +9,7 @@ raise their usual exceptions (401 AuthenticationError, 400 BadRequestError, 429 
 This blueprint's error handlers take precedence over the app's for its own routes.
 
 `stream: true` answers with server-sent `chat.completion.chunk` events taken from the provider's own
-stream (app/streaming.py). Retries and fallbacks run until the first text is ready, before anything
+stream (app/streaming.py), tool calls as `delta.tool_calls` pieces. Retries and fallbacks run until the first text is ready, before anything
 is sent, so a failure up to then is an ordinary HTTP error. After the first byte a failure ends the
 stream with `data: {"error": {...}}` (OpenAI's SDKs raise it as APIError) and no `[DONE]`.
 """
@@ -178,7 +178,7 @@ def _events(metered: streaming.MeteredStream, writer: compat.ChunkWriter, warnin
     pieces = iter(metered)
     try:
         for piece in pieces:
-            yield writer.content(piece)
+            yield writer.content(piece) if isinstance(piece, str) else writer.tool_call(piece)
     except FlowcallError as err:
         yield compat.sse(compat.error_body(err, request_id))
         return

@@ -10,7 +10,8 @@ Anthropic events from fixtures/test_anthropic/test_anthropic_model_thinking_part
 Gemini chunks from fixtures/test_google/test_google_model_stream.yaml (pydantic-ai, MIT).
 
 Scripted faults, one per provider request (POST /_fake/script with a list): {"status", "body",
-"headers"} answers with that instead; {"fail_after": n} streams n text events and then the
+"headers"} answers with that instead; {"sse_raw": "<text>"} streams that event-stream text as it is
+(a recorded provider stream), a few events per chunk; {"fail_after": n} streams n text events and then the
 provider's own mid-stream error event (or `"error": [event name, body]` instead); {"hang_after": n} streams n events and then stays silent
 until the fake stops. GET /_fake/requests lists what was received.
 """
@@ -177,6 +178,9 @@ class FakeStreamProvider:
                     step = fake.script.pop(0) if fake.script else {}
                 if "status" in step:
                     return self._send(step["status"], step.get("body", {}), step.get("headers"))
+                if "sse_raw" in step:
+                    events = [e + "\n\n" for e in step["sse_raw"].replace("\r\n", "\n").split("\n\n") if e.strip()]
+                    return self._stream("raw", [e.encode() for e in events], [], {})
                 streamed = stream_for(self.path, body)
                 if streamed is None:
                     return self._send(200, FakeProvider.answer(self.path, body))

@@ -33,7 +33,7 @@ OPENAI_KEY = "sk-adversarial-openai-0123456789abcdef"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(32)
 ERROR_KEYS = {"code", "message", "fields", "provider", "retryable"}
 SUCCESS_KEYS = {"success", "response", "data", "model", "provider", "finish_reason", "usage", "cost",
-                "latency_ms", "routing", "warnings", "request_id"}
+                "latency_ms", "routing", "warnings", "request_id", "tool_calls"}
 FINISH_REASONS = {"stop", "length", "content_filter", "tool_calls", "other"}
 
 PROPERTY = settings(max_examples=150, deadline=None, derandomize=True, database=None,

@@ -15,7 +15,7 @@ from conftest import make_jwt
 
 BATCH = "/api/v3/llm/batch"
 SINGLE_KEYS = {"success", "response", "data", "model", "provider", "finish_reason", "usage", "cost", "latency_ms",
-               "routing", "warnings", "request_id"}
+               "routing", "warnings", "request_id", "tool_calls"}
 ERROR_KEYS = {"success", "error", "request_id"}
 
 

@@ -271,6 +271,7 @@ def test_node_answers_show_the_breakdown():
         routing: object = None
         warnings: tuple = ()
         request_id: str | None = None
+        tool_calls: tuple = ()
 
     from app.calls import Routing
     routing = Routing(is_auto_routed=False, model_chosen="m", confidence=1.0, reason="")

@@ -47,7 +47,7 @@ def _received(fake) -> list[dict]:
 
 
 SUCCESS_KEYS = {"success", "response", "data", "model", "provider", "finish_reason", "usage", "cost",
-                "latency_ms", "routing", "warnings", "request_id"}
+                "latency_ms", "routing", "warnings", "request_id", "tool_calls"}
 
 
 @pytest.mark.parametrize("model, path, auth_header, auth_value", [

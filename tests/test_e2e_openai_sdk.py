@@ -200,8 +200,8 @@ def test_bad_key_raises_authentication_error(service):
 def test_bad_request_raises_bad_request_error(client, fake):
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="openai.gpt-4o", messages=[{"role": "user", "content": PROMPT}],
-                                       tools=[{"type": "function", "function": {"name": "lookup"}}])
-    assert info.value.status_code == 400 and info.value.param == "tools"
+                                       tools=[{"type": "function", "function": {"name": "look up"}}])
+    assert info.value.status_code == 400 and info.value.param == "tools.0.name"
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": PROMPT}])
     assert info.value.code == "unknown_model"

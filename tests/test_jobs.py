@@ -26,7 +26,7 @@ JOBS = "/api/v3/llm/jobs"
 SECRET = "whsec-test-0123456789abcdef"
 FAR_FUTURE = datetime.datetime(2100, 1, 1)
 SINGLE_KEYS = {"success", "response", "data", "model", "provider", "finish_reason", "usage", "cost", "latency_ms",
-               "routing", "warnings", "request_id"}
+               "routing", "warnings", "request_id", "tool_calls"}
 
 
 class Clock:

@@ -112,8 +112,8 @@ def test_stream_flags(extra, include_usage):
 
 
 @pytest.mark.parametrize("extra, field", [
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-    ({"tool_choice": "required"}, "tool_choice"),
+    ({"tools": [{"type": "custom", "custom": {"name": "f"}}]}, "tools.0"),      # only function tools
+    ({"tool_choice": "required"}, "tool_choice"),                                 # without tools
     ({"functions": [{"name": "f"}]}, "functions"),
     ({"function_call": {"name": "f"}}, "function_call"),
     ({"n": 2}, "n"),
@@ -137,8 +137,10 @@ def test_stream_flags(extra, include_usage):
     ({"fallbacks": ["a"] * 6}, "fallbacks"),
     ({"prompt": "hi"}, "prompt"),                                  # flowcall's own field, not OpenAI's
     ({"messages": []}, "messages"),
-    ({"messages": [{"role": "tool", "content": "42", "tool_call_id": "call_1"}]}, "messages.0.role"),
-    ({"messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": "call_1"}]}]}, "messages.0.tool_calls"),
+    ({"messages": [{"role": "function", "content": "42", "name": "f"}]}, "messages.0.role"),
+    ({"messages": [{"role": "tool", "content": "42"}]}, "messages.0.tool_call_id"),
+    ({"messages": [{"role": "assistant", "content": None, "tool_calls": [{"id": "call_1"}]}]},
+     "messages.0.tool_calls.0.name"),
     ({"messages": [{"role": "user", "content": None}]}, "messages.0.content"),
     ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]},
      "messages.0.content.0.type"),
@@ -358,7 +360,7 @@ def test_alias_and_fallbacks_extension(client, api_key):
 @pytest.mark.parametrize("headers, body, status, code, param", [
     ({}, req(), 401, "missing_api_key", None),
     ({"Authorization": "Bearer fc_not-a-key"}, req(), 401, "invalid_api_key", None),
-    ("key", req(tools=[{"type": "function"}]), 400, "validation_error", "tools"),
+    ("key", req(tools=[{"type": "function"}]), 400, "validation_error", "tools.0"),
     ("key", req(model="nope"), 400, "unknown_model", "model"),
     ("key", req(messages=[{"role": "assistant", "content": "hi"}]), 400, "validation_error", "messages"),
     ("key", req(model="gpt-4o", **{"max_tokens": "many"}), 400, "validation_error", "max_tokens"),

@@ -15,10 +15,11 @@ import re
 from dataclasses import dataclass
 
 from .. import model_defaults
-from ..calls import Call, Completion, ImagePart, Message, TextPart, Usage
+from ..calls import (Call, Completion, ImagePart, Message, TextPart, ToolCall, ToolCallPart, ToolChoice,
+                     ToolResultPart, Usage)
 from ..errors import (ContentBlocked, InvalidProviderResponse, ProviderError, ProviderRateLimited,
                       from_upstream_status, redact)
-from ..http import HttpRequest, HttpResponse, Plan, retry_after_seconds
+from ..http import HttpRequest, HttpResponse, Plan, drop_none, retry_after_seconds
 from ..images import split_data_uri
 from .common import int_or_zero, json_object, merge_consecutive, split_system
 
@@ -255,15 +256,46 @@ def _image_block(part: ImagePart) -> dict:
     return {"type": "image", "source": {"type": "url", "url": part.url}}
 
 
+_TOOL_ID_BAD = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def tool_use_id(call_id: str) -> str:
+    """Anthropic takes ids of letters, digits, _ and - only; an id from another provider is mapped
+    the same way in the call and in its result, so they still match."""
+    return _TOOL_ID_BAD.sub("_", call_id)[:128] or "call"
+
+
+def _block(part) -> dict:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text}
+    if isinstance(part, ToolCallPart):
+        return {"type": "tool_use", "id": tool_use_id(part.call.id), "name": part.call.name,
+                "input": part.call.arguments}
+    if isinstance(part, ToolResultPart):
+        block = {"type": "tool_result", "tool_use_id": tool_use_id(part.call_id), "content": part.content}
+        if part.is_error:
+            block["is_error"] = True
+        return block
+    return _image_block(part)
+
+
 def _content(message: Message):
     if all(isinstance(p, TextPart) for p in message.parts):
         return message.text
-    return [{"type": "text", "text": p.text} if isinstance(p, TextPart) else _image_block(p)
-            for p in message.parts]
+    parts = message.parts
+    if any(isinstance(p, ToolResultPart) for p in parts):   # results must open the user turn
+        parts = tuple(sorted(parts, key=lambda p: not isinstance(p, ToolResultPart)))
+    return [_block(p) for p in parts]
+
+
+def _as_user(message: Message) -> Message:
+    """A `tool` turn is a user turn of tool_result blocks, merged with its neighbours."""
+    return Message("user", message.parts) if message.role == "tool" else message
 
 
 def _conversation(call: Call, model, warnings: list[str]) -> tuple[str, list[dict]]:
     system, turns = split_system(call.messages)
+    turns = tuple(_as_user(m) for m in turns)
     turns = merge_consecutive(_without_blanks(turns, warnings))
     turns = _without_prefill(turns, call, model, warnings)
     return system, [{"role": m.role, "content": _content(m)} for m in turns]
@@ -310,6 +342,7 @@ def build_request(call: Call, target) -> Plan:
     if stops:
         body["stop_sequences"] = stops
     body.update(structured.request_fields())
+    body.update(_tools(call, structured, model, warnings))
 
     headers = {"anthropic-version": API_VERSION, "content-type": "application/json"}
     if target.api_key:
@@ -317,6 +350,49 @@ def build_request(call: Call, target) -> Plan:
     request = HttpRequest("POST", messages_url(target.base_url), headers=headers, json=body,
                           secrets=target.secrets)
     return Plan(request=request, warnings=tuple(warnings))
+
+
+def _tool(tool, model, warnings: list[str]) -> dict:
+    """A caller's tool. `strict` becomes strict tool use where the model has native structured
+    output and the schema fits its subset (closed objects, as output_config needs); elsewhere the
+    tool goes without it, with a warning."""
+    schema = tool.parameters if tool.parameters is not None else {"type": "object"}
+    out = drop_none({"name": tool.name, "description": tool.description, "input_schema": schema})
+    if not tool.strict:
+        return out
+    if model.capabilities.structured != "native":
+        warnings.append(f"{model.id} has no strict tool use: tool {tool.name!r} was sent without strict.")
+        return out
+    try:
+        out["input_schema"] = native_schema(schema)
+    except _NotNative as why:
+        warnings.append(f"Anthropic's strict tool use does not support tool {tool.name!r}'s schema ({why}): it "
+                        "was sent without strict.")
+        return out
+    out["strict"] = True
+    return out
+
+
+def _tools(call: Call, structured: _Structured, model, warnings: list[str]) -> dict:
+    """The caller's tools (`input_schema`), tool_choice (auto / any / tool / none) and
+    `disable_parallel_tool_use`. With a forced answer tool for structured output, the answer tool
+    joins the caller's tools and the model must call one of them: a caller's tool to go on, the
+    answer tool to finish."""
+    if not call.tools:
+        return {}
+    tools = [_tool(t, model, warnings) for t in call.tools]
+    choice = call.tool_choice or ToolChoice("auto")
+    native = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"},
+              "tool": {"type": "tool", "name": choice.name}}[choice.mode]
+    if structured.tool is not None:
+        tools.append(structured.tool)
+        if choice.mode in ("auto", "required"):
+            native = {"type": "any"}
+        elif choice.mode == "none":
+            native = {"type": "tool", "name": structured.tool["name"]}
+    if call.parallel_tool_calls is False and native["type"] in ("auto", "any", "tool"):
+        native = {**native, "disable_parallel_tool_use": True}
+    return {"tools": tools, "tool_choice": native}
 
 
 # -- the answer -------------------------------------------------------------------------------------
@@ -341,6 +417,18 @@ def _text(blocks: list) -> str:
     """Only text blocks are the answer: thinking, tool and server-tool blocks are not."""
     return "".join(b["text"] for b in blocks
                    if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str))
+
+
+def _tool_calls(blocks: list, answer_tool: str | None, provider: str) -> tuple[ToolCall, ...]:
+    calls = []
+    for b in blocks:
+        if not (isinstance(b, dict) and b.get("type") == "tool_use") or b.get("name") == answer_tool:
+            continue
+        if not isinstance(b.get("id"), str) or not isinstance(b.get("name"), str) or not isinstance(b.get("input"), dict):
+            raise InvalidProviderResponse(f"{provider} answered with a malformed tool_use block.", provider=provider,
+                                          retryable=True)
+        calls.append(ToolCall(b["id"], b["name"], b["input"]))
+    return tuple(calls)
 
 
 def _answer_tool_input(blocks: list, name: str):
@@ -371,7 +459,9 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
     finish = _FINISH.get(raw_finish, "other")
     data = None
     structured = structured_output(call, target.model)
-    if structured.tool is not None and raw_finish == "tool_use":
+    answer_tool = structured.tool["name"] if structured.tool is not None else None
+    tool_calls = _tool_calls(blocks, answer_tool, provider) if call.tools else ()
+    if structured.tool is not None and raw_finish == "tool_use" and not tool_calls:
         data = _answer_tool_input(blocks, structured.tool["name"])
         if data is not None:
             finish = "stop"     # our own answer tool: the model finished, no tool call for the caller
@@ -388,7 +478,7 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
                         + ": raise options.maxTokens.")
     return Completion(text=text, finish_reason=finish, usage=usage,
                       model=body.get("model") if isinstance(body.get("model"), str) else target.model.name,
-                      data=data, warnings=tuple(warnings))
+                      data=data, warnings=tuple(warnings), tool_calls=tool_calls)
 
 
 # -- errors -----------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ..calls import Message, TextPart
+from ..calls import Message, TextPart, ToolCallPart, ToolResultPart
 from ..errors import InvalidProviderResponse
 from ..http import HttpResponse
 
@@ -20,11 +20,16 @@ def merge_consecutive(messages: tuple[Message, ...]) -> tuple[Message, ...]:
     for m in messages:
         if merged and merged[-1].role == m.role:
             prev = merged[-1]
-            joiner = (TextPart("\n\n"),) if prev.parts and m.parts else ()
+            joiner = (TextPart("\n\n"),) if prev.parts and m.parts and not (
+                _is_tool(prev.parts[-1]) or _is_tool(m.parts[0])) else ()
             merged[-1] = Message(prev.role, prev.parts + joiner + m.parts)
         else:
             merged.append(m)
     return tuple(_join_adjacent_text(m) for m in merged)
+
+
+def _is_tool(part) -> bool:
+    return isinstance(part, (ToolCallPart, ToolResultPart))
 
 
 def _join_adjacent_text(message: Message) -> Message:

@@ -11,11 +11,13 @@ no candidates; errors are `{"error": {code, message, status, details[]}}` with g
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from urllib.parse import quote
 
 from .. import model_defaults
-from ..calls import Call, Completion, ImagePart, Message, TextPart, Usage
+from ..calls import Call, Completion, ImagePart, Message, TextPart, ToolCall, ToolCallPart, ToolResultPart, Usage
 from ..errors import (ContentBlocked, ImageRejected, InvalidProviderResponse, ModelNotFound,
                       ProviderAuthFailed, ProviderError, ProviderOverloaded, ProviderRateLimited,
                       ProviderTimeout, from_upstream_status, redact)
@@ -28,7 +30,11 @@ from .common import schema_instruction
 GEMINI_STOP_LIMIT = 5
 JSON_MIME = "application/json"
 
-_ROLES = {"user": "user", "assistant": "model"}
+_ROLES = {"user": "user", "assistant": "model", "tool": "user"}
+# The documented stand-in signature for a function call Gemini did not make itself (a conversation
+# begun on another provider, or a call whose state did not survive): Gemini 3 accepts it where a
+# missing thoughtSignature is a 400 (fixtures/test_google/test_thinking_with_tool_calls_from_other_model).
+STANDIN_SIGNATURE = "Y29udGV4dF9lbmdpbmVlcmluZ19pc190aGVfd2F5X3RvX2dv"   # base64 "context_engineering_is_the_way_to_go"
 _FINISH = {"STOP": "stop", "MAX_TOKENS": "length"}
 # Finish reasons that mean a filter (safety, recitation, blocklists, Model Armor) withheld the text.
 _FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
@@ -39,9 +45,24 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 
 
 # -- request ----------------------------------------------------------------------------------------
+def _function_response(part: ToolResultPart) -> dict:
+    """`response` must be an object: a result that is a JSON object goes as is, anything else under
+    "result" (or "error" for a failed call, as the proto suggests)."""
+    try:
+        parsed = json.loads(part.content)
+    except ValueError:
+        parsed = None
+    response = parsed if isinstance(parsed, dict) else {"error" if part.is_error else "result": part.content}
+    return {"functionResponse": {"id": part.call_id, "name": part.name or "", "response": response}}
+
+
 def _part(part, where: str) -> dict:
     if isinstance(part, TextPart):
         return {"text": part.text}
+    if isinstance(part, ToolCallPart):
+        return {"functionCall": {"id": part.call.id, "name": part.call.name, "args": part.call.arguments}}
+    if isinstance(part, ToolResultPart):
+        return _function_response(part)
     if isinstance(part, ImagePart) and part.is_data_uri:
         mime, data = split_data_uri(part.url)
         return {"inlineData": {"mimeType": mime, "data": data}}
@@ -50,12 +71,71 @@ def _part(part, where: str) -> dict:
                         fields={where: "image URL not inlined before building the Gemini request"})
 
 
+def _signed(message: Message, parts: list[dict]) -> list[dict]:
+    """A model turn's function calls carry their thoughtSignature back; the first call of a turn
+    that has none gets the stand-in (only the first call of a turn is signed, per Gemini 3)."""
+    calls = message.tool_calls
+    if not calls:
+        return parts
+    signatures = iter(c.state.get("thoughtSignature") if c.state else None for c in calls)
+    first = True
+    for part in parts:
+        if "functionCall" not in part:
+            continue
+        signature = next(signatures)
+        if isinstance(signature, str) and signature:
+            part["thoughtSignature"] = signature
+        elif first:
+            part["thoughtSignature"] = STANDIN_SIGNATURE
+        first = False
+    return parts
+
+
 def _contents(messages: tuple[Message, ...]) -> list[dict]:
-    contents = []
+    contents: list[dict] = []
     for i, m in enumerate(messages):
-        parts = [_part(p, f"messages.{i}.content") for p in m.parts] or [{"text": ""}]
-        contents.append({"role": _ROLES[m.role], "parts": parts})
+        parts = _signed(m, [_part(p, f"messages.{i}.content") for p in m.parts]) or [{"text": ""}]
+        role = _ROLES[m.role]
+        if contents and contents[-1]["role"] == role:   # tool results and a user turn are one user turn
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
     return contents
+
+
+def _tools(call: Call, model, warnings: list[str]) -> dict:
+    """`tools: [{functionDeclarations}]` with parameter schemas translated like structured output's,
+    and `toolConfig.functionCallingConfig` (AUTO / ANY / NONE, allowedFunctionNames for one tool)."""
+    if not call.tools:
+        return {}
+    openapi = model.params.get("schema_field") == "responseSchema"
+    declarations, dropped = [], set()
+    for t in call.tools:
+        declaration = {"name": t.name, "description": t.description or ""}
+        if t.parameters is not None and t.parameters.get("properties"):
+            translated = (gemini_schema.to_response_schema(t.parameters) if openapi
+                          else gemini_schema.to_response_json_schema(t.parameters))
+            dropped.update(translated.dropped)
+            declaration["parameters" if openapi else "parametersJsonSchema"] = translated.schema
+        declarations.append(declaration)
+    if dropped:
+        warnings.append("Gemini does not support these JSON Schema keywords, which were left out of the tool "
+                        "parameters sent: " + ", ".join(sorted(dropped)) + ".")
+    fields: dict = {"tools": [{"functionDeclarations": declarations}]}
+    choice = call.tool_choice
+    strict = any(t.strict for t in call.tools)
+    if choice is not None or strict:
+        # VALIDATED: the model may answer in text, but its calls are constrained to the schemas
+        # (the `strict` of the other providers; as pydantic-ai sends in fixtures/test_google).
+        auto = "VALIDATED" if strict else "AUTO"
+        mode = {"auto": auto, "none": "NONE", "required": "ANY", "tool": "ANY"}[choice.mode if choice else "auto"]
+        config: dict = {"mode": mode}
+        if choice is not None and choice.mode == "tool":
+            config["allowedFunctionNames"] = [choice.name]
+        fields["toolConfig"] = {"functionCallingConfig": config}
+    if call.parallel_tool_calls is False:
+        warnings.append("Gemini has no switch for parallel tool calls: parallel_tool_calls false was not sent.")
+    return fields
 
 
 def _schema_config(fmt, model, warnings: list[str]) -> dict:
@@ -136,6 +216,7 @@ def build_request(call: Call, target) -> Plan:
     body: dict = {"contents": _contents(merge_consecutive(rest))}
     if system:
         body["systemInstruction"] = {"parts": [{"text": system}]}
+    body.update(_tools(call, model, warnings))
     body["generationConfig"] = config
 
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -166,6 +247,33 @@ def _text(candidate: dict) -> str:
         return ""
     return "".join(p["text"] for p in parts
                    if isinstance(p, dict) and isinstance(p.get("text"), str) and not p.get("thought"))
+
+
+def function_calls(candidate: dict, response_id: str, provider: str, first: int = 0) -> tuple[ToolCall, ...]:
+    """`functionCall` parts -> ours, each keeping its thoughtSignature as state. Gemini gives no id
+    unless asked, so one is derived from the answer id, the call's place among the answer's calls
+    (from `first` on, for a stream's later chunks) and the call itself: a streamed answer and the
+    same answer whole get the same ids."""
+    content = candidate.get("content")
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list):
+        return ()
+    calls = []
+    for p in parts:
+        fc = p.get("functionCall") if isinstance(p, dict) else None
+        if fc is None:
+            continue
+        if not isinstance(fc, dict) or not isinstance(fc.get("name"), str) or not isinstance(fc.get("args", {}), dict):
+            raise InvalidProviderResponse(f"{provider} answered with a malformed functionCall.", provider=provider,
+                                          retryable=True)
+        args = fc.get("args") or {}
+        seed = f"{response_id}/{first + len(calls)}/{fc['name']}/{json.dumps(args, sort_keys=True)}"
+        call_id = fc["id"] if isinstance(fc.get("id"), str) and fc["id"] else \
+            "call_" + hashlib.sha256(seed.encode()).hexdigest()[:24]
+        signature = p.get("thoughtSignature")
+        state = {"thoughtSignature": signature} if isinstance(signature, str) and signature else None
+        calls.append(ToolCall(call_id, fc["name"], args, state))
+    return tuple(calls)
 
 
 def _finish(raw) -> str:
@@ -202,6 +310,9 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
     text = _text(candidate)
     raw_finish = candidate.get("finishReason")
     finish = _finish(raw_finish)
+    tool_calls = function_calls(candidate, str(body.get("responseId") or ""), provider) if call.tools else ()
+    if tool_calls and finish == "stop":     # Gemini says STOP after a function call
+        finish = "tool_calls"
     # A filtered candidate with no text is a refusal, not an answer: an empty 200 would flow on
     # through a workflow as if the model had said nothing (OpenAI refusals are treated the same way).
     if finish == "content_filter" and not text:
@@ -219,7 +330,7 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
     model_version = body.get("modelVersion")
     return Completion(text=text, finish_reason=finish, usage=usage,
                       model=model_version if isinstance(model_version, str) and model_version else target.model.name,
-                      warnings=tuple(warnings))
+                      warnings=tuple(warnings), tool_calls=tool_calls)
 
 
 # -- errors -----------------------------------------------------------------------------------------

@@ -1,12 +1,14 @@
 """`mock.echo`: answers offline, instantly and for free, so a workflow can be built and dry-run
 before anyone has a provider key. It echoes the last user message; with `response_format` it
-returns an example object that satisfies the schema. It is a stand-in, never a model.
+returns an example object that satisfies the schema. With tools it calls the first tool (or the
+one tool_choice names) with example arguments that fit its schema, and once a tool result comes
+back it echoes that result, so a tool loop can be dry-run end to end. It is a stand-in, never a model.
 """
 from __future__ import annotations
 
 import json
 
-from ..calls import Call, Completion, Usage
+from ..calls import Call, Completion, ToolCall, ToolResultPart, Usage
 from ..errors import ValidationError
 
 EXAMPLE_BUDGET = 10_000        # values in one example: a 250-byte schema must not build gigabytes
@@ -55,8 +57,38 @@ def example_for(schema: dict | None, depth: int = 0, budget: list | None = None)
     return "example"
 
 
+def _tool_call(call: Call) -> ToolCall | None:
+    """The call mock.echo makes: none after a tool result (the loop ends) or with tool_choice none."""
+    if not call.tools or call.messages[-1].role == "tool":
+        return None
+    choice = call.tool_choice
+    if choice is not None and choice.mode == "none":
+        return None
+    tool = next((t for t in call.tools if t.name == choice.name), call.tools[0]) \
+        if choice is not None and choice.mode == "tool" else call.tools[0]
+    arguments = example_for(tool.parameters or {"type": "object"})
+    turn = sum(1 for m in call.messages if m.role == "assistant")
+    return ToolCall(f"call_mock_{turn}", tool.name, arguments if isinstance(arguments, dict) else {})
+
+
+def _last_tool_result(call: Call) -> str | None:
+    last = call.messages[-1]
+    if last.role != "tool":
+        return None
+    return "\n".join(p.content for p in last.parts if isinstance(p, ToolResultPart))
+
+
 def complete(call: Call, target) -> Completion:
-    last_user = next((m.text for m in reversed(call.messages) if m.role == "user"), "")
+    tool_call = _tool_call(call)
+    if tool_call is not None:
+        prompt = "\n".join(m.text for m in call.messages)
+        return Completion(text="", finish_reason="tool_calls", model="echo", cost=0.0, tool_calls=(tool_call,),
+                          usage=Usage(input_tokens=_estimate_tokens(prompt), output_tokens=1),
+                          warnings=("mock.echo is an offline stand-in: it called the first tool with example "
+                                    "arguments.",))
+    last_user = _last_tool_result(call)
+    if last_user is None:
+        last_user = next((m.text for m in reversed(call.messages) if m.role == "user"), "")
     fmt = call.response_format
     if fmt is not None:
         text = json.dumps(example_for(fmt.schema) if fmt.type == "json_schema" else {"echo": last_user})

@@ -9,9 +9,11 @@ xAI counts reasoning tokens outside `completion_tokens`; `insufficient_quota` 42
 """
 from __future__ import annotations
 
+import hashlib
+import json
 
 from .. import model_defaults
-from ..calls import Call, Completion, Message, TextPart, Usage
+from ..calls import Call, Completion, Message, TextPart, ToolCall, ToolResultPart, Usage
 from ..errors import (ContentBlocked, InvalidProviderResponse, ModelNotFound, ProviderAuthFailed,
                       ProviderError, ProviderRateLimited, from_upstream_status, redact)
 from ..http import HttpRequest, HttpResponse, Plan, drop_none, retry_after_seconds
@@ -20,6 +22,47 @@ from .common import int_or_zero, json_object, schema_instruction
 
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter",
            "tool_calls": "tool_calls", "function_call": "tool_calls"}
+
+
+def _message(message: Message) -> dict:
+    """One turn; tool turns in the native form: an assistant's `tool_calls` (arguments a JSON string)
+    and one `role: tool` message per result."""
+    calls = message.tool_calls
+    if calls:
+        text = message.text
+        return {"role": "assistant", "content": text or None,
+                "tool_calls": [{"id": c.id, "type": "function",
+                                "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
+                               for c in calls]}
+    return {"role": message.role, "content": _content(message)}
+
+
+def _messages(messages) -> list[dict]:
+    out = []
+    for m in messages:
+        if m.role == "tool":
+            out.extend({"role": "tool", "tool_call_id": p.call_id, "content": p.content}
+                       for p in m.parts if isinstance(p, ToolResultPart))
+        else:
+            out.append(_message(m))
+    return out
+
+
+def _tools(call: Call) -> dict:
+    """`tools`, `tool_choice` and `parallel_tool_calls` as Chat Completions takes them."""
+    if not call.tools:
+        return {}
+    fields: dict = {"tools": [{"type": "function", "function": drop_none({
+        "name": t.name, "description": t.description,
+        "parameters": t.parameters if t.parameters is not None else {"type": "object", "properties": {}},
+        "strict": True if t.strict else None})} for t in call.tools]}
+    choice = call.tool_choice
+    if choice is not None:
+        fields["tool_choice"] = ({"type": "function", "function": {"name": choice.name}} if choice.mode == "tool"
+                                 else choice.mode)
+    if call.parallel_tool_calls is not None:
+        fields["parallel_tool_calls"] = call.parallel_tool_calls
+    return fields
 
 
 def _content(message: Message):
@@ -80,7 +123,7 @@ def build_request(call: Call, target) -> Plan:
     caps = model.capabilities
     warnings: list[str] = []
     fmt, instruction = _response_format(call, caps, warnings)
-    messages = [{"role": m.role, "content": _content(m)} for m in call.messages]
+    messages = _messages(call.messages)
     if instruction:
         messages.insert(0, {"role": "system", "content": instruction})
 
@@ -104,6 +147,7 @@ def build_request(call: Call, target) -> Plan:
         warnings.append(f"{model.id} does not accept stop sequences; they were enforced on the output instead.")
     if fmt is not None:
         body["response_format"] = fmt
+    body.update(_tools(call))
 
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if target.api_key:
@@ -144,8 +188,9 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
     if content is not None and not isinstance(content, str):
         raise InvalidProviderResponse(f"{provider} answered with non-text content.", provider=provider)
+    tool_calls = _tool_calls(message.get("tool_calls"), provider, str(body.get("id") or ""))
     refusal = message.get("refusal")
-    if refusal and not content:
+    if refusal and not content and not tool_calls:
         raise ContentBlocked(f"{target.model.id} refused: {refusal}", provider=provider)
     raw_finish = choice.get("finish_reason")
     if raw_finish == "content_filter" and not content and not message.get("tool_calls"):
@@ -155,6 +200,8 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
         raise ContentBlocked(f"{target.model.id}'s answer was withheld by {target.provider.label}'s content "
                              "filter.", provider=provider, upstream_status=resp.status)
     finish = _FINISH.get(raw_finish, "other" if raw_finish else "stop")
+    if tool_calls and finish == "stop":     # some compatible servers say stop after a tool call
+        finish = "tool_calls"
     usage = _usage(body.get("usage"), target.provider.reasoning_tokens_outside_completion)
     warnings = []
     if finish == "length" and not content:
@@ -163,7 +210,41 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
                         + ": raise options.maxTokens.")
     return Completion(text=content or "", finish_reason=finish, usage=usage,
                       model=body.get("model") if isinstance(body.get("model"), str) else target.model.name,
-                      warnings=tuple(warnings))
+                      warnings=tuple(warnings), tool_calls=tool_calls)
+
+
+def derived_call_id(answer_id: str, index: int) -> str:
+    return "call_" + hashlib.sha256(f"{answer_id}/{index}".encode()).hexdigest()[:24]
+
+
+def _tool_calls(raw, provider: str, answer_id: str) -> tuple[ToolCall, ...]:
+    """`message.tool_calls` -> ours, arguments parsed: a call whose arguments are not a JSON object is
+    the model's malformed answer (retryable), not something to hand a workflow. Some compatible
+    servers send `id: ""` (fixtures/test_openai/test_compatible_api_with_tool_calls_without_id): such
+    a call gets an id derived from the answer's."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InvalidProviderResponse(f"{provider} answered with malformed tool_calls.", provider=provider,
+                                      retryable=True)
+    calls = []
+    for index, item in enumerate(raw):
+        fn = item.get("function") if isinstance(item, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) \
+                or not isinstance(item.get("id", ""), (str, type(None))):
+            raise InvalidProviderResponse(f"{provider} answered with a malformed tool call.", provider=provider,
+                                          retryable=True)
+        arguments = fn.get("arguments")
+        try:
+            parsed = json.loads(arguments) if isinstance(arguments, str) and arguments.strip() else {}
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise InvalidProviderResponse(f"{provider} called {fn['name']} with arguments that are not a JSON "
+                                          "object.", provider=provider, retryable=True)
+        call_id = item.get("id") or derived_call_id(answer_id, index)
+        calls.append(ToolCall(call_id, fn["name"], parsed))
+    return tuple(calls)
 
 
 def _error_fields(body) -> tuple[str | None, str | None, str | None]:

@@ -19,16 +19,26 @@ shared_params/response_format.py, json_schema_format.py, responses_usage.py):
 - failed and cancelled runs come back as HTTP 200 with `status` and `error`;
 - usage: `input_tokens_details.cache_read_input_tokens`; `usage.cost.total_cost` (USD) includes
   search fees; errors are `{"error": {"message", "type", "code": <int>, "param"?}}`, a bad model
-  slug is a 400 `invalid_model`.
+  slug is a 400 `invalid_model`;
+- function tools (perplexity-py types function_tool_param.py, input_item_param.py,
+  function_call_output_item.py, response_create_params.py): a tool is `{"type": "function", "name",
+  "description", "parameters", "strict"}`; the model's call is an output item `{"type":
+  "function_call", "call_id", "name", "arguments": "<JSON>", "status", "thought_signature"?}` and goes
+  back as an input item of the same shape, its result as `{"type": "function_call_output", "call_id",
+  "output", "name"}`; the create params have no `tool_choice` or `parallel_tool_calls` (unknown
+  fields are a 400), so only `auto` can be said, and `none` is said by not offering the functions.
+  Presets are not offered function tools: a listed tool replaces a preset's own (catalog: `tools`
+  false on preset models).
 """
 from __future__ import annotations
 
+import json
 import re
 
 from .. import model_defaults
-from ..calls import Call, Completion, Message, TextPart, Usage
-from ..errors import (InvalidProviderResponse, ModelNotFound, ProviderError, from_upstream_status,
-                      redact)
+from ..calls import Call, Completion, Message, TextPart, ToolCall, ToolCallPart, ToolResultPart, Usage
+from ..errors import (CapabilityMissing, InvalidProviderResponse, ModelNotFound, ProviderError,
+                      from_upstream_status, redact)
 from ..http import HttpRequest, HttpResponse, Plan, retry_after_seconds
 from .. import strict_schema
 from .common import int_or_zero, json_object, split_system
@@ -67,11 +77,53 @@ def _item(message: Message, warnings: list[str]) -> dict:
     return {"type": "message", "role": message.role, "content": content}
 
 
+def _function_items(message: Message) -> list[dict]:
+    """A tool turn's results, or an assistant turn's calls (after its text, if any)."""
+    items = []
+    if message.role == "assistant" and message.text:
+        items.append({"type": "message", "role": "assistant", "content": message.text})
+    for part in message.parts:
+        if isinstance(part, ToolCallPart):
+            item = {"type": "function_call", "call_id": part.call.id, "name": part.call.name,
+                    "arguments": json.dumps(part.call.arguments, ensure_ascii=False)}
+            signature = (part.call.state or {}).get("thought_signature")
+            if isinstance(signature, str) and signature:
+                item["thought_signature"] = signature
+            items.append(item)
+        elif isinstance(part, ToolResultPart):
+            items.append({"type": "function_call_output", "call_id": part.call_id, "output": part.content,
+                          **({"name": part.name} if part.name else {})})
+    return items
+
+
 def _input(messages: tuple[Message, ...], warnings: list[str]):
     """A bare string for the commonest case (one plain user turn), as Perplexity's examples send."""
     if len(messages) == 1 and messages[0].role == "user" and not messages[0].has_images:
         return messages[0].text
-    return [_item(m, warnings) for m in messages]
+    items = []
+    for m in messages:
+        if m.role == "tool" or m.tool_calls:
+            items.extend(_function_items(m))
+        else:
+            items.append(_item(m, warnings))
+    return items
+
+
+def _function_tools(call: Call, warnings: list[str]) -> list[dict]:
+    if not call.tools:
+        return []
+    choice = call.tool_choice
+    if choice is not None and choice.mode in ("required", "tool"):
+        raise CapabilityMissing("Perplexity's Agent API cannot be made to call a tool: tool_choice may only be "
+                                "auto or none with a perplexity.* model.", fields={"tool_choice": "auto or none only"})
+    if call.parallel_tool_calls is False:
+        warnings.append("Perplexity's Agent API has no switch for parallel tool calls: parallel_tool_calls false "
+                        "was not sent.")
+    if choice is not None and choice.mode == "none":
+        return []
+    return [{"type": "function", "name": t.name, **({"description": t.description} if t.description else {}),
+             "parameters": t.parameters if t.parameters is not None else {"type": "object", "properties": {}},
+             **({"strict": True} if t.strict else {})} for t in call.tools]
 
 
 def _schema_name(name: str | None) -> str:
@@ -144,7 +196,7 @@ def build_request(call: Call, target) -> Plan:
     if fmt is not None:
         body["response_format"] = fmt
     if not uses_preset:
-        body["tools"] = [dict(WEB_SEARCH_TOOL)]
+        body["tools"] = [dict(WEB_SEARCH_TOOL), *_function_tools(call, warnings)]
     if any(call.options.stop):
         warnings.append("Perplexity's Agent API has no stop sequences; they were enforced on the output instead.")
 
@@ -236,11 +288,12 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
             raise parse_error(resp, target)
         raise InvalidProviderResponse(f"{provider} answered without an output list.", provider=provider,
                                       retryable=True, upstream_status=resp.status)
-    if status in _UNFINISHED:   # we never ask for background runs, so the run should be over
+    tool_calls = _function_calls(output, provider) if call.tools else ()
+    if status in _UNFINISHED and not tool_calls:   # no background runs: over, or paused for our calls
         raise InvalidProviderResponse(f"{provider} answered with an unfinished run (status {status!r}).",
                                       provider=provider, retryable=True, upstream_status=resp.status)
     text = _text(output)
-    finish = _finish(status, body.get("incomplete_details"))
+    finish = "tool_calls" if tool_calls else _finish(status, body.get("incomplete_details"))
     usage = _usage(body.get("usage"))
     warnings = []
     if finish == "length" and not text:
@@ -248,7 +301,26 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
     model = body.get("model")
     return Completion(text=text, finish_reason=finish, usage=usage,
                       model=model if isinstance(model, str) and model else target.model.name,
-                      cost=_cost(body.get("usage")), warnings=tuple(warnings))
+                      cost=_cost(body.get("usage")), warnings=tuple(warnings), tool_calls=tool_calls)
+
+
+def _function_calls(output: list, provider: str) -> tuple[ToolCall, ...]:
+    calls = []
+    for item in output:
+        if not (isinstance(item, dict) and item.get("type") == "function_call"):
+            continue
+        try:
+            arguments = json.loads(item.get("arguments") or "{}")
+        except (TypeError, ValueError):
+            arguments = None
+        if not isinstance(item.get("call_id"), str) or not item["call_id"] or not isinstance(item.get("name"), str) \
+                or not isinstance(arguments, dict):
+            raise InvalidProviderResponse(f"{provider} answered with a malformed function_call.", provider=provider,
+                                          retryable=True)
+        signature = item.get("thought_signature")
+        state = {"thought_signature": signature} if isinstance(signature, str) and signature else None
+        calls.append(ToolCall(item["call_id"], item["name"], arguments, state))
+    return tuple(calls)
 
 
 # -- parse_error -------------------------------------------------------------------------------------

@@ -44,9 +44,22 @@ class SseEvent:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of the `index`-th tool call, in OpenAI's chunk terms: the first piece has the id and
+    name (and the provider state, when the provider sends it with the call), later ones more of the
+    arguments' JSON text."""
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+    state: dict | None = None
+
+
+@dataclass(frozen=True)
 class Delta:
     """What one provider event adds to the answer."""
     text: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
     finish_reason: str | None = None    # ours: stop, length, content_filter, tool_calls, other
     usage: Usage | None = None          # the provider's running total; replaces earlier ones
     model: str | None = None
@@ -156,6 +169,7 @@ class OpenAIChatStream:
         self.target = target
         self.refusal: list[str] = []
         self.filtered = False
+        self.tools = bool(call.tools)
 
     def feed(self, event: SseEvent) -> Delta:
         if event.data.strip() == "[DONE]":
@@ -176,11 +190,14 @@ class OpenAIChatStream:
             if isinstance(content, list):   # compatible servers that answer with parts
                 content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
             text = content if isinstance(content, str) else ""
+            calls = self._tool_calls(delta.get("tool_calls"), str(body.get("id") or "")) if self.tools else ()
             if isinstance(delta.get("refusal"), str):
                 self.refusal.append(delta["refusal"])
             raw = choice.get("finish_reason")
             finish = openai_chat._FINISH.get(raw, "other") if raw else None
             self.filtered = self.filtered or raw == "content_filter"
+        else:
+            calls = ()
         raw_usage = body.get("usage")
         if not isinstance(raw_usage, dict):
             groq = body.get("x_groq")
@@ -188,7 +205,26 @@ class OpenAIChatStream:
         usage = openai_chat._usage(raw_usage, self.target.provider.reasoning_tokens_outside_completion) \
             if isinstance(raw_usage, dict) else None
         model = body.get("model") if isinstance(body.get("model"), str) and body.get("model") else None
-        return Delta(text=text, finish_reason=finish, usage=usage, model=model)
+        return Delta(text=text, finish_reason=finish, usage=usage, model=model, tool_calls=calls)
+
+    def _tool_calls(self, raw, answer_id: str) -> tuple[ToolCallDelta, ...]:
+        """`delta.tool_calls` pieces by `index`; a first piece with `id: ""` (some compatible servers)
+        gets the id the whole answer would get."""
+        if not isinstance(raw, list):
+            return ()
+        out = []
+        for item in raw:
+            if not isinstance(item, dict) or not isinstance(item.get("index"), int):
+                raise InvalidProviderResponse(f"{self.target.provider.name} streamed a malformed tool call.",
+                                              provider=self.target.provider.name, retryable=True)
+            fn = item.get("function") if isinstance(item.get("function"), dict) else {}
+            name = fn.get("name") if isinstance(fn.get("name"), str) and fn.get("name") else None
+            call_id = item.get("id") if isinstance(item.get("id"), str) and item.get("id") else None
+            if name is not None and call_id is None:
+                call_id = openai_chat.derived_call_id(answer_id, item["index"])
+            arguments = fn.get("arguments") if isinstance(fn.get("arguments"), str) else ""
+            out.append(ToolCallDelta(item["index"], call_id, name, arguments))
+        return tuple(out)
 
     def check_end(self, text: str) -> None:
         if self.refusal and not text:
@@ -209,7 +245,9 @@ class AnthropicStream:
         self.target = target
         self.structured = anthropic.structured_output(call, target.model)
         self.answer_tool = self.structured.tool["name"] if self.structured.tool else None
-        self.blocks: dict[int, str] = {}        # index -> "text" | "answer" | "other"
+        self.blocks: dict[int, str] = {}        # index -> "text" | "answer" | "tool" | "other"
+        self.tool_index: dict[int, int] = {}    # block index -> the caller's tool call index
+        self.tools = bool(call.tools)
         self.wrapped_json: list[str] = []
         self.usage: dict = {}
         self.answered_by_tool = False
@@ -250,6 +288,13 @@ class AnthropicStream:
         if block.get("type") == "tool_use" and self.answer_tool and block.get("name") == self.answer_tool:
             self.blocks[index] = "answer"
             self.answered_by_tool = True
+        elif block.get("type") == "tool_use" and self.tools:
+            if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+                raise InvalidProviderResponse(f"{self.target.provider.name} streamed a malformed tool_use block.",
+                                              provider=self.target.provider.name, retryable=True)
+            self.blocks[index] = "tool"
+            self.tool_index[index] = len(self.tool_index)
+            return Delta(tool_calls=(ToolCallDelta(self.tool_index[index], block["id"], block["name"]),))
         else:
             self.blocks[index] = "other"
         return Delta()
@@ -259,6 +304,9 @@ class AnthropicStream:
         kind = self.blocks.get(body.get("index"))
         if kind == "text" and delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
             return Delta(text=delta["text"])
+        if kind == "tool" and delta.get("type") == "input_json_delta" and isinstance(delta.get("partial_json"), str):
+            return Delta(tool_calls=(ToolCallDelta(self.tool_index[body.get("index")],
+                                                   arguments=delta["partial_json"]),))
         if kind == "answer" and delta.get("type") == "input_json_delta" and isinstance(delta.get("partial_json"), str):
             if self.structured.wrapped:
                 self.wrapped_json.append(delta["partial_json"])
@@ -282,7 +330,7 @@ class AnthropicStream:
         delta = body.get("delta") if isinstance(body.get("delta"), dict) else {}
         raw = delta.get("stop_reason")
         finish = anthropic._FINISH.get(raw, "other") if raw else None
-        if raw == "tool_use" and self.answered_by_tool:
+        if raw == "tool_use" and self.answered_by_tool and not self.tool_index:
             finish = "stop"     # our own answer tool: the model finished; no tool call for the caller
         if raw == "refusal":
             self.refusal = delta
@@ -295,9 +343,14 @@ class AnthropicStream:
 
 # -- Google Gemini ------------------------------------------------------------------------------------
 class GeminiStream:
+    """Gemini streams each functionCall whole (its thoughtSignature beside it): one complete tool
+    call delta each, with the id the whole answer would give it."""
+
     def __init__(self, call: Call, target):
         self.target = target
         self.filtered: tuple[str, str | None] | None = None     # (finishReason, finishMessage)
+        self.tools = bool(call.tools)
+        self.calls = 0
 
     def feed(self, event: SseEvent) -> Delta:
         body = _json_object(event, self.target)
@@ -317,7 +370,14 @@ class GeminiStream:
         finish = gemini._finish(raw) if raw else None
         if finish == "content_filter":
             self.filtered = (raw, candidate.get("finishMessage"))
-        return Delta(text=gemini._text(candidate), finish_reason=finish, usage=usage, model=model)
+        calls = gemini.function_calls(candidate, str(body.get("responseId") or ""), self.target.provider.name,
+                                      first=self.calls) if self.tools else ()
+        self.calls += len(calls)
+        deltas = tuple(ToolCallDelta(self.calls - len(calls) + i, c.id, c.name,
+                                     json.dumps(c.arguments, ensure_ascii=False), c.state)
+                       for i, c in enumerate(calls))
+        return Delta(text=gemini._text(candidate), finish_reason=finish, usage=usage, model=model,
+                     tool_calls=deltas)
 
     def check_end(self, text: str) -> None:
         if self.filtered is not None and not text:
