@@ -461,9 +461,10 @@ class Jobs:
             if self.store.requeue_callback(job_id, self.settings.lease_s):
                 self.deliver_task(job_id)
                 count += 1
-        if self.clock() - self._last_purge > 3600:
+        if self.clock() - self._last_purge > 3600:          # the worker is what runs in production
             self._last_purge = self.clock()
-            self.store.purge(datetime.now(timezone.utc) - timedelta(days=self.settings.retention_days))
+            from .purge import purge_expired
+            purge_expired(self.store.engine, self.settings.retention_days)
         return count
 
     def _interrupted(self, signal, task, *args, **kwargs) -> None:
