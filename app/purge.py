@@ -2,7 +2,7 @@
 
 Stored idempotent answers live 24 h and finished jobs FLOWCALL_JOB_RETENTION_DAYS, but nothing
 deleted them until something called these functions; an idempotent call stores its whole answer
-(about 1.35 KB each in our soak), so a busy service filled its disk. The ledger is the usage and
+(about 0.9 KB more per call for a 537-byte answer, measured on SQLite), so a busy service filled its disk. The ledger is the usage and
 budget record, so it is never trimmed automatically: `purge_ledger` deletes rows before a date the
 operator chooses (never inside the current month, which budgets sum), optionally writing them to a
 CSV archive first.
