@@ -55,7 +55,9 @@ def _bearer(headers) -> str | None:
     return token.strip()
 
 
-def authenticate_jwt(headers, settings: Settings) -> Principal:
+def authenticate_jwt(headers, settings: Settings, require_agent: bool = True) -> Principal:
+    """The token's principal. `require_agent=False` (reads: /me, /models, /usage, test-connection)
+    makes x-agent-id optional; calls, batches and jobs need it, since their ledger rows record it."""
     if not (settings.jwt_secret or settings.jwt_public_key):
         raise ServiceUnavailable("JWT authentication is not configured on this server: set "
                                  "FLOWCALL_JWT_SECRET or FLOWCALL_JWT_PUBLIC_KEY, or use the "
@@ -86,7 +88,8 @@ def authenticate_jwt(headers, settings: Settings) -> Principal:
     _check_exp(claims["exp"])
 
     tenant_id = _uuid_header(headers, "x-tenant-id")
-    agent_id = _uuid_header(headers, "x-agent-id")
+    agent_id = _uuid_header(headers, "x-agent-id") if require_agent or (headers.get("x-agent-id") or "").strip() \
+        else None
     allowed = set()
     if isinstance(claims.get("tenant_id"), str):
         allowed.add(claims["tenant_id"].lower())
