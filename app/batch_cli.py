@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .batch import ItemContext, error_body, execute_item, item_request_id, prepare_item, run_bounded
+from .batch import ItemContext, error_body, execute_item, prepare_item, run_bounded
 from .errors import FlowcallError, ValidationError
 
 MAX_CONCURRENCY = 64
@@ -504,19 +504,58 @@ def cmd_batch(args, services=None, stderr=None) -> int:
     return _run(args, prepared, services, principal, stderr)
 
 
+RUN_ID_SUFFIX = ".flowcall-run"
+
+
+def output_run_id(output_path: str) -> str:
+    """The id of OUTPUT's lifetime, kept beside it in OUTPUT.flowcall-run: every row's ledger request
+    id derives from it, so a resumed run finds the answers it already paid for (app/resume.py). A
+    new OUTPUT (none there yet) gets a new id, so an old run's ledger rows never match it."""
+    side = output_path + RUN_ID_SUFFIX
+    if os.path.exists(output_path):
+        try:
+            kept = Path(side).read_text(encoding="ascii").strip()
+            if re.fullmatch(r"[0-9a-f]{32}", kept):
+                return kept
+        except (OSError, UnicodeDecodeError):
+            pass
+    run_id = uuid.uuid4().hex
+    temp = f"{side}.tmp-{os.getpid()}"
+    with open(temp, "w", encoding="ascii") as f:
+        f.write(run_id + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(temp, side)
+    return run_id
+
+
+def row_request_id(run_id: str, key: str) -> str:
+    """The ledger's request id for one row of one OUTPUT: the same on every run into that OUTPUT."""
+    return f"cli-{run_id}.{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()[:24]}"
+
+
 def _run(args, p: Prepared, services, principal, stderr) -> int:
+    from .resume import answer_lost, answered
     todo = [(i, row) for i, row in enumerate(p.rows) if p.keys[i] not in p.existing.records]
     if len(todo) < len(p.rows):
         print(f"resuming: {len(p.rows) - len(todo)} of {len(p.rows)} rows are already in {args.output}",
               file=stderr)
-    ctx = ItemContext(services.gateway, principal, "cli_batch", uuid.uuid4().hex, services.settings.max_image_bytes)
+    run_id = output_run_id(p.output.path)
+    request_ids = {i: row_request_id(run_id, p.keys[i]) for i, _ in todo}
+    lost = answered(services.store.engine, principal.tenant_id, "cli_batch", request_ids.values()) if todo else set()
+    if lost:
+        print(f"{len(lost)} row(s) were answered and billed by the run that stopped, but their answers were "
+              f"not saved: they are not called again (error answer_lost)", file=stderr)
+    ctx = ItemContext(services.gateway, principal, "cli_batch", f"cli-{run_id}", services.settings.max_image_bytes)
     progress = Progress(len(todo), stderr, tty=stderr.isatty())
     tokens = {"input_tokens": 0, "output_tokens": 0}
     failed_now: set[str] = set()
     started = time.monotonic()
 
     def call(index: int, row: dict) -> dict:
-        rid = item_request_id(ctx.request_id, index)
+        rid = request_ids[index]
+        if rid in lost:
+            return error_body(answer_lost(rid), rid)
         try:
             data = p.plan.prepare(row)
         except ValidationError as err:
