@@ -223,8 +223,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_settings() -> None:
+    """The service's start checks, for every command: a malformed setting is named at once."""
+    from .catalog import Catalog
+    from .startup import check
+    settings = Settings.from_env()
+    check(settings, Catalog.load(settings.models_file))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:
+        check_settings()
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise
+        print(f"flowcall: {exc.code}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except NotMigrated as exc:

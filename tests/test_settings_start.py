@@ -73,3 +73,12 @@ def test_gunicorn_refuses_to_start_with_a_malformed_setting(tmp_path, name, valu
                            "wsgi:app"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert name in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [["keys", "list"], ["db", "purge"], ["batch", "in.csv", "-o", "out.csv", "--dry-run"]])
+def test_every_cli_command_refuses_a_malformed_setting(tmp_path, monkeypatch, capsys, argv):
+    from app.cli import main
+    monkeypatch.setenv("FLOWCALL_DATABASE_URL", migrated_db_url(tmp_path))
+    monkeypatch.setenv("FLOWCALL_JOB_WORKERS", "four")
+    assert main(argv) == 2
+    assert "FLOWCALL_JOB_WORKERS" in capsys.readouterr().err
