@@ -92,3 +92,41 @@ def test_a_new_output_does_not_inherit_an_old_runs_answers(tmp_path, env, fake):
     assert set(fake.prompts.values()) == {2}
     with open(out, newline="", encoding="utf-8") as f:
         assert all(r["success"] == "true" for r in csv.DictReader(f))
+
+
+def test_kill_9_at_concurrency_8_then_rerun_one_ledger_row_per_provider_call(tmp_path, env, fake):
+    """The issue's run: `kill -9` with 8 rows in flight, then the same command again."""
+    import subprocess
+    import sys
+    import time
+    from service import ROOT, clean_env
+
+    source, out, tenant = tmp_path / "in.csv", tmp_path / "out.csv", str(uuid.uuid4())
+    _write_input(source, 40)
+    command = [sys.executable, "-m", "app.batch_cli", "batch", str(source), "-o", str(out), "--prompt", TEMPLATE,
+               "--model", "openai.gpt-4o", "--id-column", "id", "--concurrency", "8", "--tenant", tenant]
+    fake.hold = lambda prompt: int(re.search(r"ticket (\d+)", prompt).group(1)) >= 20
+    proc = subprocess.Popen(command, cwd=ROOT, env=clean_env(env), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (fake.held == 8 and out.exists() and out.read_text().count("\n") == 21):
+            assert time.monotonic() < deadline and proc.poll() is None, "20 rows written and 8 held"
+            time.sleep(0.02)
+        proc.kill()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    fake.hold = None
+    fake.release.set()                                      # answers nobody will read
+    rerun = subprocess.run(command, cwd=ROOT, env=clean_env(env), capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == batch_cli.EXIT_OK, rerun.stderr
+    assert "8 row(s) were in flight" in rerun.stderr
+    calls = {int(re.search(r"ticket (\d+)", p).group(1)): n for p, n in fake.prompts.items()}
+    assert [i for i, n in sorted(calls.items()) if n == 2] == list(range(20, 28))   # only those in flight
+    assert set(calls) == set(range(40)) and sum(calls.values()) == 48
+    recorded = _ledger(env, tenant)
+    assert len(recorded) == sum(calls.values())             # one ledger row per provider call
+    assert sorted(r.status for r in recorded).count(499) == 8 and sum(r.status == 200 for r in recorded) == 40
