@@ -5,8 +5,9 @@ queue's consumers.
 The output is the unit of progress. Every finished row is appended at once, one write per record,
 so a crash leaves at most a torn last line, which the next run drops; rows already in OUTPUT are
 skipped (matched by --id-column, or by a hash of the row), so a run killed halfway calls again
-only the rows that were in flight (app/resume.py: never a row whose answer was received). Rows finish out of order under concurrency; once every row is in, the file is put
-back in input order with an atomic rename.
+only the rows that were in flight (app/resume.py: never a row whose answer was received). Rows
+finish out of order under concurrency; once every row is in, the file is put back in input order
+with an atomic rename.
 """
 from __future__ import annotations
 

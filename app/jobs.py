@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from sqlalchemy import (Column, DateTime, Float, Index, Integer, String, Table, Text, and_, delete, func, or_, select,
                         update)

@@ -1,11 +1,11 @@
 """Trimming what grows with every call: `flowcall db purge` (for cron) and the worker's hourly round.
 
-Stored idempotent answers live 24 h and finished jobs FLOWCALL_JOB_RETENTION_DAYS, but nothing
-deleted them until something called these functions; an idempotent call stores its whole answer
-(about 0.9 KB more per call for a 537-byte answer, measured on SQLite), so a busy service filled its disk. The ledger is the usage and
-budget record, so it is never trimmed automatically: `purge_ledger` deletes rows before a date the
-operator chooses (never inside the current month, which budgets sum), optionally writing them to a
-CSV archive first.
+Stored idempotent answers expire after 24 h and finished jobs after FLOWCALL_JOB_RETENTION_DAYS,
+but expired rows stay until these functions delete them; an idempotent call stores its whole
+answer (about 0.9 KB more per call for a 537-byte answer, measured on SQLite). The ledger is the
+usage and budget record, so it is never trimmed automatically: `purge_ledger` deletes rows before a
+date the operator chooses (never inside the current month, which budgets sum), optionally writing
+them to a CSV archive first.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import csv
 from datetime import datetime, timedelta, timezone
 from typing import TextIO
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from .db import ledger
 from .idempotency import Idempotency
@@ -60,8 +60,3 @@ def purge_ledger(engine, before: datetime, archive: TextIO | None = None) -> int
         deleted = conn.execute(delete(ledger).where(old)).rowcount
     return deleted
 
-
-def ledger_rows_before(engine, before: datetime) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(ledger).where(ledger.c.created_at < before))
-                   .scalar_one())
