@@ -25,6 +25,16 @@ def _routing_file_without_tasks(tmp_path) -> str:
     return str(path)
 
 
+def _routing_file_without_a_scoring_weight(tmp_path) -> str:
+    """Parses and passes the policy's own checks, but routing reads this weight."""
+    from importlib import resources
+    policy = json.loads(resources.files("app").joinpath("data/routing.json").read_text("utf-8"))
+    del policy["scoring"]["cost_ceiling_per_1m"]
+    path = tmp_path / "routing.json"
+    path.write_text(json.dumps(policy))
+    return str(path)
+
+
 LATE_SETTINGS = [
     ("FLOWCALL_BATCH_MAX_ITEMS", lambda tmp: "abc"),
     ("FLOWCALL_BATCH_MAX_CONCURRENCY", lambda tmp: "0"),
@@ -37,6 +47,7 @@ LATE_SETTINGS = [
     ("FLOWCALL_ROUTING_FILE", _bad_routing_file),
     ("FLOWCALL_ROUTING_FILE", _routing_file_without_tasks),
     ("FLOWCALL_ROUTING_FILE", lambda tmp: str(tmp / "missing.json")),
+    ("FLOWCALL_ROUTING_FILE", _routing_file_without_a_scoring_weight),
     ("FLOWCALL_LOG_CONTENT", lambda tmp: "maybe"),
 ]
 
