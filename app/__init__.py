@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from flask import Flask, g, request
 
-from . import errors, jobs, logs, metrics  # noqa: F401 - jobs: its tables join app.db.metadata
+from . import errors, jobs, logs, metrics, startup  # noqa: F401 - jobs: its tables join app.db.metadata
 from .catalog import Catalog, set_catalog
 from .config import Settings
 from .dispatch import Dispatcher
@@ -22,6 +22,7 @@ from .idempotency import Idempotency
 from .ledger import Ledger
 from .quotas import Quotas, make_storage
 from .store import Store
+from .transport import Transport, pool_size
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -50,8 +51,10 @@ def create_app(config: dict | None = None) -> Flask:
 
     catalog = Catalog.load(settings.models_file)
     set_catalog(catalog)
+    startup.check(settings, catalog)               # settings read late, parsed now: a typo stops the start
     store = Store(settings.database_url)          # refuses an unmigrated database
-    dispatcher = Dispatcher(settings, catalog, fetch_image=_image_fetcher(settings),
+    dispatcher = Dispatcher(settings, catalog, transport=Transport(pool_size(settings.environ)),
+                            fetch_image=_image_fetcher(settings),
                             observer=metrics.PrometheusObserver())
     ledger = Ledger(store.engine, log_content=settings.log_content)
     quotas = Quotas(make_storage(store.engine, settings.redis_url), ledger)

@@ -2,10 +2,13 @@
 
 JWT: HS256 with FLOWCALL_JWT_SECRET and/or RS256/ES256 with FLOWCALL_JWT_PUBLIC_KEY. The key is
 chosen by the token's `alg` from an explicit allow-list, so `none` is impossible and an HS token
-can never be verified with the public key as an HMAC secret (key confusion). `exp` is required.
+can never be verified with the public key as an HMAC secret (key confusion). `exp` is required, as
+a JSON number of seconds no later than the year 9999 (PyJWT alone would take the string "9999999999",
+and 1e308 as a token that never expires).
 """
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 
@@ -18,6 +21,7 @@ from .store import Limits, Store
 HMAC_ALGORITHMS = ("HS256",)
 PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256")
 MAX_TOKEN_BYTES = 8192
+MAX_EXP = 253402300799            # 9999-12-31T23:59:59Z: the last second a date can name
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,9 @@ def _bearer(headers) -> str | None:
     return token.strip()
 
 
-def authenticate_jwt(headers, settings: Settings) -> Principal:
+def authenticate_jwt(headers, settings: Settings, require_agent: bool = True) -> Principal:
+    """The token's principal. `require_agent=False` (reads: /me, /models, /usage, test-connection)
+    makes x-agent-id optional; calls, batches and jobs need it, since their ledger rows record it."""
     if not (settings.jwt_secret or settings.jwt_public_key):
         raise ServiceUnavailable("JWT authentication is not configured on this server: set "
                                  "FLOWCALL_JWT_SECRET or FLOWCALL_JWT_PUBLIC_KEY, or use the "
@@ -79,9 +85,11 @@ def authenticate_jwt(headers, settings: Settings) -> Principal:
         raise Unauthorized("Token has expired.", code="token_expired") from None
     except jwt.PyJWTError as exc:
         raise Unauthorized(f"Token rejected: {exc}.", code="invalid_token") from None
+    _check_exp(claims["exp"])
 
     tenant_id = _uuid_header(headers, "x-tenant-id")
-    agent_id = _uuid_header(headers, "x-agent-id")
+    agent_id = _uuid_header(headers, "x-agent-id") if require_agent or (headers.get("x-agent-id") or "").strip() \
+        else None
     allowed = set()
     if isinstance(claims.get("tenant_id"), str):
         allowed.add(claims["tenant_id"].lower())
@@ -91,6 +99,14 @@ def authenticate_jwt(headers, settings: Settings) -> Principal:
         raise Forbidden("The token does not grant access to this x-tenant-id.", code="tenant_forbidden")
     return Principal(tenant_id=tenant_id, agent_id=agent_id, method="jwt",
                      subject=claims.get("sub") if isinstance(claims.get("sub"), str) else None)
+
+
+def _check_exp(exp) -> None:
+    """`exp` as RFC 7519 defines it (a NumericDate: a JSON number), and a real date."""
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
+        raise Unauthorized("Token rejected: exp must be a number of seconds, not a string.", code="invalid_token")
+    if not math.isfinite(exp) or exp > MAX_EXP:
+        raise Unauthorized("Token rejected: exp is not a real date (a token must expire).", code="invalid_token")
 
 
 def authenticate_api_key(presented: str | None, store: Store) -> Principal:

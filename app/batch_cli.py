@@ -4,9 +4,10 @@ queue's consumers.
 
 The output is the unit of progress. Every finished row is appended at once, one write per record,
 so a crash leaves at most a torn last line, which the next run drops; rows already in OUTPUT are
-skipped (matched by --id-column, or by a hash of the row), so a run killed halfway costs nothing
-to restart. Rows finish out of order under concurrency; once every row is in, the file is put
-back in input order with an atomic rename.
+skipped (matched by --id-column, or by a hash of the row), so a run killed halfway calls again
+only the rows that were in flight (app/resume.py: never a row whose answer was received). Rows
+finish out of order under concurrency; once every row is in, the file is put back in input order
+with an atomic rename.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import model_defaults
-from .batch import ItemContext, error_body, execute_item, item_request_id, prepare_item, run_bounded
+from .batch import ItemContext, error_body, execute_item, prepare_item, run_bounded
 from .errors import FlowcallError, ValidationError
 
 MAX_CONCURRENCY = 64
@@ -505,19 +506,86 @@ def cmd_batch(args, services=None, stderr=None) -> int:
     return _run(args, prepared, services, principal, stderr)
 
 
+RUN_ID_SUFFIX = ".flowcall-run"
+
+
+class RunJournal:
+    """OUTPUT.flowcall-run, beside OUTPUT: the id of OUTPUT's lifetime on its first line, then one
+    `started <request id>` line written before each row's call. Every row's ledger request id derives
+    from the id, so a resumed run finds the answers it already paid for, and the started lines tell
+    it which calls were in flight when the last run died (app/resume.py). A new OUTPUT (none there
+    yet) gets a new id, so an old run's ledger rows never match it."""
+
+    def __init__(self, output_path: str):
+        self.path = output_path + RUN_ID_SUFFIX
+        self.output_path = output_path
+        self._fd: int | None = None
+
+    def open(self) -> tuple[str, set[str]]:
+        """(run id, request ids started by earlier runs into this OUTPUT)."""
+        if os.path.exists(self.output_path):
+            try:
+                lines = Path(self.path).read_text(encoding="ascii").split("\n")
+            except (OSError, UnicodeDecodeError):
+                lines = []
+            if lines and re.fullmatch(r"[0-9a-f]{32}", lines[0]):
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+                return lines[0], {x[len("started "):] for x in lines[1:] if x.startswith("started ")}
+        run_id = uuid.uuid4().hex
+        temp = f"{self.path}.tmp-{os.getpid()}"
+        with open(temp, "w", encoding="ascii") as f:
+            f.write(run_id + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, self.path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        return run_id, set()
+
+    def started(self, request_id: str) -> None:
+        os.write(self._fd, f"started {request_id}\n".encode("ascii"))     # one write: never half a line
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def row_request_id(run_id: str, key: str) -> str:
+    """The ledger's request id for one row of one OUTPUT: the same on every run into that OUTPUT."""
+    return f"cli-{run_id}.{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()[:24]}"
+
+
 def _run(args, p: Prepared, services, principal, stderr) -> int:
+    from .resume import answer_lost, record_interrupted, recorded
     todo = [(i, row) for i, row in enumerate(p.rows) if p.keys[i] not in p.existing.records]
     if len(todo) < len(p.rows):
         print(f"resuming: {len(p.rows) - len(todo)} of {len(p.rows)} rows are already in {args.output}",
               file=stderr)
-    ctx = ItemContext(services.gateway, principal, "cli_batch", uuid.uuid4().hex, services.settings.max_image_bytes)
+    journal = RunJournal(p.output.path)
+    run_id, started_before = journal.open()
+    request_ids = {i: row_request_id(run_id, p.keys[i]) for i, _ in todo}
+    statuses = recorded(services.store.engine, principal.tenant_id, "cli_batch", request_ids.values()) if todo else {}
+    lost = {rid for rid, seen in statuses.items() if 200 in seen}
+    if lost:
+        print(f"{len(lost)} row(s) were answered and billed by the run that stopped, but their answers were "
+              f"not saved: they are not called again (error answer_lost)", file=stderr)
+    in_flight = [rid for rid in request_ids.values() if rid in started_before and rid not in statuses]
+    for rid in in_flight:
+        record_interrupted(services.ledger, principal, "cli_batch", rid, p.plan.defaults.get("model"))
+    if in_flight:
+        print(f"{len(in_flight)} row(s) were in flight when the last run stopped: recorded in the ledger as "
+              f"interrupted, and called again", file=stderr)
+    ctx = ItemContext(services.gateway, principal, "cli_batch", f"cli-{run_id}", services.settings.max_image_bytes)
     progress = Progress(len(todo), stderr, tty=stderr.isatty())
     tokens = {"input_tokens": 0, "output_tokens": 0}
     failed_now: set[str] = set()
     started = time.monotonic()
 
     def call(index: int, row: dict) -> dict:
-        rid = item_request_id(ctx.request_id, index)
+        rid = request_ids[index]
+        if rid in lost:
+            return error_body(answer_lost(rid), rid)
+        journal.started(rid)
         try:
             data = p.plan.prepare(row)
         except ValidationError as err:
@@ -538,6 +606,7 @@ def _run(args, p: Prepared, services, principal, stderr) -> int:
             interrupted = stop.is_set()
     finally:
         p.output.close()
+        journal.close()
         progress.close()
     final = p.output.load()
     complete = all(k in final.records for k in p.keys)

@@ -49,6 +49,39 @@ def cmd_db_current(args) -> int:
     return 0 if current == head else 1
 
 
+def cmd_db_purge(args) -> int:
+    """Expired idempotency answers and old finished jobs; the ledger only when asked (for cron)."""
+    from .jobs import JobSettings
+    from .ledger import parse_day
+    from .purge import check_ledger_cutoff, purge_expired, purge_ledger
+    settings = Settings.from_env()
+    retention = JobSettings.from_settings(settings).retention_days
+    before = None
+    if args.ledger_before:
+        try:
+            before = parse_day(args.ledger_before, None)
+            check_ledger_cutoff(before)
+        except ValueError as exc:
+            print(f"--ledger-before: {exc}", file=sys.stderr)
+            return 2
+    store = Store(settings.database_url)          # refuses an unmigrated database
+    try:
+        counts = purge_expired(store.engine, retention)
+        print(f"idempotency: {counts['idempotency']} expired answers deleted")
+        print(f"jobs: {counts['jobs']} jobs finished over {retention} days ago deleted")
+        if before is not None:
+            if args.archive:
+                with open(args.archive, "x", newline="", encoding="utf-8") as archive:
+                    deleted = purge_ledger(store.engine, before, archive)
+                print(f"ledger: {deleted} rows before {before:%Y-%m-%d} archived to {args.archive} and deleted")
+            else:
+                deleted = purge_ledger(store.engine, before)
+                print(f"ledger: {deleted} rows before {before:%Y-%m-%d} deleted")
+    finally:
+        store.close()
+    return 0
+
+
 def cmd_serve(args) -> int:
     from . import create_app
     create_app().run(host=args.host, port=args.port, threaded=True)
@@ -165,6 +198,12 @@ def parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database migrations").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply every pending migration").set_defaults(func=cmd_db_upgrade)
     db.add_parser("current", help="show the database's revision (exit 1 when behind)").set_defaults(func=cmd_db_current)
+    purge = db.add_parser("purge", help="delete expired idempotency answers and old finished jobs (run it from cron)")
+    purge.add_argument("--ledger-before", metavar="YYYY-MM-DD",
+                       help="also delete ledger rows created before this date (at most the 1st of this month)")
+    purge.add_argument("--archive", metavar="FILE.csv",
+                       help="with --ledger-before: write those rows to this new CSV file first")
+    purge.set_defaults(func=cmd_db_purge)
 
     serve = sub.add_parser("serve", help="run the service (development server; use gunicorn in production)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -216,8 +255,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_settings() -> None:
+    """The service's start checks, for every command: a malformed setting is named at once."""
+    from .catalog import Catalog
+    from .startup import check
+    settings = Settings.from_env()
+    check(settings, Catalog.load(settings.models_file))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    try:
+        check_settings()
+    except SystemExit as exc:
+        if not isinstance(exc.code, str):
+            raise
+        print(f"flowcall: {exc.code}", file=sys.stderr)
+        return 2
     try:
         return args.func(args)
     except NotMigrated as exc:

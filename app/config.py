@@ -29,6 +29,22 @@ def env_number(env: Mapping, name: str, default, minimum=0, cast=int):
 
 _int = env_number
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def env_flag(env: Mapping, name: str, default: bool = False) -> bool:
+    """A yes/no setting, in any case (`True`, `yes`, `1`); anything else is a clear exit at start."""
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SystemExit(f"{name} must be one of {', '.join(_TRUE + _FALSE[1:])}, got {raw!r}")
+
 
 def _list(env: Mapping, name: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in (env.get(name) or "").split(",") if x.strip())
@@ -65,7 +81,7 @@ class Settings:
         return cls(
             database_url=env.get("FLOWCALL_DATABASE_URL") or "sqlite:///flowcall.db",
             redis_url=env.get("FLOWCALL_REDIS_URL") or None,
-            log_content=env.get("FLOWCALL_LOG_CONTENT", "") in ("1", "true", "yes"),
+            log_content=env_flag(env, "FLOWCALL_LOG_CONTENT"),
             jwt_secret=env.get("FLOWCALL_JWT_SECRET") or None,
             jwt_public_key=env.get("FLOWCALL_JWT_PUBLIC_KEY") or None,
             jwt_issuer=env.get("FLOWCALL_JWT_ISSUER") or None,

@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from sqlalchemy import (Column, DateTime, Float, Index, Integer, String, Table, Text, and_, delete, func, or_, select,
                         update)
@@ -33,7 +33,9 @@ from sqlalchemy.exc import IntegrityError
 from .config import env_number
 from . import callbacks
 from .auth import Principal
-from .batch import BatchLimits, ItemContext, batch_body, error_body, execute_item, parse_envelope, run_envelope
+from .batch import (BatchLimits, ItemContext, batch_body, error_body, execute_item, item_request_id, parse_envelope,
+                    run_envelope)
+from .resume import answer_lost, answered
 from .db import metadata
 from .errors import FlowcallError, ServiceUnavailable, Unauthorized
 from .idempotency import body_hash
@@ -399,12 +401,32 @@ class Jobs:
         request = json.loads(row["request"])
         started = time.perf_counter()
         if row["kind"] == "batch":
-            results = run_envelope(ctx, parse_envelope(request, self.limits), self.limits,
-                                   skip=self.store.items(row["id"]),
+            envelope = parse_envelope(request, self.limits)
+            skip = self.store.items(row["id"])
+            if row["runs"] > 1:             # a dead worker's job: items it was paid for are not called again
+                skip.update(self._lost_items(row, rid, envelope, skip))
+            results = run_envelope(ctx, envelope, self.limits, skip=skip,
                                    on_result=lambda i, r: self.store.save_item(row["id"], i, r))
             return "done", 200, batch_body(results, rid, int((time.perf_counter() - started) * 1000))
+        if row["runs"] > 1 and answered(svc.store.engine, row["tenant_id"], "job", [rid], since=row["created_at"]):
+            err = answer_lost(rid)
+            return "failed", err.status, error_body(err, rid)
         status, body = execute_item(ctx, load(CallSchema(), request), rid)
         return ("done" if status == 200 else "failed"), status, body
+
+    def _lost_items(self, row: dict, rid: str, envelope, saved: dict) -> dict[int, dict]:
+        """Items of a resumed batch job answered (and recorded in the ledger) by the run that died
+        before saving them: their result is `answer_lost` (app/resume.py), saved like any other."""
+        missing = {item_request_id(rid, i): i for i in range(len(envelope.items)) if i not in saved}
+        lost = {}
+        for item_rid in answered(self.services.store.engine, row["tenant_id"], "job", missing,
+                                 since=row["created_at"]):
+            index = missing[item_rid]
+            raw = envelope.items[index]
+            lost[index] = {"index": index, "id": raw.get("id") if isinstance(raw, dict) else None,
+                           **error_body(answer_lost(item_rid), item_rid)}
+            self.store.save_item(row["id"], index, lost[index])
+        return lost
 
     def _principal(self, row: dict) -> Principal:
         """Who submitted the job, as of now: a key revoked meanwhile stops its queued jobs."""
@@ -461,9 +483,10 @@ class Jobs:
             if self.store.requeue_callback(job_id, self.settings.lease_s):
                 self.deliver_task(job_id)
                 count += 1
-        if self.clock() - self._last_purge > 3600:
+        if self.clock() - self._last_purge > 3600:          # the worker is what runs in production
             self._last_purge = self.clock()
-            self.store.purge(datetime.now(timezone.utc) - timedelta(days=self.settings.retention_days))
+            from .purge import purge_expired
+            purge_expired(self.store.engine, self.settings.retention_days)
         return count
 
     def _interrupted(self, signal, task, *args, **kwargs) -> None:

@@ -40,17 +40,22 @@ HINTS = {
 }
 
 
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+
+
 class Number(fields.Field):
-    """A finite number; numeric strings too (Zapier sends every field as a string), never booleans."""
+    """A finite number; numeric strings too (Zapier sends every field as a string), never booleans.
+    A string must be plain decimal: ASCII digits, an optional sign and point (what Zapier sends);
+    Python's float() would also take "1_000", "1e3", "inf" and other scripts' digits."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, bool):
             raise MarshmallowError("Must be a number, not a boolean.")
         if isinstance(value, str):
-            try:
-                value = float(value.strip())
-            except ValueError:
-                raise MarshmallowError("Must be a number.") from None
+            text = value.strip(" \t\r\n")
+            if not _DECIMAL.fullmatch(text):
+                raise MarshmallowError("Must be a number (digits 0-9, an optional sign and decimal point).")
+            value = float(text)
         try:
             finite = isinstance(value, (int, float)) and math.isfinite(value)
         except OverflowError:            # an integer with hundreds of digits

@@ -21,10 +21,11 @@ from typing import Callable, Iterator, Union
 
 from . import postprocess
 from .calls import Answer, Call, Completion, ToolCall, Usage
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, metric_model
 from .errors import FlowcallError, InvalidProviderResponse, ProviderError
 from .http import HttpResponse
 from .idempotency import Replay
+from .observe import Observer
 from .providers.streams import SseDecoder, ToolCallDelta, broke_off, build_stream_request, parser_for
 from .stream_transport import LineStream, StreamTransport
 
@@ -235,7 +236,8 @@ class StreamingDispatcher(Dispatcher):
 
     def __init__(self, base: Dispatcher, streams: StreamTransport | None = None):
         super().__init__(base.settings, base.catalog, transport=base.transport, fetch_image=base.fetch_image,
-                         breaker=base.breaker, sleep=base.sleep, clock=base.clock)
+                         breaker=base.breaker, observer=_CompletedAtTheEnd(base.observer), sleep=base.sleep,
+                         clock=base.clock)
         self.streams = streams or StreamTransport(base.transport)
 
     def open(self, call: Call) -> "OpenStream":
@@ -248,6 +250,7 @@ class StreamingDispatcher(Dispatcher):
             completion, warnings = super()._attempt(adapter, call, target, remaining, trace)
             return ProviderStream.whole(completion, target, guard), warnings
         sent = self.clock()
+        label = metric_model(target.model)
         try:
             opened = self.streams.open(plan.request, provider=target.provider.name,
                                        connect_timeout=min(self.settings.connect_timeout_s, remaining),
@@ -255,19 +258,49 @@ class StreamingDispatcher(Dispatcher):
             if isinstance(opened, HttpResponse):
                 if not 200 <= opened.status < 300:
                     raise adapter.parse_error(opened, target)
-                return ProviderStream.whole(adapter.parse_response(opened, call, target), target, guard), plan.warnings
+                whole = ProviderStream.whole(adapter.parse_response(opened, call, target), target, guard)
+                self.observer.attempt(target.provider.name, label, "ok", self.clock() - sent)
+                return whole, plan.warnings
             stream = ProviderStream(target, parser_for(call, target), opened, guard)
             try:
                 stream.fill()
             except BaseException:
                 stream.close()
                 raise
+            self.observer.attempt(target.provider.name, label, "ok", self.clock() - sent)
             return stream, plan.warnings
+        except ProviderError as err:
+            self.observer.attempt(target.provider.name, label, err.code, self.clock() - sent)
+            raise
         finally:
             trace.upstream_s += self.clock() - sent
 
     def _answer(self, call, route, index, candidate, target, completion, plan_warnings, trace, start):
         return OpenStream(self, call, route, index, candidate, target, completion, plan_warnings, trace, start)
+
+
+class _CompletedAtTheEnd(Observer):
+    """The whole-call dispatcher's observer, except that a streamed call is `completed` (its tokens
+    and cost counted) when its stream ends with an answer, not when it opens."""
+
+    def __init__(self, inner: Observer):
+        self.inner = inner
+
+    def attempt(self, provider, model, outcome, seconds):
+        self.inner.attempt(provider, model, outcome, seconds)
+
+    def retry(self, provider):
+        self.inner.retry(provider)
+
+    def fallback(self, from_model, to_model):
+        self.inner.fallback(from_model, to_model)
+
+    def circuit(self, provider, state):
+        self.inner.circuit(provider, state)
+
+    def completed(self, answer):
+        if isinstance(answer, Answer):
+            self.inner.completed(answer)
 
 
 class OpenStream:
@@ -302,6 +335,7 @@ class OpenStream:
             self.answer = Dispatcher._answer(self.dispatcher, self.call, self.route, self.index, self.candidate,
                                              self.target, self.stream.completion(), self.plan_warnings,
                                              self.trace, self.start)
+            self.dispatcher.observer.completed(self.answer)
         except FlowcallError as err:
             err.provider = err.provider or self.target.provider.name    # parsing helpers do not know it
             if isinstance(err, ProviderError):

@@ -6,13 +6,13 @@ nothing of providers' formats, and it never retries: dispatch decides that, with
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 import requests
 
 from .cutoff import Cutoff, WatchedHTTPAdapter
+from .config import env_number
 from .errors import InvalidProviderResponse, ProviderError, ProviderTimeout, ProviderUnreachable, redact
 from .http import HttpRequest, HttpResponse
 
@@ -21,7 +21,13 @@ MAX_RESPONSE_BYTES = 16 * 1024 * 1024   # a provider answer larger than this is 
 # Keep-alive connections per provider per worker: as many as calls a worker holds at once
 # (gunicorn.conf.py: 1,000 gevent connections), else every call past the pool opens a new TLS
 # connection and urllib3 discards it afterwards with a warning.
-POOL_SIZE = int(os.environ.get("FLOWCALL_PROVIDER_POOL_SIZE", "1000"))
+POOL_SIZE = 1000
+POOL_SIZE_ENV = "FLOWCALL_PROVIDER_POOL_SIZE"
+
+
+def pool_size(env) -> int:
+    """FLOWCALL_PROVIDER_POOL_SIZE, parsed at start (a malformed value stops the start)."""
+    return env_number(env, POOL_SIZE_ENV, POOL_SIZE, 1)
 
 _EXCEPTIONS = (   # checked in order: the first match wins
     (requests.exceptions.ConnectTimeout, ProviderTimeout, "connecting to {p} timed out"),

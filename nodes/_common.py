@@ -83,14 +83,23 @@ def query(**parsers) -> dict:
     return values
 
 
-def either_auth():
-    """API key (X-Api-Key) when sent, else JWT with tenant headers: for read endpoints."""
+def either_auth(require_agent: bool = True):
+    """API key (X-Api-Key) when sent, else JWT with tenant headers (x-agent-id optional for reads:
+    `require_agent=False`)."""
     svc = services()
     if request.headers.get("X-Api-Key"):
         g.principal = authenticate_api_key(api_key_from_header(request.headers), svc.store)
     else:
-        g.principal = authenticate_jwt(request.headers, svc.settings)
+        g.principal = authenticate_jwt(request.headers, svc.settings, require_agent=require_agent)
     return g.principal
+
+
+def provider_named(catalog, name: str):
+    """A provider by name or alias; an unknown one is a 400 on the `provider` field."""
+    try:
+        return catalog.provider(name)
+    except ValidationError as err:
+        raise type(err)(err.message, code=err.code, fields={"provider": f"unknown provider {name!r}"}) from None
 
 
 def run_call(principal, endpoint: str, data: dict, render):

@@ -26,7 +26,7 @@ def call_with_jwt():
 @bp.post("/api/v3/llm/public/call")
 @doc(summary="Execute an LLM call (API key)", tags=("calls",), auth="api_key",
      request=CallSchema, response=CallResponseSchema, errors=CALL_ERRORS, idempotent=True,
-     request_example={"query": "Summarize this contract", "model": "auto"}, response_example=examples.CALL_RESPONSE)
+     request_example={"query": "Summarize this contract", "model": "mock.echo"}, response_example=examples.CALL_RESPONSE)
 def call_with_api_key():
     principal = authenticate_api_key(api_key_from_header(request.headers), services().store)
     return run_call(principal, "public_call", body_with(_schema), answer_to_dict)

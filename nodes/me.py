@@ -23,7 +23,7 @@ def _me(principal) -> dict:
 @doc(summary="Who this credential is (API key or JWT)", tags=("account",), auth="either",
      response=MeResponseSchema, errors=(400, 401, 403))
 def me():
-    return jsonify(_me(either_auth()))
+    return jsonify(_me(either_auth(require_agent=False)))
 
 
 @bp.get("/v1/me")

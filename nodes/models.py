@@ -6,7 +6,7 @@ from flask import Blueprint, jsonify
 from app.openapi import doc
 from app.schemas import ModelsResponseSchema
 
-from ._common import boolean, either_auth, one_of, query, services
+from ._common import boolean, either_auth, one_of, provider_named, query, services
 
 bp = Blueprint("models", __name__)
 CAPABILITIES = ("vision", "json_schema", "json_object", "stop", "temperature", "reasoning")
@@ -37,10 +37,10 @@ def model_to_dict(model, configured: bool) -> dict:
           "required": False},
          {"in": "query", "name": "include_retired", "schema": {"type": "boolean"}, "required": False}))
 def list_models():
-    either_auth()
+    either_auth(require_agent=False)
     svc = services()
     args = query(provider=str, capability=one_of(*CAPABILITIES), include_retired=boolean)
-    provider = svc.catalog.provider(args["provider"]).name if "provider" in args else None
+    provider = provider_named(svc.catalog, args["provider"]).name if "provider" in args else None
     capability = args.get("capability")
     include_retired = args.get("include_retired", False)
     models = []

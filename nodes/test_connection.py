@@ -6,16 +6,15 @@ error) tell the caller what works; only bad input or bad auth are errors.
 """
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
-from app.auth import authenticate_jwt
 from app.errors import (FlowcallError, ModelNotFound, ProviderAuthFailed, ProviderRateLimited, ProviderTimeout,
                         ProviderUnreachable, ServiceUnavailable, ValidationError)
 from app import examples
 from app.openapi import doc
 from app.schemas import TestConnectionResponseSchema, TestConnectionSchema
 
-from ._common import body_with, services
+from ._common import body_with, either_auth, provider_named, services
 
 bp = Blueprint("test_connection", __name__)
 _schema = TestConnectionSchema()
@@ -30,7 +29,7 @@ _STATUS = (
 
 
 def _model_spec(catalog, provider_name: str, model: str | None) -> tuple[str, str]:
-    provider = catalog.provider(provider_name)
+    provider = provider_named(catalog, provider_name)
     if model:
         spec = model if model.startswith(f"{provider.name}.") else f"{provider.name}.{model}"
         return provider.name, spec
@@ -42,12 +41,12 @@ def _model_spec(catalog, provider_name: str, model: str | None) -> tuple[str, st
 
 
 @bp.post("/api/v3/llm/test-connection")
-@doc(summary="Test the connection to a provider with one minimal real call", tags=("providers",), auth="jwt",
+@doc(summary="Test the connection to a provider with one minimal real call", tags=("providers",), auth="either",
      request=TestConnectionSchema, response=TestConnectionResponseSchema, errors=(400, 401, 403, 413, 503),
      request_example=examples.TEST_CONNECTION_REQUEST, response_example=examples.TEST_CONNECTION_RESPONSE)
 def test_connection():
     svc = services()
-    authenticate_jwt(request.headers, svc.settings)
+    either_auth(require_agent=False)
     data = body_with(_schema)
     provider, spec = _model_spec(svc.catalog, data["provider"], data.get("model"))
     body = {"success": False, "provider": provider, "model": spec, "latency_ms": None,

@@ -24,7 +24,7 @@ bp = Blueprint("usage", __name__)
           "description": "exclusive (default: tomorrow)"},
          {"in": "query", "name": "group_by", "schema": {"type": "string", "enum": list(GROUPS)}, "required": False}))
 def usage():
-    principal = either_auth()
+    principal = either_auth(require_agent=False)
     first, last = default_range()
     args = query(group_by=one_of(*GROUPS), **{"from": lambda v: parse_day(v, first), "to": lambda v: parse_day(v, last)})
     start = args.get("from") or parse_day(None, first)

@@ -164,8 +164,8 @@ def test_key_pointing_headers_are_ignored(client, tenant_id, agent_id, key_host,
     (1e309, (401, "invalid_token")),                    # json.dumps -> Infinity: PyJWT refuses it
     (True, (401, "token_expired")),                     # int(True) == 1: 1970
     (str(int(time.time()) - 60), (401, "token_expired")),
-    # PyJWT coerces a numeric string (RFC 7519 wants a number); an issuer had to sign it, so accepted.
-    (str(int(time.time()) + 300), (200, None)),
+    # PyJWT coerces a numeric string; RFC 7519 wants a number, and so do we (app/auth.py _check_exp).
+    (str(int(time.time()) + 300), (401, "invalid_token")),
 ])
 def test_exp_of_the_wrong_type(client, tenant_id, agent_id, exp, expected):
     token = hs_token({"alg": "HS256", "typ": "JWT"}, {**claims_for(tenant_id), "exp": exp})

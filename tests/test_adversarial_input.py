@@ -10,6 +10,7 @@ The bugs this file found were fixed; each keeps the test that found it (SECURITY
 from __future__ import annotations
 
 import datetime
+import decimal
 import gzip
 import itertools
 import json
@@ -105,9 +106,14 @@ any_text = st.one_of(st.text(max_size=40), edge_text)
 nonempty_text = any_text.filter(bool)
 
 
+def plain_decimal(value) -> str:
+    """A number as a person types it into Zapier: digits and a point, never an exponent."""
+    return format(decimal.Decimal(repr(value)), "f") if isinstance(value, float) else str(value)
+
+
 def numeric_or_string(values):
-    """Numbers, or the same numbers as strings (Zapier sends every field as a string)."""
-    return st.one_of(values, values.map(str))
+    """Numbers, or the same numbers as plain decimal strings (Zapier sends every field as a string)."""
+    return st.one_of(values, values.map(plain_decimal))
 
 
 temperatures = numeric_or_string(st.one_of(st.floats(0, 1, allow_nan=False), st.integers(0, 1)))

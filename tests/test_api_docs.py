@@ -40,7 +40,7 @@ def test_openapi_security_errors_and_examples(client):
     assert call["requestBody"]["content"]["application/json"]["example"]["context"] == {"task": "chat_general"}
     public = spec["paths"]["/api/v3/llm/public/call"]["post"]
     assert public["requestBody"]["content"]["application/json"]["example"] == {"query": "Summarize this contract",
-                                                                                "model": "auto"}
+                                                                                "model": "mock.echo"}
     assert spec["paths"]["/v1/action/invoke_llm"]["post"]["security"] == [{"BearerApiKey": []}]
 
 

@@ -471,3 +471,64 @@ def test_a_job_survives_a_restart_and_calls_back_once_signed(tmp_path, fake, rec
     assert json.loads(post["body"])["job_id"] == job_id and json.loads(post["body"])["status"] == "done"
     assert os.path.exists(tmp_path / "jobs-queue.db")
 
+
+
+# -- a worker killed between paying for an answer and saving it ------------------------------------
+class _Killed(BaseException):
+    """Stands for kill -9 right after the ledger row was written (nothing after it runs)."""
+
+
+def _ledger_rows(store, tenant) -> list:
+    from sqlalchemy import select
+    from app.db import ledger
+    with store.engine.connect() as conn:
+        return conn.execute(select(ledger.c.request_id, ledger.c.status).where(ledger.c.tenant_id == tenant)).all()
+
+
+def test_a_batch_item_answered_but_not_saved_is_not_called_again(client, store, worker, fake, clock, monkeypatch):
+    key, tenant = new_key(store)
+    body = {"items": [{"prompt": "first"}, {"prompt": "second", "id": "b"}, {"prompt": "third"}],
+            "defaults": {"model": "openai.gpt-4o"}, "concurrency": 1}
+    job_id = submit(client, key, body).get_json()["job_id"]
+    save = type(worker.store).save_item
+
+    def die_saving_the_second(self, job, index, result):
+        if index == 1:
+            raise _Killed()
+        save(self, job, index, result)
+
+    monkeypatch.setattr(type(worker.store), "save_item", die_saving_the_second)
+    with pytest.raises(_Killed):
+        drain(worker)
+    monkeypatch.setattr(type(worker.store), "save_item", save)
+    assert len(_ledger_rows(store, tenant)) == 2               # first and second paid for; second not saved
+    clock.now += worker.settings.lease_s + 1
+    assert worker.recover() == 1
+    drain(worker)
+    done = status(client, key, job_id).get_json()
+    results = done["result"]["results"]
+    assert done["status"] == "done" and [r["success"] for r in results] == [True, False, True]
+    assert results[1]["error"]["code"] == "answer_lost" and results[1]["id"] == "b" and results[1]["index"] == 1
+    assert fake.prompts == {"first": 1, "second": 1, "third": 1}   # nothing reached the provider twice
+    rows = _ledger_rows(store, tenant)
+    assert len(rows) == 3 and len({r.request_id for r in rows}) == 3
+
+
+def test_a_call_job_answered_but_not_finished_is_not_called_again(client, store, worker, fake, clock, monkeypatch):
+    key, tenant = new_key(store)
+    job_id = submit(client, key, {"model": "openai.gpt-4o", "prompt": "only"}).get_json()["job_id"]
+
+    def die_finishing(*args, **kwargs):
+        raise _Killed()
+
+    finish = type(worker.store).finish
+    monkeypatch.setattr(type(worker.store), "finish", die_finishing)
+    with pytest.raises(_Killed):
+        drain(worker)
+    monkeypatch.setattr(type(worker.store), "finish", finish)
+    clock.now += worker.settings.lease_s + 1
+    assert worker.recover() == 1
+    drain(worker)
+    done = status(client, key, job_id).get_json()
+    assert done["status"] == "failed" and done["result"]["error"]["code"] == "answer_lost"
+    assert fake.prompts == {"only": 1} and len(_ledger_rows(store, tenant)) == 1
