@@ -100,6 +100,9 @@ def parse_structured(completion: Completion, fmt: ResponseFormat, provider: str)
         except Unresolvable as exc:
             raise InvalidStructuredOutput(f"The schema has a reference that does not resolve: {exc}",
                                           provider=provider) from None
+        except RecursionError:          # app/schema_bounds.py refuses reference loops up front
+            raise InvalidStructuredOutput("The model's JSON is nested too deeply to check against the schema.",
+                                          provider=provider) from None
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
             raise InvalidStructuredOutput(
