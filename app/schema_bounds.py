@@ -11,7 +11,7 @@ be refused upstream anyway), plus two of ours that bound what the meta-schema ch
 """
 from __future__ import annotations
 
-import functools
+import hashlib
 import json
 
 # OpenAI Structured Outputs, "Supported schemas" > "Limitations on schema size"
@@ -50,18 +50,52 @@ def caller_schema_problem(schema) -> str | None:
     """Why a caller's JSON Schema cannot be used (None if it can): over a size limit; not valid
     JSON Schema; a `$ref` or `$dynamicRef` that leaves the schema (we would fetch a caller-chosen
     URL) or does not resolve; or a reference cycle that never reaches a property or an item (its
-    validation would never end). Recursion through properties or items is fine."""
+    validation would never end). Recursion through properties or items is fine.
+
+    Each distinct schema is checked once per process (workflows resend the same one on every call).
+    Within one request (a batch carries a schema per item, a call one per tool), the schemas not
+    checked before share one budget of MAX_SUBSCHEMAS, so no request costs more than the largest
+    single schema allowed."""
     try:
-        _measure(schema)
+        size = _measure(schema)
     except _TooLarge as exc:
         return str(exc)
     canonical = json.dumps(schema, sort_keys=True)
+    digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()
+    if digest in _CHECKED:
+        return _CHECKED[digest]
+    if not _spend(size):
+        return (f"this request's schemas have more than {MAX_SUBSCHEMAS} subschemas in all, not counting "
+                "schemas checked before; send one schema for items that share it")
     from .schemas import schema_problem      # app.schemas imports this module
-    return schema_problem(canonical) or _reference_problem(canonical)
+    # Uncached: this module's cache keeps digests, not the (megabytes of) schema text.
+    problem = schema_problem.__wrapped__(canonical) or _reference_problem(canonical)
+    if len(_CHECKED) >= _CHECKED_SIZE:
+        del _CHECKED[next(iter(_CHECKED))]   # the oldest
+    _CHECKED[digest] = problem
+    return problem
 
 
-def _measure(schema) -> None:
-    """Raise _TooLarge at the first limit crossed; the walk never goes past MAX_SUBSCHEMAS schemas."""
+_CHECKED: dict[bytes, str | None] = {}       # sha256 of the canonical schema -> its problem, oldest first
+_CHECKED_SIZE = 1024
+
+
+def _spend(subschemas: int) -> bool:
+    """Take `subschemas` from the current request's budget; False when it does not have them.
+    Outside a request (the batch CLI, tests) only the per-schema limit applies."""
+    from flask import g, has_request_context
+    if not has_request_context():
+        return True
+    left = g.get("schema_budget", MAX_SUBSCHEMAS)
+    if subschemas > left:
+        return False
+    g.schema_budget = left - subschemas
+    return True
+
+
+def _measure(schema) -> int:
+    """The number of subschemas; _TooLarge at the first limit crossed, so the walk never goes past
+    MAX_SUBSCHEMAS schemas."""
     properties = enums = chars = subschemas = 0
     # (value, json depth, object nesting, is a schema)
     stack = [(schema, 1, -1, True)]
@@ -120,6 +154,7 @@ def _measure(schema) -> None:
                 raise _TooLarge(f"the schema's property names, definition names, enum values and consts total "
                                 f"more than {MAX_SCHEMA_STRING_CHARS} characters (OpenAI's limit for structured "
                                 "output)")
+    return subschemas
 
 
 def _subschemas(schema):
@@ -156,7 +191,6 @@ def _same_instance_children(node: dict):
             yield from (v for v in node[key].values() if isinstance(v, dict))
 
 
-@functools.lru_cache(maxsize=256)
 def _reference_problem(canonical: str) -> str | None:
     """A `$dynamicRef` outside the schema or unresolvable, or a reference cycle that stays on one
     instance. (schema_problem has checked the meta-schema and every `$ref` already.)"""
@@ -225,4 +259,33 @@ def _find_cycle(starts: list[dict], edges) -> list[dict] | None:
             path.append(child)
             on_path.add(id(child))
             iters.append(iter(edges(child)))
+    return None
+
+
+def batch_schemas_problem(items, defaults) -> str | None:
+    """For a batch (whose items are checked one by one, in worker threads): why the distinct
+    response_format schemas its items carry, not checked before, are together more than one
+    request may cost (MAX_SUBSCHEMAS); None when they fit. Only measures: each item's own check
+    still says what is wrong with its schema."""
+    fallback = defaults.get("response_format") if isinstance(defaults, dict) else None
+    seen: set[bytes] = set()
+    total = 0
+    for item in items if isinstance(items, list) else ():
+        fmt = item.get("response_format", fallback) if isinstance(item, dict) else None
+        spec = fmt.get("json_schema") if isinstance(fmt, dict) else None
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            continue
+        try:
+            size = _measure(schema)
+        except _TooLarge:
+            continue                          # refused by its own check, before any work
+        digest = hashlib.sha256(json.dumps(schema, sort_keys=True).encode("utf-8", "surrogatepass")).digest()
+        if digest in seen or digest in _CHECKED:
+            continue
+        seen.add(digest)
+        total += size
+        if total > MAX_SUBSCHEMAS:
+            return (f"the items' distinct response_format schemas have more than {MAX_SUBSCHEMAS} subschemas in "
+                    "all; send one schema (in defaults) for items that share it, or split the batch")
     return None

@@ -207,3 +207,33 @@ def test_an_anthropic_conversation_opening_with_the_assistant_is_sent_as_the_rea
     assert plan.request.json["messages"] == [{"role": "assistant", "content": "Hello, how can I help you?"},
                                              {"role": "user", "content": "I need a potato!"}]
     assert plan.warnings == ()
+
+
+# -- one budget per request for schemas not checked before ------------------------------------------
+def distinct_schema(n: int, size: int = 20) -> dict:
+    return {"title": f"schema {n}", "anyOf": [{"type": "string", "description": f"{n}.{i}"} for i in range(size - 1)]}
+
+
+def test_a_batch_of_distinct_schemas_over_the_budget_is_refused_before_any_item(client, api_key, monkeypatch):
+    from app import schema_bounds
+    monkeypatch.setattr(schema_bounds, "MAX_SUBSCHEMAS", 50)
+    items = [call_body(distinct_schema(n), "mock.echo") for n in range(3)]
+    resp = client.post("/api/v3/llm/batch", json={"items": items}, headers={"X-Api-Key": api_key})
+    assert resp.status_code == 413, resp.get_data(as_text=True)
+    assert "more than 50 subschemas in all" in resp.get_json()["error"]["fields"]["items"]
+    one_schema = {"items": [{"model": "mock.echo", "prompt": f"item {n}"} for n in range(3)],
+                  "defaults": {"response_format": call_body(distinct_schema(99))["response_format"]}}
+    resp = client.post("/api/v3/llm/batch", json=one_schema, headers={"X-Api-Key": api_key})
+    assert resp.status_code == 200 and resp.get_json()["failed"] == 0, resp.get_data(as_text=True)
+
+
+def test_schemas_checked_in_one_request_share_one_budget(app, monkeypatch):
+    from app import schema_bounds
+    monkeypatch.setattr(schema_bounds, "MAX_SUBSCHEMAS", 50)
+    with app.test_request_context():
+        assert caller_schema_problem(distinct_schema(1000)) is None
+        assert caller_schema_problem(distinct_schema(1000)) is None           # checked before: free
+        assert caller_schema_problem(distinct_schema(1001)) is None
+        assert "more than 50 subschemas in all" in caller_schema_problem(distinct_schema(1002))
+    with app.test_request_context():
+        assert caller_schema_problem(distinct_schema(1002)) is None
