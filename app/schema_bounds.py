@@ -67,9 +67,7 @@ def caller_schema_problem(schema) -> str | None:
     if not _spend(size):
         return (f"this request's schemas have more than {MAX_SUBSCHEMAS} subschemas in all, not counting "
                 "schemas checked before; send one schema for items that share it")
-    from .schemas import schema_problem      # app.schemas imports this module
-    # Uncached: this module's cache keeps digests, not the (megabytes of) schema text.
-    problem = schema_problem.__wrapped__(canonical) or _reference_problem(canonical)
+    problem = _off_the_event_loop(_check, canonical)
     if len(_CHECKED) >= _CHECKED_SIZE:
         del _CHECKED[next(iter(_CHECKED))]   # the oldest
     _CHECKED[digest] = problem
@@ -78,6 +76,25 @@ def caller_schema_problem(schema) -> str | None:
 
 _CHECKED: dict[bytes, str | None] = {}       # sha256 of the canonical schema -> its problem, oldest first
 _CHECKED_SIZE = 1024
+
+
+def _check(canonical: str) -> str | None:
+    from .schemas import schema_problem      # app.schemas imports this module
+    # Uncached: this module's cache keeps digests, not the (megabytes of) schema text.
+    return schema_problem.__wrapped__(canonical) or _reference_problem(canonical)
+
+
+def _off_the_event_loop(fn, *args):
+    """Under gevent, run `fn` in the hub's pool of native threads: the check still takes its
+    seconds, but the event loop (the other calls on this worker, gunicorn's heartbeat) keeps
+    running beside it. Elsewhere (sync, gthread: already a thread per request) it runs here."""
+    try:
+        from gevent import get_hub, monkey
+    except ImportError:
+        return fn(*args)
+    if not monkey.is_module_patched("threading"):
+        return fn(*args)
+    return get_hub().threadpool.apply(fn, args)
 
 
 def _spend(subschemas: int) -> bool:
