@@ -3,11 +3,12 @@ schemas go through it too): `caller_schema_problem(schema)` says why the schema 
 None, before any provider is called.
 
 Order matters. Checking a schema against the JSON Schema meta-schema (`jsonschema`'s check_schema)
-costs about a quarter of a millisecond per subschema, in the worker's event loop: a 2.5 MB schema of
-100k properties held a gevent worker for over 30 s. So the schema's size is measured first, by one
-cheap walk that stops at the first limit crossed, and only a schema within the limits is checked.
-The limits are the providers' own published ones for structured output (a schema over them would
-be refused upstream anyway), plus two of ours that bound what the meta-schema check walks.
+costs about a quarter of a millisecond per subschema: a 2.5 MB schema of 100k properties held a
+gevent worker's event loop for over 30 s. So the schema's size is measured first, by one cheap walk
+that stops at the first limit crossed, and only a schema within the limits is checked (under gevent,
+in the hub's thread pool). The limits are the providers' own published ones for structured output
+(a schema over them would be refused upstream anyway), plus two of ours that bound what the
+meta-schema check walks.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import json
 
 # OpenAI Structured Outputs, "Supported schemas" > "Limitations on schema size"
 # (https://platform.openai.com/docs/guides/structured-outputs#supported-schemas), the most generous
-# of the providers' published limits (Anthropic's structured-outputs.md "Schema complexity limits"
-# and Gemini's "too many states" refuse smaller schemas; the adapters say so per provider):
+# published ones (Anthropic's, ../shared/specs/anthropic/build-with-claude_structured-outputs.md
+# "Schema complexity limits", are lower: that provider refuses what is over them itself):
 MAX_OBJECT_PROPERTIES = 5_000       # object properties, in total
 MAX_OBJECT_NESTING = 10             # levels of object nesting below the root
 MAX_ENUM_VALUES = 1_000             # enum values, in total
@@ -127,6 +128,8 @@ def _measure(schema) -> int:
                 stack.extend((v, depth + 1, nesting, False) for v in node)
             continue
         if not isinstance(node, dict):
+            if isinstance(node, list):           # not a schema (check_schema says so): still measured
+                stack.append((node, depth, nesting, False))
             continue
         subschemas += 1
         if subschemas > MAX_SUBSCHEMAS:
