@@ -14,9 +14,10 @@ from .errors import PayloadTooLarge, ValidationError
 
 MB = 1024 * 1024
 
-# Everything that is not an image data URI. A 1M-token context is about 4 MB of English text; twice
-# that leaves room for JSON escaping and non-Latin scripts (3 UTF-8 bytes per character).
-MAX_NON_IMAGE_BYTES = 8 * MB
+# Everything that is not an image data URI. A 1M-token context is about 4 MB of English text; a
+# 5 MB prompt in a non-Latin script, \u-escaped as JSON encoders do by default, is 15 MB of JSON.
+# Parsing is C code at memory speed except per key and per value, which the value cap bounds.
+MAX_NON_IMAGE_BYTES = 16 * MB
 # JSON values (objects, arrays, strings, numbers, ...) in one body: a conversation of thousands of
 # messages plus a structured-output schema at the providers' limits stays well under it.
 MAX_BODY_VALUES = 100_000

@@ -18,7 +18,7 @@ from fake_provider import FakeProvider, openai_answer
 from service import clean_env, gunicorn, provider_env
 
 pytestmark = pytest.mark.e2e
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(7 * 1024 * 1024)     # 7 MB: 9.3 MB as base64, over the non-image cap
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(13 * 1024 * 1024)    # 13 MB: 17.3 MB as base64, over the non-image cap
 
 
 class ArrivalGate(threading.Event):
@@ -71,8 +71,13 @@ OVERSIZE = [
     ("100k-property schema, 2.5 MB", json.dumps(schema_body(
         {"type": "object", "properties": {f"p{i}": {"type": "string"} for i in range(100_000)}})).encode(),
      400, "validation_error", "body", "JSON values"),
-    ("13 MB of 700k unknown keys", json.dumps(
+    ("17 MB of 700k unknown keys", json.dumps(
         {"model": "mock.echo", "prompt": "hi", **{f"unknown_key_{i}": 1 for i in range(700_000)}}).encode(),
+     413, "payload_too_large", None, "besides images"),
+    ("9 MB of 400k unknown keys", json.dumps(
+        {"model": "mock.echo", "prompt": "hi", **{f"unknown_key_{i}": 1 for i in range(400_000)}}).encode(),
+     400, "validation_error", "body", "JSON values"),
+    ("17 MB of text", json.dumps({"model": "mock.echo", "prompt": "x" * (17 * 1024 * 1024)}).encode(),
      413, "payload_too_large", None, "besides images"),
     ("150k unknown keys under the byte cap", json.dumps(
         {"model": "mock.echo", "prompt": "hi", **{f"k{i}": 1 for i in range(150_000)}}).encode(),
@@ -115,7 +120,7 @@ def test_each_oversize_shape_is_refused_while_a_call_in_flight_finishes(service,
 
 
 def test_image_bytes_are_counted_apart_from_the_rest(service, fake):
-    """A 9.3 MB image passes where 9.3 MB of anything else is a 413."""
+    """A 17.3 MB image passes where 17.3 MB of anything else is a 413."""
     requests.post(f"{fake.url}/_fake/reset", timeout=10)
     uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
     body = {"model": "openai.gpt-4o", "messages": [{"role": "user", "content": [
