@@ -101,8 +101,8 @@ def parse_structured(completion: Completion, fmt: ResponseFormat, provider: str)
             raise InvalidStructuredOutput(f"The schema has a reference that does not resolve: {exc}",
                                           provider=provider) from None
         except RecursionError:          # app/schema_bounds.py refuses reference loops up front
-            raise InvalidStructuredOutput("The model's JSON is nested too deeply to check against the schema.",
-                                          provider=provider) from None
+            raise InvalidStructuredOutput("The model's JSON could not be checked against the schema: the check "
+                                          "recursed too deeply.", provider=provider) from None
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
             raise InvalidStructuredOutput(

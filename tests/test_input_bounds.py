@@ -237,3 +237,17 @@ def test_schemas_checked_in_one_request_share_one_budget(app, monkeypatch):
         assert "more than 50 subschemas in all" in caller_schema_problem(distinct_schema(1002))
     with app.test_request_context():
         assert caller_schema_problem(distinct_schema(1002)) is None
+
+
+def test_an_answer_too_deep_to_validate_is_a_502_not_a_500():
+    from app.calls import Completion, ResponseFormat, Usage
+    from app.errors import InvalidStructuredOutput
+    from app.postprocess import parse_structured
+    data: list = []
+    for _ in range(400):                     # fine for json.dumps, too deep for the validator's recursion
+        data = [data]
+    completion = Completion(text="", finish_reason="stop", usage=Usage(1, 1), model="m", data=data)
+    fmt = ResponseFormat("json_schema", name="tree", schema={"type": "array", "items": {"$ref": "#"}}, strict=True)
+    with pytest.raises(InvalidStructuredOutput) as err:
+        parse_structured(completion, fmt, "openai")
+    assert err.value.status == 502 and "recursed too deeply" in err.value.message
