@@ -20,6 +20,7 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from .config import env_number
 from .errors import FlowcallError, PayloadTooLarge, ValidationError
+from .schema_bounds import batch_schemas_problem
 from .schemas import CallSchema, WholeNumber, answer_to_dict, call_from_body, load
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ def parse_envelope(body: dict, limits: BatchLimits) -> Envelope:
     data = load(EnvelopeSchema(), body)
     defaults = data.get("defaults") or {}
     _check_defaults(defaults)
+    too_costly = batch_schemas_problem(data["items"], defaults)
+    if too_costly:
+        raise PayloadTooLarge(f"The batch is too large to check: {too_costly}.", fields={"items": too_costly})
     return Envelope(items=data["items"], defaults=defaults, concurrency=data.get("concurrency"))
 
 

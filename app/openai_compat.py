@@ -40,6 +40,7 @@ from marshmallow import ValidationError as MarshmallowError
 from . import tool_ids
 from .calls import ToolCall
 from . import tools as tooling
+from .body_bounds import check_unknown_fields
 from .errors import FlowcallError, ValidationError
 from .schemas import (MAX_FALLBACKS, MAX_STOP_SEQUENCES, Content, JsonSchemaSpec, Number, PartSchema, StrictString,
                       WholeNumber, answer_to_dict)
@@ -238,8 +239,10 @@ def _flatten(messages, prefix: str = "") -> dict[str, str]:
 
 def load_request(body: dict) -> dict:
     """The body validated by its schema; errors are a 400 with dotted field paths."""
+    schema = ChatCompletionRequestSchema()
+    check_unknown_fields(schema, body)
     try:
-        return ChatCompletionRequestSchema().load(body)
+        return schema.load(body)
     except MarshmallowError as err:
         fields_ = _flatten(err.messages)
         summary = "; ".join(f"{k}: {v}" for k, v in list(fields_.items())[:5])

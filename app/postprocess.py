@@ -123,10 +123,10 @@ def parse_structured(completion: Completion, fmt: ResponseFormat, provider: str)
         except Unresolvable as exc:
             raise InvalidStructuredOutput(f"The schema has a reference that does not resolve: {exc}",
                                           provider=provider) from None
-        except RecursionError:
-            raise InvalidStructuredOutput("The schema refers to itself without end (a $ref cycle that "
-                                          "matches nothing), so no answer can be checked against it.",
-                                          provider=provider) from None
+        except RecursionError:          # app/schema_bounds.py refuses reference loops up front
+            raise InvalidStructuredOutput("The model's JSON could not be checked against the schema: the check "
+                                          "recursed too deeply (a reference cycle that matches nothing, or an "
+                                          "answer nested too deeply).", provider=provider) from None
         if error is not None:
             where = "/".join(str(p) for p in error.absolute_path) or "(root)"
             raise InvalidStructuredOutput(

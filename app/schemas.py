@@ -16,9 +16,11 @@ from marshmallow import RAISE, Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as MarshmallowError
 
 from . import tools as tooling
+from .body_bounds import check_body_bytes, check_body_values, check_unknown_fields
 from .calls import DEFAULT_MAX_TOKENS, Call, ImagePart, Message, Options, ResponseFormat, TextPart
 from .errors import ImageRejected, InvalidJSON, ValidationError
 from .images import decode_data_uri, to_data_uri
+from .schema_bounds import caller_schema_problem
 
 MAX_STOP_SEQUENCES = 16
 MAX_FALLBACKS = 5
@@ -187,7 +189,7 @@ class JsonSchemaSpec(Schema):
         schema = data.get("schema")
         if schema is None:
             return
-        problem = schema_problem(json.dumps(schema, sort_keys=True))
+        problem = caller_schema_problem(schema)
         if problem:
             raise MarshmallowError({"schema": [f"Not a valid JSON Schema: {problem}"]})
 
@@ -472,18 +474,22 @@ def _finite_float(text: str) -> float:
 
 
 def _no_duplicates(pairs):
-    obj = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"duplicate key {key!r}")
-        obj[key] = value
+    obj = dict(pairs)                   # in C; the loop below runs only when a key repeats
+    if len(obj) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
     return obj
 
 
 def parse_json_body(raw: bytes) -> dict:
-    """Strict JSON: no NaN/Infinity, no duplicate keys (which would silently drop a value)."""
+    """Strict JSON: no NaN/Infinity, no duplicate keys (which would silently drop a value); its size
+    bounded before and after parsing (app/body_bounds.py), so no later step costs more than that."""
     if not raw or not raw.strip():
         raise InvalidJSON("The request body is empty: send a JSON object.")
+    check_body_bytes(raw)
     try:
         text = raw.decode("utf-8-sig")
         body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
@@ -493,6 +499,7 @@ def parse_json_body(raw: bytes) -> dict:
         raise InvalidJSON(f"The request body is not valid JSON: {detail}.") from None
     if not isinstance(body, dict):
         raise InvalidJSON("The request body must be a JSON object.")
+    check_body_values(body)
     return body
 
 
@@ -518,6 +525,7 @@ def flatten_errors(messages, prefix: str = "") -> dict[str, str]:
 
 
 def load(schema: Schema, body: dict) -> dict:
+    check_unknown_fields(schema, body)
     try:
         return schema.load(body)
     except MarshmallowError as err:

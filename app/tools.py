@@ -88,7 +88,7 @@ def _tool(item) -> Tool:
 
 
 def _parameters(schema) -> dict:
-    from .schemas import schema_problem
+    from .schema_bounds import caller_schema_problem
     if not isinstance(schema, dict):
         raise MarshmallowError({"parameters": ["Must be a JSON Schema object."]})
     canonical = json.dumps(schema, sort_keys=True)
@@ -96,9 +96,9 @@ def _parameters(schema) -> dict:
         raise MarshmallowError({"parameters": [f"At most {MAX_TOOL_SCHEMA_BYTES} bytes of JSON Schema per tool."]})
     if schema.get("type", "object") != "object":
         raise MarshmallowError({"parameters": ['Must describe an object ("type": "object"): arguments are named.']})
-    problem = schema_problem(canonical)
+    problem = caller_schema_problem(schema)      # the same limits and checks as response_format's
     if problem:
-        raise MarshmallowError({"parameters": [f"Not a valid JSON Schema: {problem}"]})
+        raise MarshmallowError({"parameters": [f"Not a usable JSON Schema: {problem}"]})
     # `$schema` only names the dialect (n8n sends draft-07's); Gemini and others refuse the keyword.
     return {k: v for k, v in schema.items() if k != "$schema"}
 

@@ -534,8 +534,14 @@ def expected_response_format(body: dict):
         return {"type": "json_object"}
     if rf.get("type") == "json_schema":
         spec = rf["json_schema"]
+        schema = spec["schema"]
+        if spec.get("strict"):
+            # strict schemas go out in OpenAI's strict subset (tests/test_strict_schema.py checks that
+            # transformation against the openai SDK's own); this test checks that they go out at all
+            from app.strict_schema import to_strict
+            schema = to_strict(schema).schema
         return {"type": "json_schema", "json_schema": {"name": spec.get("name", "response"),
-                                                       "schema": spec["schema"], "strict": spec.get("strict", False)}}
+                                                       "schema": schema, "strict": spec.get("strict", False)}}
     return None
 
 

@@ -282,5 +282,5 @@ def test_a_schema_that_refers_to_itself_without_end_is_a_clear_502_not_a_crash()
     schema = {"type": "object", "properties": {"a": {"$ref": "#/$defs/loop"}},
               "$defs": {"loop": {"anyOf": [{"$ref": "#/$defs/loop"}, {"type": "string"}]}}}
     completion = Completion(text='{"a": 1}', finish_reason="stop", usage=Usage(), model="m")
-    with pytest.raises(InvalidStructuredOutput, match="refers to itself without end"):
+    with pytest.raises(InvalidStructuredOutput, match="reference cycle that matches nothing"):
         parse_structured(completion, ResponseFormat("json_schema", "x", schema, True), "openai")
