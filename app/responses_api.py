@@ -594,9 +594,11 @@ class EventWriter:
                            part={"type": "output_text", "text": "", "annotations": []})]
 
     def error(self, body: dict) -> str:
-        """A failure after the first event: OpenAI's `error` event (the SDKs raise it)."""
+        """A failure after the first event: the spec's `error` event, carrying the whole error object
+        under `error` as well (what OpenAI's SDKs look for to raise APIError)."""
         err = body["error"]
-        return self.event("error", code=err.get("code"), message=err.get("message"), param=err.get("param"))
+        return self.event("error", code=err.get("code"), message=err.get("message"), param=err.get("param"),
+                          error=err)
 
 
 def replay_events(request: ResponsesRequest, stored: dict) -> list[str]:
