@@ -55,11 +55,6 @@ REJECTED_UNLESS = {
     "conversation": ((None,), "flowcall keeps no conversations; use previous_response_id."),
     "prompt": ((None,), "flowcall has no stored prompt templates; send instructions and input."),
 }
-BUILTIN_TOOLS = {"web_search", "web_search_preview", "web_search_2025_08_26", "web_search_preview_2025_03_11",
-                 "file_search", "code_interpreter", "computer_use_preview", "computer", "image_generation", "mcp",
-                 "local_shell", "shell", "apply_patch", "custom"}
-
-
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(16)}"
 
@@ -100,6 +95,13 @@ class ResponsesRequest:
 
 def parse_request(body: dict) -> ResponsesRequest:
     """Validate a CreateResponse body (shape only: conversation rules are checked by `build_call`)."""
+    try:
+        return _parse_request(body)
+    except RecursionError:
+        raise ValidationError("The request body is nested too deeply.") from None
+
+
+def _parse_request(body: dict) -> ResponsesRequest:
     if not isinstance(body, dict):
         _fail("body", "Must be a JSON object.")
     unknown = sorted(set(body) - HONOURED - ECHOED - set(IGNORED_UNLESS) - set(REJECTED_UNLESS))
@@ -240,7 +242,7 @@ def _only(item: dict, allowed: set, path: str) -> None:
         _fail(f"{path}.{extra[0]}", "Unknown field for this item type.")
 
 
-_PART_TYPES = {"input_text", "output_text", "refusal", "input_image"}
+_PART_TYPES = ("input_text", "output_text", "refusal", "input_image")
 
 
 def _message(item: dict, path: str) -> dict:
@@ -278,7 +280,7 @@ def _message(item: dict, path: str) -> dict:
 def parse_arguments(arguments: str, path: str) -> dict:
     try:
         value = json.loads(arguments) if arguments.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):
         _fail(path, "Must be a JSON object as a string.")
     if not isinstance(value, dict):
         _fail(path, "Must be a JSON object as a string.")
@@ -295,7 +297,7 @@ def _tools(raw) -> list[dict]:
         path = f"tools.{i}"
         kind = tool.get("type") if isinstance(tool, dict) else None
         if kind != "function":
-            if kind in BUILTIN_TOOLS or isinstance(kind, str):
+            if isinstance(kind, str):
                 _fail(f"{path}.type", f"The built-in tool {kind!r} is not supported: flowcall runs no tools; "
                                       "declare function tools and run them yourself.")
             _fail(path, "Must be a tool object with a type.")
