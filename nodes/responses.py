@@ -147,7 +147,8 @@ def _events(metered: streaming.MeteredStream, closing: _Closing, save, request_i
     pieces = iter(metered)
     try:
         for piece in pieces:
-            yield from writer.delta(piece)
+            if isinstance(piece, str):          # tool-call pieces: sent whole from the answer at the end
+                yield from writer.delta(piece)
     except FlowcallError as err:
         yield writer.error(compat.error_body(err, request_id))
         return
