@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import openai
 import pytest
 import requests
+import yaml
 from pydantic import BaseModel
 
 from fake_stream_provider import FakeStreamProvider
@@ -247,10 +249,51 @@ def test_function_call_and_its_output(client, fake, model):
         {"role": "user", "content": "What is 12 times 7?"},
         {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
         {"type": "function_call_output", "call_id": call.call_id, "output": "84"}])
-    assert second.output_text
+    assert second.status == "completed" and second.output          # the fake may call the tool again
     body = sent_text(received(fake)[1]["body"])
-    assert "Calculator" in body and "84" in body
+    assert "Calculator" in body and "84" in body and "12 * 7" in body
     third = client.responses.create(model=model, tools=[CALCULATOR], previous_response_id=first.id,
                                     input=[{"type": "function_call_output", "call_id": call.call_id,
                                             "output": "84"}])
-    assert third.output_text and "84" in sent_text(received(fake)[2]["body"])
+    assert third.status == "completed" and third.previous_response_id == first.id
+    body = sent_text(received(fake)[2]["body"])
+    assert "What is 12 times 7?" in body and "12 * 7" in body and "84" in body
+
+
+FIXTURES = ROOT.parent / "shared" / "specs" / "fixtures"
+if not FIXTURES.is_dir():
+    FIXTURES = Path("/work/shared/specs/fixtures")
+_N8N_STREAM = json.loads((FIXTURES / "n8n/agent_stream_webhook_chat_1_tool_call.json").read_text())
+_GEMINI_STREAM = yaml.safe_load((FIXTURES / "test_google/test_google_streaming_tool_call_thought_signature.yaml")
+                                .read_text())["interactions"][0]["response"]["body"]["string"]
+GET_COUNTRY = {"type": "function", "name": "get_country", "description": "",
+               "parameters": {"type": "object", "properties": {}}}
+# Streamed first turns: (model, tools, script for the fake, the call the client must see). The scripts are
+# providers' recorded streams (the fake's `sse_raw` step); Anthropic's is the fake's own tool_use stream.
+STREAMED_CALLS = [
+    ("openai.gpt-4o", CALCULATOR,
+     [{"sse_raw": "".join(f"data: {json.dumps(e)}\n\n" for e in _N8N_STREAM["answer_given"]["sse"]) +
+       "data: [DONE]\n\n"}], ("Calculator", {"input": "12 * 7"})),
+    ("anthropic.claude-sonnet-4-6", CALCULATOR, [], ("Calculator", None)),
+    ("google.gemini-3.1-pro-preview", GET_COUNTRY, [{"sse_raw": _GEMINI_STREAM}], ("get_country", {})),
+]
+
+
+@_NEEDS_TOOLS
+@pytest.mark.parametrize("model, tool, steps, expected", STREAMED_CALLS)
+def test_streamed_function_call(client, fake, model, tool, steps, expected):
+    script(fake, steps)
+    with client.responses.stream(model=model, input="Call the tool.", tools=[tool]) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [e.type for e in events]
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    assert {"response.function_call_arguments.delta", "response.function_call_arguments.done"} <= set(kinds)
+    [call] = [item for item in final.output if item.type == "function_call"]
+    done = [e for e in events if e.type == "response.function_call_arguments.done"]
+    assert call.name == expected[0] and [d.arguments for d in done] == [call.arguments]
+    assert isinstance(json.loads(call.arguments), dict)
+    if expected[1] is not None:
+        assert json.loads(call.arguments) == expected[1]
+    [sent] = received(fake)
+    assert tool["name"] in sent_text(sent["body"])
