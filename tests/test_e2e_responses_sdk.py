@@ -297,3 +297,27 @@ def test_streamed_function_call(client, fake, model, tool, steps, expected):
         assert json.loads(call.arguments) == expected[1]
     [sent] = received(fake)
     assert tool["name"] in sent_text(sent["body"])
+
+
+@_NEEDS_TOOLS
+def test_gemini_thought_signature_survives_the_round_trip(client, fake):
+    """Gemini 3 must get its thoughtSignature back with the call: the call id handed out carries it."""
+    signature = json.loads(_GEMINI_STREAM.split("\r\n")[0][len("data: "):])[
+        "candidates"][0]["content"]["parts"][0]["thoughtSignature"]
+    script(fake, [{"sse_raw": _GEMINI_STREAM}])
+    model = "google.gemini-3.1-pro-preview"
+    with client.responses.stream(model=model, input="Where am I?", tools=[GET_COUNTRY]) as stream:
+        final = stream.get_final_response()
+    [call] = [item for item in final.output if item.type == "function_call"]
+    client.responses.create(model=model, tools=[GET_COUNTRY], input=[
+        {"role": "user", "content": "Where am I?"},
+        {"type": "function_call", "call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+        {"type": "function_call_output", "call_id": call.call_id, "output": "Mexico"}])
+    client.responses.create(model=model, tools=[GET_COUNTRY], previous_response_id=final.id, input=[
+        {"type": "function_call_output", "call_id": call.call_id, "output": "Mexico"}])
+    for sent in received(fake)[1:]:
+        parts = [p for c in sent["body"]["contents"] for p in c["parts"]]
+        [with_call] = [p for p in parts if "functionCall" in p]
+        assert with_call["thoughtSignature"] == signature
+        [result] = [p for p in parts if "functionResponse" in p]
+        assert result["functionResponse"]["name"] == "get_country"
