@@ -22,7 +22,7 @@ What happens to each request field (anything not listed is a 400 naming the fiel
 | `temperature` | 0..2; above 1 sent as 1 with a warning (as /v1/chat/completions) |
 | `top_p`, `reasoning`, `max_tool_calls`, `top_logprobs` | ignored, with a warning unless null or the default: not every provider has an equivalent |
 | `store` | default true: the response is kept for this tenant (FLOWCALL_RESPONSE_RETENTION_DAYS) |
-| `stream`, `stream_options` | honoured: the spec's event sequence |
+| `stream` | honoured: the spec's event sequence (`stream_options` accepted; no obfuscation is added) |
 | `metadata`, `user`, `truncation`, `include`, `service_tier`, `prompt_cache_key`, `prompt_cache_retention`, `safety_identifier`, `background: false` | echoed or ignored: bookkeeping that does not change the answer |
 | `background: true`, `conversation`, `prompt` | 400: flowcall answers in the request and keeps no conversations or prompt templates |
 | `fallbacks`, `flowcall` | flowcall extensions, as on /v1/chat/completions |
