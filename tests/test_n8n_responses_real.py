@@ -135,3 +135,64 @@ def test_chat_model_v13_defaults_in_a_chain(n8n, service, fake, model):
     assert out["text"] == f"Echo: {PROMPT}"
     rows = responses_rows(service)
     assert len(rows) == before + 1 and rows[-1]["model_served"] == model and rows[-1]["status"] == 200
+
+
+# -- the AI Agent v3 with the Calculator tool: needs tool calling in the core (the `tools` branch) -----------
+CALL_12_TIMES_7 = {"input": "12 * 7"}
+# The provider's first answer calls the Calculator (each in its own wire format); its second is the fake's
+# own text answer ({} = the fake's default). Anthropic's fake answers tool_use by itself whenever tools are
+# sent, so its second answer is scripted text instead.
+TOOL_TURNS = {
+    "openai.gpt-4o": [{"status": 200, "body": {
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": None, "tool_calls": [{
+                "id": "call_1", "type": "function",
+                "function": {"name": "Calculator", "arguments": json.dumps(CALL_12_TIMES_7)}}]}}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 7, "total_tokens": 19}}}, {}],
+    "anthropic.claude-sonnet-4-6": [{"status": 200, "body": {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6",
+        "stop_reason": "tool_use", "stop_sequence": None,
+        "content": [{"type": "tool_use", "id": "toolu_1", "name": "Calculator", "input": CALL_12_TIMES_7}],
+        "usage": {"input_tokens": 12, "output_tokens": 7}}}, {"status": 200, "body": {
+        "id": "msg_2", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6",
+        "stop_reason": "end_turn", "stop_sequence": None, "content": [{"type": "text", "text": "It is 84."}],
+        "usage": {"input_tokens": 12, "output_tokens": 7}}}],
+    "google.gemini-2.5-flash": [{"status": 200, "body": {
+        "candidates": [{"content": {"role": "model", "parts": [
+            {"functionCall": {"name": "Calculator", "args": CALL_12_TIMES_7}}]}, "finishReason": "STOP"}],
+        "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 7, "totalTokenCount": 19},
+        "modelVersion": "gemini-2.5-flash"}}, {}],
+}
+
+
+def agent_with_calculator(model: str, responses_api: bool) -> dict:
+    chat_model = {"model": {"__rl": True, "mode": "id", "value": model}, "options": {}}
+    if not responses_api:
+        chat_model["responsesApiEnabled"] = False
+    return {"nodes": [START,
+                      {"id": "n2", "name": "Agent", "type": "@n8n/n8n-nodes-langchain.agent", "typeVersion": 3,
+                       "position": [200, 0], "parameters": {"promptType": "define", "options": {},
+                                                            "text": "What is 12 times 7? Use the calculator."}},
+                      {"id": "n3", "name": "Model", "type": "@n8n/n8n-nodes-langchain.lmChatOpenAi",
+                       "typeVersion": 1.3, "position": [200, 200], "credentials": CREDENTIAL, "parameters": chat_model},
+                      {"id": "n4", "name": "Calculator", "type": "@n8n/n8n-nodes-langchain.toolCalculator",
+                       "typeVersion": 1, "position": [400, 200], "parameters": {}}],
+            "connections": {"Start": {"main": [[{"node": "Agent", "type": "main", "index": 0}]]},
+                            "Model": {"ai_languageModel": [[{"node": "Agent", "type": "ai_languageModel",
+                                                            "index": 0}]]},
+                            "Calculator": {"ai_tool": [[{"node": "Agent", "type": "ai_tool", "index": 0}]]}}}
+
+
+@pytest.mark.xfail(strict=False, reason="needs the tools branch")
+@pytest.mark.parametrize("responses_api", [True, False], ids=["responses", "chat"])
+@pytest.mark.parametrize("model", MODELS)
+def test_agent_v3_reaches_the_calculator(n8n, service, fake, model, responses_api):
+    requests.post(f"{fake.url}/_fake/reset", timeout=5)
+    requests.post(f"{fake.url}/_fake/script", json=TOOL_TURNS[model], timeout=5)
+    run_data = n8n(f"agent{MODELS.index(model)}{int(responses_api)}", agent_with_calculator(model, responses_api))
+    [calculator] = run_data["Calculator"]
+    assert calculator["executionStatus"] == "success" and "84" in json.dumps(calculator["data"])
+    node_output(run_data, "Agent")                      # the agent finished after the tool result
+    sent = requests.get(f"{fake.url}/_fake/requests", timeout=5).json()
+    assert len(sent) == 2 and "84" in json.dumps(sent[1]["body"])      # the tool's result went back
