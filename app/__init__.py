@@ -21,6 +21,8 @@ from .gateway import Gateway
 from .idempotency import Idempotency
 from .ledger import Ledger
 from .quotas import Quotas, make_storage
+from .response_store import ResponseStore
+from .response_store import retention_days as response_retention_days
 from .store import Store
 from .transport import Transport, pool_size
 
@@ -64,10 +66,11 @@ def create_app(config: dict | None = None) -> Flask:
     errors.init_app(app)
     _init_request_context(app)
 
-    from nodes import agentai, batch, call, docs, health, me, models, openai_compat, test_connection, usage
+    from nodes import agentai, batch, call, docs, health, me, models, openai_compat, responses, test_connection, usage
     from nodes import metrics as metrics_node
+    app.extensions["flowcall_responses"] = ResponseStore(store.engine, response_retention_days(settings.environ))
     for module in (call, agentai, batch, test_connection, usage, models, me, docs, metrics_node, health,
-                   openai_compat):
+                   openai_compat, responses):
         app.register_blueprint(module.bp)
     app.register_blueprint(docs.ui)
     return app

@@ -1,0 +1,204 @@
+"""POST /v1/responses and the stored-response routes: OpenAI's Responses API over the same core as
+/v1/chat/completions (auth, errors in OpenAI's shape, metering, idempotency, streaming).
+
+Translation lives in app/responses_api.py, the per-tenant store in app/response_store.py. A stored
+response is saved once its answer is complete; `previous_response_id`, GET, DELETE and input_items
+read only the caller's tenant's rows, so any other id is a 404.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from app import openai_compat as compat
+from app import responses_api as api
+from app import streaming
+from app.errors import FlowcallError, NotFound, ValidationError
+from app.idempotency import Replay
+from app.openapi import CALL_ERRORS, doc
+from app.schemas import parse_json_body
+
+from . import openai_compat as compat_node
+from ._common import read_body, services
+
+log = logging.getLogger(__name__)
+bp = Blueprint("openai_responses", __name__)
+ENDPOINT = "openai_responses"
+bp.register_error_handler(FlowcallError, compat_node._flowcall_error)
+bp.register_error_handler(HTTPException, compat_node._http_error)
+bp.register_error_handler(Exception, compat_node._unexpected)
+
+RESPONSE_SCHEMA = {"type": "object", "description": "OpenAI's Response object, plus `flowcall`", "properties": {
+    "id": {"type": "string"}, "object": {"type": "string", "enum": ["response"]},
+    "created_at": {"type": "integer"}, "status": {"type": "string", "enum": ["completed", "incomplete"]},
+    "model": {"type": "string", "description": "The catalog id that served the call"},
+    "output": {"type": "array", "items": {"type": "object", "description": "message or function_call items"}},
+    "usage": {"type": "object"}, "flowcall": {"type": "object"}}}
+REQUEST_SCHEMA = {"type": "object", "description": "CreateResponse; app/responses_api.py says what happens to "
+                                                   "each field", "required": ["model"],
+                  "properties": {"model": {"type": "string"}, "input": {}, "instructions": {"type": "string"},
+                                 "previous_response_id": {"type": "string"}, "tools": {"type": "array"},
+                                 "stream": {"type": "boolean"}, "store": {"type": "boolean"}}}
+DELETED_SCHEMA = {"type": "object", "properties": {"id": {"type": "string"}, "object": {"type": "string"},
+                                                   "deleted": {"type": "boolean"}}}
+ITEM_LIST_SCHEMA = {"type": "object", "properties": {"object": {"type": "string", "enum": ["list"]},
+                                                     "data": {"type": "array"}, "has_more": {"type": "boolean"},
+                                                     "first_id": {"type": ["string", "null"]},
+                                                     "last_id": {"type": ["string", "null"]}}}
+REQUEST_EXAMPLE = {"model": "anthropic.claude-sonnet-4-6", "instructions": "Answer in one word.",
+                   "input": "What is the capital of France?"}
+
+
+def response_store():
+    return current_app.extensions["flowcall_responses"]
+
+
+def _not_found(response_id: str) -> NotFound:
+    return NotFound(f"Response with id {response_id!r} not found.", code="response_not_found")
+
+
+@bp.post("/v1/responses")
+@doc(summary="OpenAI Responses API (n8n OpenAI node v2, OpenAI Chat Model v1.3, agents)", tags=("openai",),
+     auth="bearer_key", request=REQUEST_SCHEMA, response=RESPONSE_SCHEMA, idempotent=True,
+     request_example=REQUEST_EXAMPLE, errors=CALL_ERRORS, error_schema="OpenAIError",
+     description="Any model flowcall routes to, as OpenAI's Responses API; the module docstring of "
+                 "app/responses_api.py says what happens to each request field. With `stream: true` the answer "
+                 "is the spec's server-sent events, ending in `response.completed`. " + compat_node._ERRORS_TEXT)
+def create_response():
+    svc = services()
+    store = response_store()
+    principal = compat_node._principal()
+    body = parse_json_body(read_body())
+    req = api.parse_request(body)
+    key = compat_node._idempotency_key()
+    created = int(time.time())
+    response_id = api.new_id("resp")
+    history: list = []
+
+    def make_call():
+        if req.previous_response_id:
+            found = store.conversation(principal.tenant_id, req.previous_response_id)
+            if found is None:
+                raise NotFound(f"Previous response with id {req.previous_response_id!r} not found.",
+                               code="previous_response_not_found",
+                               fields={"previous_response_id": "not found (or expired)"})
+            history[:] = found
+        return api.build_call(req, tuple(history), request_id=g.request_id, tenant_id=principal.tenant_id,
+                              agent_id=principal.agent_id, key_id=principal.key_id,
+                              max_image_bytes=svc.settings.max_image_bytes)
+
+    def save(response: dict) -> None:
+        if req.store:
+            store.save(principal.tenant_id, response, req.input_items, history)
+
+    if req.stream:
+        return _stream(principal, body, req, make_call, save, key, response_id, created)
+    outcome = svc.gateway.run(principal, ENDPOINT, body, make_call,
+                              lambda answer: api.completed_response(req, response_id, created, answer),
+                              idempotency_key=key)
+    if outcome.answer is not None:
+        g.upstream_ms = outcome.answer.upstream_ms
+    if not outcome.replayed:
+        save(outcome.body)
+    response = jsonify(outcome.body)
+    response.status_code = outcome.status
+    if outcome.replayed:
+        response.headers["Idempotent-Replay"] = "true"
+    return response
+
+
+class _Closing:
+    """The closing events and finished Response of a stream, built once: the gateway renders it for
+    the idempotent replay when the text ends, and the event stream sends the same events."""
+
+    def __init__(self, writer: api.EventWriter):
+        self.writer = writer
+        self.events: list[str] | None = None
+        self.response: dict | None = None
+
+    def render(self, answer) -> dict:
+        if self.response is None:
+            self.events, self.response = self.writer.closing(answer)
+        return self.response
+
+
+def _stream(principal, body: dict, req: api.ResponsesRequest, make_call, save, key, response_id: str,
+            created: int) -> Response:
+    closing = _Closing(api.EventWriter(req, response_id, created, req.model))
+    started = streaming.start(services().gateway, compat_node._streaming_dispatcher(), principal, ENDPOINT, body,
+                              make_call, closing.render, idempotency_key=key)
+    if isinstance(started, Replay):
+        response = compat_node._event_stream(iter(api.replay_events(req, started.body)))
+        response.headers["Idempotent-Replay"] = "true"
+        return response
+    g.upstream_ms = started.opened.upstream_ms
+    closing.writer.model = started.model_id
+    response = compat_node._event_stream(_events(started, closing, save, g.request_id))
+    response.call_on_close(started.close)       # a client gone before the first event still settles
+    return response
+
+
+def _events(metered: streaming.MeteredStream, closing: _Closing, save, request_id):
+    writer = closing.writer
+    yield from writer.opening()
+    pieces = iter(metered)
+    try:
+        for piece in pieces:
+            if isinstance(piece, str):          # tool-call pieces: sent whole from the answer at the end
+                yield from writer.delta(piece)
+    except FlowcallError as err:
+        yield writer.error(compat.error_body(err, request_id))
+        return
+    except Exception:  # noqa: BLE001 - the status line is sent: the error can only be an event
+        log.exception("stream failed")
+        yield writer.error(compat.error_body(FlowcallError("Internal error while streaming."), request_id))
+        return
+    finally:
+        pieces.close()
+    final = closing.render(metered.answer)
+    try:
+        save(final)
+    except Exception:  # noqa: BLE001 - the answer stands; only its stored copy is lost
+        log.exception("storing response %s failed", final["id"])
+    yield from closing.events
+
+
+# -- stored responses -------------------------------------------------------------------------------------
+@bp.get("/v1/responses/<response_id>")
+@doc(summary="A stored response (this tenant's, within the retention period)", tags=("openai",),
+     auth="bearer_key", response=RESPONSE_SCHEMA, errors=(400, 401, 404), error_schema="OpenAIError",
+     description=compat_node._ERRORS_TEXT)
+def retrieve_response(response_id: str):
+    principal = compat_node._principal()
+    if request.args.get("stream") in ("true", "1"):
+        raise ValidationError("Streaming a stored response is not supported.", fields={"stream": "must be false"})
+    found = response_store().get(principal.tenant_id, response_id)
+    if found is None:
+        raise _not_found(response_id)
+    return jsonify(found)
+
+
+@bp.delete("/v1/responses/<response_id>")
+@doc(summary="Delete a stored response", tags=("openai",), auth="bearer_key", response=DELETED_SCHEMA,
+     errors=(401, 404), error_schema="OpenAIError", description=compat_node._ERRORS_TEXT)
+def delete_response(response_id: str):
+    principal = compat_node._principal()
+    if not response_store().delete(principal.tenant_id, response_id):
+        raise _not_found(response_id)
+    return jsonify({"id": response_id, "object": "response.deleted", "deleted": True})
+
+
+@bp.get("/v1/responses/<response_id>/input_items")
+@doc(summary="The input items of a stored response", tags=("openai",), auth="bearer_key",
+     response=ITEM_LIST_SCHEMA, errors=(400, 401, 404), error_schema="OpenAIError",
+     description="Query: `limit` (1-100, default 20), `order` (`desc`, the default, or `asc`), `after` and "
+                 "`before` (item ids). " + compat_node._ERRORS_TEXT)
+def list_input_items(response_id: str):
+    principal = compat_node._principal()
+    items = response_store().input_items(principal.tenant_id, response_id)
+    if items is None:
+        raise _not_found(response_id)
+    return jsonify(api.item_page(items, request.args))
