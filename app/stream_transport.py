@@ -25,9 +25,9 @@ from urllib3.exceptions import SSLError as Urllib3SSLError
 from .cutoff import Cutoff
 from .errors import InvalidProviderResponse, ProviderError, ProviderTimeout, redact
 from .http import HttpRequest, HttpResponse
-from .transport import _EXCEPTIONS, MAX_RESPONSE_BYTES, Transport
+from .transport import _EXCEPTIONS, MAX_RESPONSE_BYTES, READ_SIZE, Transport, late, read_whole
 
-READ_SIZE = 64 * 1024
+
 DRAIN_GRACE_S = 0.5
 MAX_LINE_BYTES = 16 * 1024 * 1024
 _NEWLINE = re.compile(rb"\r\n|\r|\n")
@@ -154,7 +154,7 @@ class StreamTransport:
                     timeout=(connect_timeout, read_timeout), stream=True, allow_redirects=False)
             except Exception as exc:  # noqa: BLE001 - mapped from the table, anything else re-raised
                 if cutoff.expired:
-                    raise _late(provider) from None
+                    raise late(provider) from None
                 raise _mapped(exc, provider, request.secrets) from None
             content_type = (response.headers.get("content-type") or "").lower()
             if not (200 <= response.status_code < 300 and content_type.startswith("text/event-stream")):
@@ -162,7 +162,7 @@ class StreamTransport:
             cutoff.disarm()
         if cutoff.expired:
             response.close()
-            raise _late(provider)
+            raise late(provider)
         return LineStream(response, provider=provider, secrets=request.secrets,
                           time_left=deadline - time.monotonic())
 
@@ -171,29 +171,12 @@ class StreamTransport:
                deadline: float, cutoff: Cutoff) -> HttpResponse:
         try:
             with response:
-                body = bytearray()
-                try:
-                    for chunk in response.iter_content(READ_SIZE):
-                        body += chunk
-                        if len(body) > MAX_RESPONSE_BYTES:
-                            raise InvalidProviderResponse(
-                                f"{provider} sent an answer larger than {MAX_RESPONSE_BYTES} bytes",
-                                provider=provider, retryable=False)
-                        if time.monotonic() > deadline:
-                            raise _late(provider)
-                finally:
-                    cutoff.disarm()     # before the connection goes back to the pool
+                return read_whole(response, provider, deadline, cutoff)
         except ProviderError:
             raise
         except Exception as exc:  # noqa: BLE001
             if cutoff.expired:
-                raise _late(provider) from None
+                raise late(provider) from None
             raise _mapped(exc, provider, secrets) from None
-        if cutoff.expired:          # a body without a length ends, cut short, like a whole one
-            raise _late(provider)
-        headers = {k.lower(): v for k, v in response.headers.items()}
-        return HttpResponse(status=response.status_code, body=bytes(body), headers=headers)
 
 
-def _late(provider: str) -> ProviderTimeout:
-    return ProviderTimeout(f"{provider} was still sending its answer at the deadline", provider=provider)

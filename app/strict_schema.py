@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .json_pointer import resolve_local
+
 SUPPORTED_FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "ipv4", "ipv6",
                                "uuid"})
 MAX_PROPERTIES = 5000
@@ -193,7 +195,7 @@ class _Converter:
         """A `$ref` with siblings is replaced by its target, the siblings winning (SDK behaviour)."""
         if ref in inlining:
             raise _Inexpressible("a recursive $ref with sibling keywords")
-        target = resolve_ref(self.source, _checked_ref(ref))
+        target = resolve_local(self.source, _checked_ref(ref))
         if not isinstance(target, dict):
             raise _Inexpressible(f"$ref {ref!r} that is not a schema object")
         merged = {**{k: v for k, v in target.items() if k not in ("$defs", "definitions")},
@@ -251,28 +253,12 @@ def _nullable(node: dict) -> dict:
     return {"anyOf": [node, {"type": "null"}]}
 
 
-def resolve_ref(root: dict, ref: str):
-    """A local JSON pointer (`#`, `#/$defs/x`) in the root schema, or None."""
-    node = root
-    if ref == "#":
-        return root
-    for token in ref[2:].split("/"):
-        token = token.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and token in node:
-            node = node[token]
-        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-            node = node[int(token)]
-        else:
-            return None
-    return node
-
-
 def _deref(node, root: dict):
     """Follow a node's `$ref` chain (a ref with siblings is taken as its target, as in the SDK)."""
     for _ in range(_REF_HOPS):
         if not isinstance(node, dict) or not isinstance(node.get("$ref"), str):
             return node
-        target = resolve_ref(root, node["$ref"])
+        target = resolve_local(root, node["$ref"])
         if target is None:
             return node
         node = target
@@ -295,7 +281,7 @@ def _accepts_null(node, root: dict, hops: int, budget: list[int]) -> bool:
     if not isinstance(node, dict):
         return False
     if isinstance(node.get("$ref"), str):
-        target = resolve_ref(root, node["$ref"])
+        target = resolve_local(root, node["$ref"])
         if target is not None and not _accepts_null(target, root, hops - 1, budget):
             return False
     types = node.get("type")

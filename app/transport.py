@@ -17,6 +17,7 @@ from .errors import InvalidProviderResponse, ProviderError, ProviderTimeout, Pro
 from .http import HttpRequest, HttpResponse
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024   # a provider answer larger than this is garbage, not text
+READ_SIZE = 64 * 1024                    # one read of an answer body
                                         # (and 1,000 calls in flight per worker may each hold one)
 # Keep-alive connections per provider per worker: as many as calls a worker holds at once
 # (gunicorn.conf.py: 1,000 gevent connections), else every call past the pool opens a new TLS
@@ -71,30 +72,12 @@ class Transport:
             with cutoff, self.session(provider).request(
                     request.method, request.url, headers=request.headers, json=request.json,
                     timeout=(connect_timeout, read_timeout), stream=True, allow_redirects=False) as r:
-                try:
-                    body = bytearray()
-                    for chunk in r.iter_content(64 * 1024):
-                        body += chunk
-                        if len(body) > MAX_RESPONSE_BYTES:
-                            raise InvalidProviderResponse(
-                                f"{provider} sent an answer larger than {MAX_RESPONSE_BYTES} bytes",
-                                provider=provider, retryable=False)
-                        if time.monotonic() > deadline:
-                            raise ProviderTimeout(f"{provider} was still sending its answer at the deadline",
-                                                  provider=provider)
-                finally:
-                    cutoff.disarm()     # before the connection goes back to the pool
-                if cutoff.expired:      # a body without a length ends, cut short, like a whole one
-                    raise ProviderTimeout(f"{provider} was still sending its answer at the deadline",
-                                          provider=provider)
-                headers = {k.lower(): v for k, v in r.headers.items()}
-                return HttpResponse(status=r.status_code, body=bytes(body), headers=headers)
+                return read_whole(r, provider, deadline, cutoff)
         except ProviderError:
             raise
         except Exception as exc:  # noqa: BLE001 - mapped from the table, anything else re-raised
             if cutoff.expired:
-                raise ProviderTimeout(f"{provider} was still sending its answer at the deadline",
-                                      provider=provider) from None
+                raise late(provider) from None
             for exc_type, err_type, message in _EXCEPTIONS:
                 if isinstance(exc, exc_type):
                     raise err_type(redact(message.format(p=provider), request.secrets),
@@ -107,3 +90,27 @@ class Transport:
                 session.close()
             self._sessions.clear()
 
+
+def late(provider: str) -> ProviderTimeout:
+    return ProviderTimeout(f"{provider} was still sending its answer at the deadline", provider=provider)
+
+
+def read_whole(response: requests.Response, provider: str, deadline: float, cutoff: Cutoff) -> HttpResponse:
+    """The whole answer of `response`: at most MAX_RESPONSE_BYTES, all of it by `deadline`. The
+    cutoff is disarmed before the connection can go back to the pool (it must never cut the next
+    call's exchange); a body without a length that the cutoff ended counts as late, not as whole."""
+    body = bytearray()
+    try:
+        for chunk in response.iter_content(READ_SIZE):
+            body += chunk
+            if len(body) > MAX_RESPONSE_BYTES:
+                raise InvalidProviderResponse(f"{provider} sent an answer larger than {MAX_RESPONSE_BYTES} bytes",
+                                              provider=provider, retryable=False)
+            if time.monotonic() > deadline:
+                raise late(provider)
+    finally:
+        cutoff.disarm()
+    if cutoff.expired:
+        raise late(provider)
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    return HttpResponse(status=response.status_code, body=bytes(body), headers=headers)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ValidationError
+from ..json_pointer import resolve_local
 
 SCHEMA_FIELD = "response_format.json_schema.schema"
 
@@ -85,16 +86,10 @@ class _Refs:
         if not isinstance(ref, str) or not ref.startswith("#"):
             raise ValidationError(f"Only local $refs (starting with #) can be sent to Gemini; got {ref!r}.",
                                   fields={SCHEMA_FIELD: f"unsupported $ref {ref!r}"})
-        node = self.root
-        for token in filter(None, ref[1:].split("/")):
-            token = token.replace("~1", "/").replace("~0", "~")
-            if isinstance(node, dict) and token in node:
-                node = node[token]
-            elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-                node = node[int(token)]
-            else:
-                raise ValidationError(f"The schema's $ref {ref!r} points nowhere.",
-                                      fields={SCHEMA_FIELD: f"unresolvable $ref {ref!r}"})
+        node = resolve_local(self.root, ref)
+        if node is None:
+            raise ValidationError(f"The schema's $ref {ref!r} points nowhere.",
+                                  fields={SCHEMA_FIELD: f"unresolvable $ref {ref!r}"})
         if node is True:
             return {}
         if not isinstance(node, dict):

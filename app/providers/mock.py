@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 
+from ..json_pointer import resolve_local
 from ..calls import Call, Completion, ToolCall, ToolResultPart, Usage
 from ..errors import CapabilityMissing, ValidationError
 
@@ -33,7 +34,7 @@ def example_for(schema: dict | None, depth: int = 0, budget: list | None = None,
     if not isinstance(schema, dict) or depth > 8:
         return {}
     if isinstance(schema.get("$ref"), str) and schema["$ref"].startswith("#"):
-        target = _local_target(root, schema["$ref"])
+        target = resolve_local(root, schema["$ref"])
         if target is not None:
             rest = {k: v for k, v in schema.items() if k != "$ref"}
             return example_for({**target, **rest} if isinstance(target, dict) else target, depth + 1, budget, root)
@@ -73,20 +74,6 @@ def example_for(schema: dict | None, depth: int = 0, budget: list | None = None,
     if kind == "null":
         return None
     return _string(schema, budget)
-
-
-def _local_target(root: dict, ref: str):
-    """What a local `#/a/b` pointer (or `#`) names in the schema, or None."""
-    node = root
-    for token in filter(None, ref[1:].split("/")):
-        token = token.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and token in node:
-            node = node[token]
-        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-            node = node[int(token)]
-        else:
-            return None
-    return node
 
 
 def _merge(a: dict, b: dict) -> dict:
