@@ -26,9 +26,14 @@ USAGE = {"input": 40, "output": 12}
 
 
 def _texts(value) -> list[str]:
-    """Every string inside a JSON value (tool results arrive as strings, blocks or objects)."""
+    """Every string inside a JSON value (tool results arrive as strings, blocks or objects; n8n's
+    Calculator answers `[{"response": "42"}]` as a string of JSON)."""
     if isinstance(value, str):
-        return [value]
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return [value]
+        return _texts(parsed) if isinstance(parsed, (dict, list)) else [value]
     if isinstance(value, dict):
         return [t for v in value.values() for t in _texts(v)]
     if isinstance(value, list):
