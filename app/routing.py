@@ -32,20 +32,19 @@ def requirement_gaps(call: Call, model: ModelInfo) -> list[str]:
     return gaps
 
 
+# gap -> (what the model cannot do, who can, the field's message)
+_GAPS = {"vision": ("cannot read images", "Vision-capable models", "model is not vision-capable"),
+         "tools": ("cannot call tools", "Models that can", "model cannot call tools")}
+
+
 def check_capabilities(call: Call, resolved: Resolved, catalog: Catalog) -> None:
-    gaps = requirement_gaps(call, resolved.model)
-    if "vision" in gaps:
+    """A model that cannot do what the call needs is a 400 naming models that can."""
+    for gap in requirement_gaps(call, resolved.model):
+        cannot, who, field = _GAPS[gap]
         alternatives = [m.id for m in catalog.models.values()
-                        if m.capabilities.vision and m.status != "retired" and m.provider != "mock"][:6]
-        raise CapabilityMissing(
-            f"{resolved.model.id} cannot read images. Vision-capable models: {', '.join(alternatives)}"
-            f" (or model 'auto').", fields={"model": "model is not vision-capable"})
-    if "tools" in gaps:
-        alternatives = [m.id for m in catalog.models.values()
-                        if m.capabilities.tools and m.status != "retired" and m.provider != "mock"][:6]
-        raise CapabilityMissing(
-            f"{resolved.model.id} cannot call tools. Models that can: {', '.join(alternatives)}"
-            f" (or model 'auto').", fields={"model": "model cannot call tools"})
+                        if getattr(m.capabilities, gap) and m.status != "retired" and m.provider != "mock"][:6]
+        raise CapabilityMissing(f"{resolved.model.id} {cannot}. {who}: {', '.join(alternatives)} (or model 'auto').",
+                                fields={"model": field})
 
 
 def route(call: Call, catalog: Catalog, settings: Settings) -> Route:
