@@ -138,6 +138,7 @@ class ItemContext:
     endpoint: str                 # the ledger's endpoint label: "batch", "job", "cli_batch"
     request_id: str
     max_image_bytes: int
+    before_call: Callable[[str], None] | None = None      # a job notes each call before making it
 
 
 def item_request_id(request_id: str, index: int) -> str:
@@ -159,6 +160,8 @@ def execute_item(ctx: ItemContext, data: dict, request_id: str) -> tuple[int, di
         return call_from_body(data, request_id=request_id, tenant_id=p.tenant_id, agent_id=p.agent_id,
                               key_id=p.key_id, max_image_bytes=ctx.max_image_bytes)
     try:
+        if ctx.before_call is not None:
+            ctx.before_call(request_id)
         outcome = ctx.gateway.run(p, ctx.endpoint, data, make_call, answer_to_dict)
         return outcome.status, outcome.body
     except FlowcallError as err:

@@ -35,7 +35,8 @@ from . import callbacks
 from .auth import Principal
 from .batch import (BatchLimits, ItemContext, batch_body, error_body, execute_item, item_request_id, parse_envelope,
                     run_envelope)
-from .resume import answer_lost, answered
+from .job_calls import forget, note_started, unrecorded
+from .resume import answer_lost, answered, record_interrupted
 from .db import metadata
 from .errors import FlowcallError, ServiceUnavailable, Unauthorized
 from .idempotency import body_hash
@@ -255,6 +256,7 @@ class JobStore:
         with self.engine.begin() as conn:
             old = select(jobs.c.id).where(jobs.c.finished_at < before).scalar_subquery()
             conn.execute(delete(job_items).where(job_items.c.job_id.in_(old)))
+            forget(conn, old)
             return conn.execute(delete(jobs).where(jobs.c.finished_at < before)).rowcount
 
 
@@ -397,22 +399,41 @@ class Jobs:
     def _execute(self, row: dict) -> tuple[str, int, dict]:
         svc = self.services
         rid = row["request_id"] or row["id"]
-        ctx = ItemContext(svc.gateway, self._principal(row), "job", rid, svc.settings.max_image_bytes)
+        principal = self._principal(row)
+        ctx = ItemContext(svc.gateway, principal, "job", rid, svc.settings.max_image_bytes,
+                          before_call=lambda item_rid: note_started(svc.store.engine, row["id"], item_rid))
         request = json.loads(row["request"])
         started = time.perf_counter()
         if row["kind"] == "batch":
             envelope = parse_envelope(request, self.limits)
             skip = self.store.items(row["id"])
             if row["runs"] > 1:             # a dead worker's job: items it was paid for are not called again
+                self._record_died_in_flight(row, principal, {
+                    item_request_id(rid, i): _item_model(raw, envelope.defaults)
+                    for i, raw in enumerate(envelope.items) if i not in skip})
                 skip.update(self._lost_items(row, rid, envelope, skip))
             results = run_envelope(ctx, envelope, self.limits, skip=skip,
                                    on_result=lambda i, r: self.store.save_item(row["id"], i, r))
             return "done", 200, batch_body(results, rid, int((time.perf_counter() - started) * 1000))
+        if row["runs"] > 1:
+            self._record_died_in_flight(row, principal, {rid: request.get("model")})
         if row["runs"] > 1 and answered(svc.store.engine, row["tenant_id"], "job", [rid], since=row["created_at"]):
             err = answer_lost(rid)
             return "failed", err.status, error_body(err, rid)
         status, body = execute_item(ctx, load(CallSchema(), request), rid)
         return ("done" if status == 200 else "failed"), status, body
+
+    def _record_died_in_flight(self, row: dict, principal: Principal, models: dict[str, object]) -> None:
+        """Calls of unsaved items (request id -> model) that a dead worker started and that never
+        wrote their ledger row: one `interrupted` row each (app/job_calls.py), before any is made again."""
+        missing = unrecorded(self.services.store.engine, row, "job")
+        for item_rid, model in models.items():
+            for _ in range(missing.get(item_rid, 0)):
+                record_interrupted(self.services.ledger, principal, "job", item_rid,
+                                   model if isinstance(model, str) else None)
+        lost = sum(missing.get(item_rid, 0) for item_rid in models)
+        if lost:
+            log.warning("job %s: %d call(s) died in flight with its worker; recorded as interrupted", row["id"], lost)
 
     def _lost_items(self, row: dict, rid: str, envelope, saved: dict) -> dict[int, dict]:
         """Items of a resumed batch job answered (and recorded in the ledger) by the run that died
@@ -513,6 +534,11 @@ class Jobs:
                 self.recover()
             except Exception:  # noqa: BLE001 - the next round tries again
                 log.exception("job recovery failed")
+
+
+def _item_model(raw, defaults: dict):
+    """The model an envelope item asked for (its own, else the batch default), for the ledger."""
+    return raw.get("model", defaults.get("model")) if isinstance(raw, dict) else defaults.get("model")
 
 
 def _canonical_uuid(value: str) -> str | None:

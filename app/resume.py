@@ -7,8 +7,9 @@ twice and write a second ledger row for it, so a resumed run asks the ledger fir
 request id already has a successful ledger row is not called again, and its result is the error
 `answer_lost` (its tokens and cost are in that ledger row). Items that were in flight at the kill
 have no ledger row (no answer arrived) and are the only ones called again; `flowcall batch`, which
-notes each row before calling it, first records them in the ledger as `interrupted` (usage unknown),
-so its ledger holds one row per call made.
+notes each row before calling it, and a retaken job, which counts each call before making it
+(app/job_calls.py), first record them in the ledger as `interrupted` (usage unknown), so their
+ledger holds one row per call made.
 """
 from __future__ import annotations
 
