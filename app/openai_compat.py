@@ -11,7 +11,7 @@ What happens to each request field (anything not listed is a 400 naming the fiel
 | `model` | honoured: `provider.model`, an alias, a bare catalog name, or `auto` |
 | `messages` | honoured: roles system, developer (as system), user, assistant, tool; content a string or `text` / `image_url` parts (`prompt_cache_breakpoint` on a part is ignored); an assistant's `tool_calls` and a tool message's `tool_call_id` honoured (a result must answer a call made earlier, every call must have its result, `arguments` must be a JSON object: else 400); `name` and an assistant's `refusal` ignored; the `function` role, `function_call`, `audio` and other part types: 400 |
 | `temperature` | honoured, 0..2: values above 1 are sent as 1, with a warning (flowcall takes 0..1 on every provider; Anthropic rejects more); absent: flowcall's default 0.7 |
-| `max_completion_tokens`, `max_tokens` | honoured as the output limit (`max_completion_tokens` wins when both differ, with a warning); absent: 4096 (OpenAI's own default is "the model's maximum", which not every provider has; 4096 is accepted by every catalog model) |
+| `max_completion_tokens`, `max_tokens` | honoured as the output limit and sent as is (`max_completion_tokens` wins when both differ, with a warning); absent: 4096 plus the model's thinking allowance (as the node endpoints add it to their default; capped at the model's output limit), because OpenAI's own default is "the model's maximum", which not every provider has |
 | `stop` | honoured: a string or up to 16 strings, native where the model takes them, else enforced on the output (streams too) |
 | `response_format` | honoured: `text`, `json_object`, `json_schema` {name, schema, strict}; `message.content` is then the parsed JSON re-serialised (fences and chatter removed); streamed, the JSON text goes out as the model writes it and is checked at the end |
 | `stream`, `stream_options.include_usage` | honoured (`include_obfuscation` ignored: no obfuscation is added) |
@@ -32,7 +32,7 @@ is reported as `stop` (OpenAI has no such value), the original under `flowcall.f
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from marshmallow import RAISE, Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as MarshmallowError
@@ -198,6 +198,15 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     warnings: tuple[str, ...] = ()
+    default_max_tokens: bool = False    # the caller set no output limit: a thinking model gets room on top
+
+
+def with_default_limit(call, chat: ChatRequest):
+    """`call` with our 4096 marked as a default when the caller set no limit, so a model that thinks by
+    default gets its thinking allowance on top (app/model_defaults.py), as on the node endpoints."""
+    if not chat.default_max_tokens:
+        return call
+    return replace(call, options=replace(call.options, max_tokens_set=False))
 
 
 
@@ -317,7 +326,8 @@ def parse_request(body: dict) -> ChatRequest:
                               fields={"tool_choice": "needs tools"})
     stream = bool(data.get("stream"))
     include_usage = stream and bool((data.get("stream_options") or {}).get("include_usage"))
-    return ChatRequest(body=flowcall_body, stream=stream, include_usage=include_usage, warnings=tuple(warnings))
+    return ChatRequest(body=flowcall_body, stream=stream, include_usage=include_usage, warnings=tuple(warnings),
+                       default_max_tokens=data.get("max_completion_tokens") is None and data.get("max_tokens") is None)
 
 
 # -- the answer -------------------------------------------------------------------------------------

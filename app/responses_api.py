@@ -18,7 +18,7 @@ What happens to each request field (anything not listed is a 400 naming the fiel
 | `tool_choice` | `auto`, `none`, `required`, `{"type": "function", "name"}`; other forms: 400 |
 | `parallel_tool_calls` | passed on to the provider |
 | `text.format` | `text`, `json_object`, `json_schema` {name, schema, strict}; the output text is then the parsed JSON; `text.verbosity` ignored with a warning unless null |
-| `max_output_tokens` | the output limit; absent: 4096 (as /v1/chat/completions) |
+| `max_output_tokens` | the output limit, sent as is; absent: 4096 plus the model's thinking allowance (as /v1/chat/completions) |
 | `temperature` | 0..2; above 1 sent as 1 with a warning (as /v1/chat/completions) |
 | `top_p`, `reasoning`, `max_tool_calls`, `top_logprobs` | ignored, with a warning unless null or the default: not every provider has an equivalent |
 | `store` | default true: the response is kept for this tenant (FLOWCALL_RESPONSE_RETENTION_DAYS) |
@@ -412,7 +412,7 @@ def build_call(request: ResponsesRequest, history: tuple[dict, ...] = (), *, req
     if temperature is not None:
         temperature = min(float(temperature), MAX_TEMPERATURE)
     options = Options(temperature=temperature, max_tokens=request.max_output_tokens or COMPAT_DEFAULT_MAX_TOKENS,
-                      timeout_ms=request.timeout_ms)
+                      max_tokens_set=request.max_output_tokens is not None, timeout_ms=request.timeout_ms)
     return Call(messages=tuple(messages), model=request.model, options=options, response_format=fmt,
                 task=request.task, fallbacks=request.fallbacks, tools=tuple(_tool(t) for t in request.tools),
                 tool_choice=_choice(request.tool_choice) if request.tools else None,

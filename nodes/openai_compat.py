@@ -140,9 +140,10 @@ def chat_completions():
     structured = "response_format" in chat.body
 
     def make_call():
-        return call_from_body(chat.body, request_id=g.request_id, tenant_id=principal.tenant_id,
+        call = call_from_body(chat.body, request_id=g.request_id, tenant_id=principal.tenant_id,
                               agent_id=principal.agent_id, key_id=principal.key_id,
                               max_image_bytes=svc.settings.max_image_bytes)
+        return compat.with_default_limit(call, chat)
 
     def render(answer) -> dict:
         return compat.completion_body(answer, created=created, structured=structured, warnings=chat.warnings)

@@ -52,7 +52,7 @@ def test_override_file_adds_models_and_corrects_prices(tmp_path):
 def test_cost_from_usage():
     model = Catalog.load().resolve("openai.gpt-4o").model
     assert model.cost(Usage(input_tokens=1_000_000, output_tokens=100_000)) == pytest.approx(2.5 + 1.0)
-    assert Catalog.load().lookup("openai.gpt-4.1-nano").cost(Usage(1, 1)) is None
+    assert Catalog.load().lookup("openai.gpt-4.1-mini").cost(Usage(1, 1)) is None     # no price on OpenAI's page yet
 
 
 def test_unknown_specs():
