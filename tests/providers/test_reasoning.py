@@ -230,3 +230,47 @@ def test_dispatch_sends_the_mapped_effort_to_the_provider():
     answer = dispatcher.execute(Call(PROMPT, "openai.gpt-5.6-sol", options=Options(reasoning_effort="minimal")))
     assert json.loads(responses.calls[0].request.body)["reasoning_effort"] == "minimal"
     assert answer.text == "Mexico City." and answer.usage.reasoning_tokens == 25
+
+
+def _sse(*events) -> str:
+    return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events)
+
+
+def test_anthropic_streamed_tool_call_carries_the_streamed_thinking_block():
+    """Event shapes from ../shared/specs/fixtures/test_anthropic/test_anthropic_model_thinking_part_stream.yaml
+    (thinking_delta, then signature_delta) and ..._redacted_stream.yaml (pydantic-ai, MIT)."""
+    from app.providers.streams import AnthropicStream, SseDecoder
+    spec = "anthropic.claude-haiku-4-5-20251001"
+    body = _sse(
+        ("message_start", {"type": "message_start", "message": {"model": "claude-haiku-4-5-20251001",
+                                                                 "usage": {"input_tokens": 30, "output_tokens": 1}}}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "thinking_delta", "thinking": "Need the country"}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "thinking_delta", "thinking": " first."}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                 "delta": {"type": "signature_delta", "signature": SIGNATURE}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ("content_block_start", {"type": "content_block_start", "index": 1,
+                                 "content_block": {"type": "redacted_thinking", "data": "EmwKAhgB"}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+        ("content_block_start", {"type": "content_block_start", "index": 2, "content_block": {
+            "type": "tool_use", "id": "toolu_1", "name": "get_user_country", "input": {}}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 2,
+                                 "delta": {"type": "input_json_delta", "partial_json": "{}"}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 2}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+        ("message_stop", {"type": "message_stop"}))
+    parser = AnthropicStream(Call(PROMPT, spec, tools=(COUNTRY_TOOL,)), target(spec))
+    decoder, deltas = SseDecoder(), []
+    for line in body.split("\n"):
+        event = decoder.feed(line)
+        if event is not None:
+            deltas.append(parser.feed(event))
+    assert "".join(d.text for d in deltas) == ""                     # thinking is not the answer
+    [first] = [piece for d in deltas for piece in d.tool_calls if piece.id]
+    assert first.state == {"thinking": [
+        {"type": "thinking", "thinking": "Need the country first.", "signature": SIGNATURE},
+        {"type": "redacted_thinking", "data": "EmwKAhgB"}]}
