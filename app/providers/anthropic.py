@@ -334,19 +334,19 @@ def _thinking(call: Call, model, structured: "_Structured", body: dict, warnings
     """Reasoning effort as Anthropic thinking. Models the catalog marks `params.thinking: adaptive`
     (manual budgets are a 400 there) get adaptive thinking with `output_config.effort`; the others
     `thinking.type: enabled` with a budget from the effort, added to max_tokens (which must exceed
-    it). Thinking text is omitted from answers (`display: omitted`): it is not part of `response`,
+    it). Thinking counts toward max_tokens, so an adaptive model that does not think by default (no
+    catalog thinking allowance) gets the same headroom. Thinking text is omitted from answers (`display: omitted`): it is not part of `response`,
     and the signed blocks stay small enough to travel inside a tool call id."""
     effort = reasoning.wants(call, model, warnings)
     if effort is None:
         return
     adaptive = model.params.get("thinking") == "adaptive"
     blocker = _thinking_blocker(call, structured, manual=not adaptive)
+    total = body["max_tokens"] + reasoning.ANTHROPIC_BUDGETS[effort]
+    if model.max_output_tokens:
+        total = max(body["max_tokens"], min(total, model.max_output_tokens))
+    budget = min(reasoning.ANTHROPIC_BUDGETS[effort], total - 1)
     if blocker is None and not adaptive:
-        answer = body["max_tokens"]
-        total = answer + reasoning.ANTHROPIC_BUDGETS[effort]
-        if model.max_output_tokens:
-            total = min(total, model.max_output_tokens)
-        budget = min(reasoning.ANTHROPIC_BUDGETS[effort], total - 1)
         if budget < reasoning.ANTHROPIC_MIN_BUDGET:
             blocker = f"{model.id}'s output limit leaves no room for a thinking budget"
     if blocker:
@@ -354,6 +354,8 @@ def _thinking(call: Call, model, structured: "_Structured", body: dict, warnings
         return
     if adaptive:
         body["thinking"] = {"type": "adaptive", "display": "omitted"}
+        if not model.thinking_allowance:
+            body["max_tokens"] = total
         output_config = body.setdefault("output_config", {})
         output_config["effort"] = "low" if effort == "minimal" else effort
     else:

@@ -103,6 +103,12 @@ def test_anthropic_adaptive_models_get_adaptive_thinking_and_effort(effort, sent
     assert body["max_tokens"] == plan(anthropic, "anthropic.claude-sonnet-5", None).request.json["max_tokens"]
 
 
+def test_anthropic_adaptive_model_that_does_not_think_by_default_gets_headroom():
+    body = plan(anthropic, "anthropic.claude-sonnet-4-6", "high").request.json
+    assert body["thinking"] == {"type": "adaptive", "display": "omitted"} and body["max_tokens"] == 1000 + 16384
+    assert "temperature" not in body
+
+
 def test_anthropic_effort_joins_native_structured_output():
     schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
               "additionalProperties": False}
