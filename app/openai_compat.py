@@ -184,8 +184,7 @@ class _HonouredFields(Schema):
     tools = tooling.ToolsField(allow_none=True)
     tool_choice = tooling.ToolChoiceField(allow_none=True)
     parallel_tool_calls = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
-    reasoning_effort = StrictString(allow_none=True, validate=validate.OneOf(
-        reasoning.EFFORTS, error="Must be one of " + ", ".join(reasoning.EFFORTS) + " (or null for the model's default)."))
+    reasoning_effort = StrictString(allow_none=True, validate=validate.OneOf(reasoning.EFFORTS, error=reasoning.INVALID))
 
 
 # The fields flowcall ignores or refuses are declared too (checked by _apply_policy), so that only

@@ -9,6 +9,7 @@ get it; everywhere else it is left out with a warning. Pure functions: adapters 
 from __future__ import annotations
 
 EFFORTS = ("minimal", "low", "medium", "high")
+INVALID = "Must be one of " + ", ".join(EFFORTS) + " (or null for the model's default)."
 
 # Anthropic extended thinking: budget_tokens must be >= 1024 and below max_tokens.
 ANTHROPIC_MIN_BUDGET = 1024
@@ -24,7 +25,7 @@ def problem(value) -> str | None:
     """Why a caller's effort is not acceptable, or None (None itself means the provider's default)."""
     if value is None or value in EFFORTS:
         return None
-    return "Must be one of " + ", ".join(EFFORTS) + " (or null for the provider's default)."
+    return INVALID
 
 
 def not_supported_warning(model_id: str, effort: str) -> str:

@@ -168,8 +168,7 @@ class OptionsSchema(Schema):
     stop = fields.List(StrictString(validate=validate.Length(min=1, max=500)),
                        validate=validate.Length(max=MAX_STOP_SEQUENCES))
     timeoutMs = WholeNumber(validate=validate.Range(min=100, max=3_600_000))
-    reasoningEffort = StrictString(allow_none=True, validate=validate.OneOf(
-        reasoning.EFFORTS, error="Must be one of " + ", ".join(reasoning.EFFORTS) + " (or null for the model's default)."))
+    reasoningEffort = StrictString(allow_none=True, validate=validate.OneOf(reasoning.EFFORTS, error=reasoning.INVALID))
 
 
 class ContextSchema(Schema):

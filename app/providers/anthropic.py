@@ -320,9 +320,9 @@ def _thinking_blocker(call: Call, structured: "_Structured", manual: bool) -> st
     if manual and (structured.tool is not None or (call.tools and call.tool_choice is not None
                                                    and call.tool_choice.mode in ("required", "tool"))):
         return "Anthropic does not take a forced tool choice with extended thinking"
-    last_assistant = next((m for m in reversed(call.messages) if m.role == "assistant"), None)
     if call.messages and call.messages[-1].role == "assistant":
         return "Anthropic does not take a final assistant message (prefill) with thinking"
+    last_assistant = next((m for m in reversed(call.messages) if m.role == "assistant"), None)
     if last_assistant is not None and last_assistant.tool_calls and not any(
             thinking_blocks(c.state) for c in last_assistant.tool_calls):
         return ("the assistant turn that called the tools carries no thinking block (the conversation began "
@@ -335,8 +335,9 @@ def _thinking(call: Call, model, structured: "_Structured", body: dict, warnings
     (manual budgets are a 400 there) get adaptive thinking with `output_config.effort`; the others
     `thinking.type: enabled` with a budget from the effort, added to max_tokens (which must exceed
     it). Thinking counts toward max_tokens, so an adaptive model that does not think by default (no
-    catalog thinking allowance) gets the same headroom. Thinking text is omitted from answers (`display: omitted`): it is not part of `response`,
-    and the signed blocks stay small enough to travel inside a tool call id."""
+    catalog thinking allowance) gets the same headroom. Thinking text is omitted from answers
+    (`display: omitted`): it is not part of `response`, and the signed blocks stay small enough to
+    travel inside a tool call id."""
     effort = reasoning.wants(call, model, warnings)
     if effort is None:
         return

@@ -267,7 +267,8 @@ def test_anthropic_streamed_tool_call_carries_the_streamed_thinking_block():
         ("content_block_delta", {"type": "content_block_delta", "index": 2,
                                  "delta": {"type": "input_json_delta", "partial_json": "{}"}}),
         ("content_block_stop", {"type": "content_block_stop", "index": 2}),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
+                           "usage": {"output_tokens": 9}}),
         ("message_stop", {"type": "message_stop"}))
     parser = AnthropicStream(Call(PROMPT, spec, tools=(COUNTRY_TOOL,)), target(spec))
     decoder, deltas = SseDecoder(), []
