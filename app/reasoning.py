@@ -21,6 +21,22 @@ GEMINI_25_BUDGETS = {"minimal": 0, "low": 1024, "medium": 8192, "high": 24576}
 GEMINI_25_PRO_MIN_BUDGET = 128
 
 
+def anthropic_headroom(model, effort: str) -> int:
+    """Output tokens Anthropic thinking adds to max_tokens for this effort: the budget, except on a
+    model that thinks by default (its catalog thinking allowance already widened the limit)."""
+    adaptive = model.params.get("thinking") == "adaptive"
+    return 0 if adaptive and model.thinking_allowance else ANTHROPIC_BUDGETS[effort]
+
+
+def output_headroom(model, options) -> int:
+    """What reasoning effort may add to the output limit sent, for budgets to reserve (at most:
+    the adapter may still leave thinking off, with a warning)."""
+    effort = options.reasoning_effort
+    if effort is None or not model.capabilities.reasoning or model.provider != "anthropic":
+        return 0
+    return anthropic_headroom(model, effort)
+
+
 def problem(value) -> str | None:
     """Why a caller's effort is not acceptable, or None (None itself means the provider's default)."""
     if value is None or value in EFFORTS:

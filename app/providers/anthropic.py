@@ -343,7 +343,8 @@ def _thinking(call: Call, model, structured: "_Structured", body: dict, warnings
         return
     adaptive = model.params.get("thinking") == "adaptive"
     blocker = _thinking_blocker(call, structured, manual=not adaptive)
-    total = body["max_tokens"] + reasoning.ANTHROPIC_BUDGETS[effort]
+    total = body["max_tokens"] + (reasoning.ANTHROPIC_BUDGETS[effort] if not adaptive
+                                  else reasoning.anthropic_headroom(model, effort))
     if model.max_output_tokens:
         total = max(body["max_tokens"], min(total, model.max_output_tokens))
     budget = min(reasoning.ANTHROPIC_BUDGETS[effort], total - 1)
@@ -355,8 +356,7 @@ def _thinking(call: Call, model, structured: "_Structured", body: dict, warnings
         return
     if adaptive:
         body["thinking"] = {"type": "adaptive", "display": "omitted"}
-        if not model.thinking_allowance:
-            body["max_tokens"] = total
+        body["max_tokens"] = total
         output_config = body.setdefault("output_config", {})
         output_config["effort"] = "low" if effort == "minimal" else effort
     else:

@@ -281,3 +281,14 @@ def test_anthropic_streamed_tool_call_carries_the_streamed_thinking_block():
     assert first.state == {"thinking": [
         {"type": "thinking", "thinking": "Need the country first.", "signature": SIGNATURE},
         {"type": "redacted_thinking", "data": "EmwKAhgB"}]}
+
+
+def test_budgets_reserve_the_thinking_budget_anthropic_adds():
+    from app.budgets import estimate_cost
+    haiku = CATALOG.resolve("anthropic.claude-haiku-4-5-20251001").model
+    plain = Call(PROMPT, haiku.id, options=Options(max_tokens=1000))
+    thinking = Call(PROMPT, haiku.id, options=Options(max_tokens=1000, reasoning_effort="high"))
+    assert estimate_cost(thinking, haiku) == pytest.approx(estimate_cost(plain, haiku) + 16384 * haiku.price_output / 1e6)
+    gpt = CATALOG.resolve("openai.gpt-5.6-sol").model           # effort does not change OpenAI's limit
+    assert estimate_cost(Call(PROMPT, gpt.id, options=Options(reasoning_effort="high")), gpt) == \
+        estimate_cost(Call(PROMPT, gpt.id), gpt)
