@@ -24,7 +24,7 @@ from decimal import Decimal
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from . import model_defaults
+from . import model_defaults, reasoning
 from .calls import Call, ImagePart, TextPart, Usage
 from .db import budget_holds, budget_locks, ledger
 from .errors import BudgetExceeded, FlowcallError
@@ -68,7 +68,8 @@ def estimate_cost(call: Call, model) -> float | None:
     """USD `call` can cost on `model` at the catalog's prices, output at the limit actually sent
     (a thinking model's allowance included); None when the model has no price. Budgets reserve it
     before the call, and charge it for a call whose provider reported no usage."""
-    return model.cost(estimate_tokens(call, model_defaults.max_tokens(model, call.options), model.max_output_tokens))
+    limit = model_defaults.max_tokens(model, call.options) + reasoning.output_headroom(model, call.options)
+    return model.cost(estimate_tokens(call, limit, model.max_output_tokens))
 
 
 def reservation(call: Call, catalog, settings) -> float:

@@ -118,6 +118,7 @@ class Options:
     stop: tuple[str, ...] = ()
     timeout_ms: int | None = None
     max_tokens_set: bool = True        # False: max_tokens is our default, which a thinking model may widen
+    reasoning_effort: str | None = None    # minimal | low | medium | high; None: the provider's default
 
     @property
     def temperature_or_default(self) -> float:

@@ -17,7 +17,8 @@ What happens to each request field (anything not listed is a 400 naming the fiel
 | `stream`, `stream_options.include_usage` | honoured (`include_obfuscation` ignored: no obfuscation is added) |
 | `n` | 1 or null; more: 400 (one answer per call) |
 | `user`, `metadata`, `store`, `seed`, `service_tier`, `prompt_cache_key`, `prompt_cache_options`, `prompt_cache_retention`, `safety_identifier` | ignored silently: bookkeeping or hints that do not change the answer's shape |
-| `top_p`, `presence_penalty`, `frequency_penalty`, `logit_bias`, `reasoning_effort`, `verbosity`, `prediction`, `moderation` | ignored, with a warning unless null or the default (1, 0, 0, empty): not every provider has them |
+| `reasoning_effort` | honoured: `minimal`, `low`, `medium`, `high` (other values: 400), mapped onto each provider's own setting on models the catalog marks `reasoning` (OpenAI, xAI, Groq `reasoning_effort`; Anthropic thinking; Gemini `thinkingConfig`); elsewhere not sent, with a warning; null or absent: the model's default |
+| `top_p`, `presence_penalty`, `frequency_penalty`, `logit_bias`, `verbosity`, `prediction`, `moderation` | ignored, with a warning unless null or the default (1, 0, 0, empty): not every provider has them |
 | `tools`, `tool_choice`, `parallel_tool_calls` | honoured: function tools on every provider that can call tools (the catalog's `tools` capability; `auto` and fallbacks pick only such models); the answer's `message.tool_calls` carry ids that may fold in provider state (send them back unchanged); streamed, tool calls arrive as `delta.tool_calls` pieces taken from the provider's own stream (id, type and name first, then argument text, by `index`) |
 | `functions` (unless empty), `function_call` (unless none/auto) | 400: the deprecated function-calling fields; send `tools` and `tool_choice` |
 | `logprobs: true`, `top_logprobs` > 0, `audio`, `modalities` other than text, `web_search_options` | 400: they ask for an answer flowcall cannot give |
@@ -37,7 +38,7 @@ from dataclasses import dataclass, replace
 from marshmallow import RAISE, Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as MarshmallowError
 
-from . import tool_ids
+from . import reasoning, tool_ids
 from .calls import ToolCall
 from . import tools as tooling
 from .body_bounds import check_unknown_fields
@@ -52,7 +53,7 @@ IGNORED = frozenset({"user", "metadata", "store", "seed", "service_tier", "promp
                      "prompt_cache_options", "prompt_cache_retention", "safety_identifier"})
 # Ignored with a warning unless the value is one of these (None: the field was sent as null).
 IGNORED_UNLESS = {"top_p": (None, 1), "presence_penalty": (None, 0), "frequency_penalty": (None, 0),
-                  "logit_bias": (None, {}), "reasoning_effort": (None,), "verbosity": (None,),
+                  "logit_bias": (None, {}), "verbosity": (None,),
                   "prediction": (None,), "moderation": (None,)}
 _NO_FUNCTIONS = ("functions and function_call are OpenAI's deprecated function calling; send tools and "
                  "tool_choice (and tool_calls / role tool messages) instead.")
@@ -183,6 +184,7 @@ class _HonouredFields(Schema):
     tools = tooling.ToolsField(allow_none=True)
     tool_choice = tooling.ToolChoiceField(allow_none=True)
     parallel_tool_calls = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
+    reasoning_effort = StrictString(allow_none=True, validate=validate.OneOf(reasoning.EFFORTS, error=reasoning.INVALID))
 
 
 # The fields flowcall ignores or refuses are declared too (checked by _apply_policy), so that only
@@ -286,6 +288,8 @@ def _options(data: dict, warnings: list[str]) -> dict:
     options["maxTokens"] = next((v for v in (limit, legacy) if v is not None), COMPAT_DEFAULT_MAX_TOKENS)
     if data.get("stop"):
         options["stop"] = data["stop"]
+    if data.get("reasoning_effort") is not None:
+        options["reasoningEffort"] = data["reasoning_effort"]
     extension = data.get("flowcall") or {}
     if "timeoutMs" in extension:
         options["timeoutMs"] = extension["timeoutMs"]

@@ -20,7 +20,8 @@ What happens to each request field (anything not listed is a 400 naming the fiel
 | `text.format` | `text`, `json_object`, `json_schema` {name, schema, strict}; the output text is then the parsed JSON; `text.verbosity` ignored with a warning unless null |
 | `max_output_tokens` | the output limit, sent as is; absent: 4096 plus the model's thinking allowance (as /v1/chat/completions) |
 | `temperature` | 0..2; above 1 sent as 1 with a warning (as /v1/chat/completions) |
-| `top_p`, `reasoning`, `max_tool_calls`, `top_logprobs` | ignored, with a warning unless null or the default: not every provider has an equivalent |
+| `reasoning` | `effort` (`minimal`, `low`, `medium`, `high`; other values: 400) is mapped onto each provider's own setting on models the catalog marks `reasoning` (OpenAI, xAI, Groq `reasoning_effort`; Anthropic thinking; Gemini `thinkingConfig`), elsewhere not sent, with a warning; null: the model's default. `summary` is ignored with a warning unless null: no reasoning summary or reasoning item is returned |
+| `top_p`, `max_tool_calls`, `top_logprobs` | ignored, with a warning unless null or the default: not every provider has an equivalent |
 | `store` | default true: the response is kept for this tenant (FLOWCALL_RESPONSE_RETENTION_DAYS) |
 | `stream` | honoured: the spec's event sequence (`stream_options` accepted; no obfuscation is added) |
 | `metadata`, `user`, `truncation`, `include`, `service_tier`, `prompt_cache_key`, `prompt_cache_retention`, `safety_identifier`, `background: false` | echoed or ignored: bookkeeping that does not change the answer |
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 
 from .calls import Call, ImagePart, Message, Options, ResponseFormat, TextPart, Tool, ToolCall, ToolCallPart, \
     ToolChoice, ToolResultPart
+from . import reasoning
 from .errors import ValidationError
 from .openai_compat import COMPAT_DEFAULT_MAX_TOKENS, MAX_TEMPERATURE, extension, sse
 from .schema_bounds import caller_schema_problem
@@ -49,10 +51,10 @@ _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 HONOURED = {"model", "input", "instructions", "previous_response_id", "tools", "tool_choice", "parallel_tool_calls",
             "text", "max_output_tokens", "temperature", "store", "stream", "stream_options", "fallbacks",
-            "flowcall"}
+            "flowcall", "reasoning"}
 ECHOED = {"metadata", "user", "truncation", "include", "service_tier", "prompt_cache_key", "prompt_cache_retention",
           "safety_identifier", "background"}
-IGNORED_UNLESS = {"top_p": (None, 1), "reasoning": (None, {}), "max_tool_calls": (None,), "top_logprobs": (None, 0)}
+IGNORED_UNLESS = {"top_p": (None, 1), "max_tool_calls": (None,), "top_logprobs": (None, 0)}
 REJECTED_UNLESS = {
     "background": ((None, False), "flowcall answers in the request: background must be false."),
     "conversation": ((None,), "flowcall keeps no conversations; use previous_response_id."),
@@ -94,6 +96,7 @@ class ResponsesRequest:
     task: str | None = None
     timeout_ms: int | None = None
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    reasoning_effort: str | None = None
 
 
 def parse_request(body: dict) -> ResponsesRequest:
@@ -115,7 +118,8 @@ def _parse_request(body: dict) -> ResponsesRequest:
         if name in body and not _same(body[name], allowed):
             _fail(name, why)
     warnings = [f"{name} is not supported by flowcall and was ignored." for name, allowed in IGNORED_UNLESS.items()
-                if name in body and not _same(body[name], allowed) and not _empty_reasoning(name, body[name])]
+                if name in body and not _same(body[name], allowed)]
+    effort = _reasoning_effort(body.get("reasoning"), warnings)
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         _fail("model", "Required: a model id (provider.model), an alias, or auto.")
@@ -165,13 +169,30 @@ def _parse_request(body: dict) -> ResponsesRequest:
         store=body.get("store") is not False, previous_response_id=previous,
         echo={"metadata": metadata or {}, "user": body.get("user"), "truncation": truncation or "disabled",
               "top_p": body.get("top_p") if body.get("top_p") is not None else 1.0,
-              "reasoning": {"effort": None, "summary": None}},
+              "reasoning": {"effort": effort, "summary": None}},
         fallbacks=tuple(fallbacks), task=extension_.get("task"), timeout_ms=timeout_ms,
-        warnings=tuple(warnings))
+        warnings=tuple(warnings), reasoning_effort=effort)
 
 
-def _empty_reasoning(name: str, value) -> bool:
-    return name == "reasoning" and isinstance(value, dict) and all(v is None for v in value.values())
+_REASONING_FIELDS = ("effort", "summary", "generate_summary")
+
+
+def _reasoning_effort(value, warnings: list[str]) -> str | None:
+    """`reasoning.effort` (validated); a summary asked for is ignored with a warning (none is made)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        _fail("reasoning", "Must be an object: {\"effort\": ..., \"summary\": ...}.")
+    for name in sorted(set(value) - set(_REASONING_FIELDS)):
+        _fail(f"reasoning.{name}", "Unknown field: not a Responses API reasoning field flowcall accepts.")
+    why = reasoning.problem(value.get("effort"))
+    if why:
+        _fail("reasoning.effort", why)
+    for name in ("summary", "generate_summary"):
+        if value.get(name) is not None:
+            warnings.append(f"reasoning.{name} is not supported by flowcall and was ignored: no reasoning summary "
+                            "is returned.")
+    return value.get("effort")
 
 
 def _int_or_none(body: dict, name: str, low: int, high: int, where: str | None = None) -> int | None:
@@ -412,7 +433,8 @@ def build_call(request: ResponsesRequest, history: tuple[dict, ...] = (), *, req
     if temperature is not None:
         temperature = min(float(temperature), MAX_TEMPERATURE)
     options = Options(temperature=temperature, max_tokens=request.max_output_tokens or COMPAT_DEFAULT_MAX_TOKENS,
-                      max_tokens_set=request.max_output_tokens is not None, timeout_ms=request.timeout_ms)
+                      max_tokens_set=request.max_output_tokens is not None, timeout_ms=request.timeout_ms,
+                      reasoning_effort=request.reasoning_effort)
     return Call(messages=tuple(messages), model=request.model, options=options, response_format=fmt,
                 task=request.task, fallbacks=request.fallbacks, tools=tuple(_tool(t) for t in request.tools),
                 tool_choice=_choice(request.tool_choice) if request.tools else None,

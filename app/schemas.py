@@ -15,6 +15,7 @@ import jsonschema
 from marshmallow import RAISE, Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as MarshmallowError
 
+from . import reasoning
 from . import tools as tooling
 from .body_bounds import check_body_bytes, check_body_values, check_unknown_fields
 from .calls import DEFAULT_MAX_TOKENS, Call, ImagePart, Message, Options, ResponseFormat, TextPart
@@ -167,6 +168,7 @@ class OptionsSchema(Schema):
     stop = fields.List(StrictString(validate=validate.Length(min=1, max=500)),
                        validate=validate.Length(max=MAX_STOP_SEQUENCES))
     timeoutMs = WholeNumber(validate=validate.Range(min=100, max=3_600_000))
+    reasoningEffort = StrictString(allow_none=True, validate=validate.OneOf(reasoning.EFFORTS, error=reasoning.INVALID))
 
 
 class ContextSchema(Schema):
@@ -587,7 +589,8 @@ def call_from_body(data: dict, *, request_id: str | None = None, tenant_id: str 
     options = Options(temperature=opts.get("temperature"),
                       max_tokens=opts.get("maxTokens", DEFAULT_MAX_TOKENS),
                       max_tokens_set=opts.get("maxTokens") is not None,
-                      stop=tuple(opts.get("stop") or ()), timeout_ms=opts.get("timeoutMs"))
+                      stop=tuple(opts.get("stop") or ()), timeout_ms=opts.get("timeoutMs"),
+                      reasoning_effort=opts.get("reasoningEffort"))
     fmt = None
     rf = data.get("response_format")
     if rf and rf["type"] == "json_object":

@@ -68,11 +68,13 @@ BASE_OPTIONS = {"maxTokens": compat.COMPAT_DEFAULT_MAX_TOKENS}
       "prompt_cache_key": "k", "safety_identifier": "s", "parallel_tool_calls": True, "logprobs": False,
       "top_p": 1, "presence_penalty": 0, "frequency_penalty": 0.0, "logit_bias": {}, "tools": [],
       "tool_choice": "none", "modalities": ["text"], "top_logprobs": 0, "audio": None}, BASE_OPTIONS, {}, ()),
-    ({"top_p": 0.5, "presence_penalty": 0.4, "logit_bias": {"1234": 5}, "reasoning_effort": "low"}, BASE_OPTIONS, {},
+    ({"top_p": 0.5, "presence_penalty": 0.4, "logit_bias": {"1234": 5}}, BASE_OPTIONS, {},
      ("top_p is not supported by flowcall and was ignored.",
       "presence_penalty is not supported by flowcall and was ignored.",
-      "logit_bias is not supported by flowcall and was ignored.",
-      "reasoning_effort is not supported by flowcall and was ignored.")),
+      "logit_bias is not supported by flowcall and was ignored.")),
+    # reasoning_effort is honoured: it becomes options.reasoningEffort (null: the model's default)
+    ({"reasoning_effort": "low"}, {**BASE_OPTIONS, "reasoningEffort": "low"}, {}, ()),
+    ({"reasoning_effort": None}, BASE_OPTIONS, {}, ()),
 ])
 def test_request_translation(extra, options, rest, warnings):
     chat = compat.parse_request(req(**extra))
@@ -124,6 +126,8 @@ def test_stream_flags(extra, include_usage):
     ({"modalities": ["text", "audio"]}, "modalities"),
     ({"web_search_options": {}}, "web_search_options"),
     ({"temperature": 2.5}, "temperature"),
+    ({"reasoning_effort": "xhigh"}, "reasoning_effort"),
+    ({"reasoning_effort": 3}, "reasoning_effort"),
     ({"temperature": True}, "temperature"),
     ({"max_tokens": 0}, "max_tokens"),
     ({"stop": ["x"] * 17}, "stop"),

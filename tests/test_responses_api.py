@@ -159,8 +159,8 @@ def test_ignored_fields_warn():
     request = api.parse_request({"model": "gpt-4o", "input": PROMPT, "top_p": 0.5, "reasoning": {"effort": "high"},
                                  "metadata": {"a": "b"}, "user": "u", "truncation": "auto", "include": [],
                                  "service_tier": "auto", "store": False, "background": False})
-    assert request.warnings == ("top_p is not supported by flowcall and was ignored.",
-                                "reasoning is not supported by flowcall and was ignored.")
+    assert request.warnings == ("top_p is not supported by flowcall and was ignored.",)
+    assert request.reasoning_effort == "high" and request.echo["reasoning"] == {"effort": "high", "summary": None}
     assert request.store is False and request.echo["metadata"] == {"a": "b"}
     assert api.parse_request({"model": "gpt-4o", "input": PROMPT, "top_p": 1,
                               "reasoning": {"effort": None, "summary": None}}).warnings == ()

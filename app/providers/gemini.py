@@ -16,7 +16,7 @@ import json
 import re
 from urllib.parse import quote
 
-from .. import model_defaults
+from .. import model_defaults, reasoning
 from ..calls import Call, Completion, ImagePart, Message, TextPart, ToolCall, ToolCallPart, ToolResultPart, Usage
 from ..errors import (ContentBlocked, ImageRejected, InvalidProviderResponse, ModelNotFound,
                       ProviderAuthFailed, ProviderError, ProviderOverloaded, ProviderRateLimited,
@@ -194,6 +194,25 @@ def _stop_sequences(call: Call, model, warnings: list[str]) -> list[str] | None:
     return stops[:limit]
 
 
+def _thinking_config(call: Call, model, warnings: list[str]) -> dict | None:
+    """Reasoning effort as `generationConfig.thinkingConfig`: `thinkingLevel` on Gemini 3 and later
+    (Pro has no "minimal"), `thinkingBudget` on 2.5 (0 turns thinking off on Flash and Flash-Lite;
+    Pro cannot turn it off). The two fields together are a 400, so only one is sent."""
+    effort = reasoning.wants(call, model, warnings)
+    if effort is None:
+        return None
+    pro = "-pro" in model.name
+    if model.name.startswith("gemini-2.5"):
+        budget = reasoning.GEMINI_25_BUDGETS[effort]
+        if pro:
+            budget = max(budget, reasoning.GEMINI_25_PRO_MIN_BUDGET)
+        return {"thinkingBudget": budget}
+    if effort == "minimal" and pro:
+        warnings.append(f"{model.id} has no 'minimal' thinking level: 'low' was sent.")
+        effort = "low"
+    return {"thinkingLevel": effort}
+
+
 def build_request(call: Call, target) -> Plan:
     model = target.model
     warnings: list[str] = []
@@ -212,6 +231,9 @@ def build_request(call: Call, target) -> Plan:
     if stops:
         config["stopSequences"] = stops
     config.update(structured)
+    thinking = _thinking_config(call, model, warnings)
+    if thinking:
+        config["thinkingConfig"] = thinking
 
     body: dict = {"contents": _contents(merge_consecutive(rest))}
     if system:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 
+from .. import reasoning
 from ..json_pointer import resolve_local
 from ..calls import Call, Completion, ToolCall, ToolResultPart, Usage
 from ..errors import CapabilityMissing, ValidationError
@@ -176,13 +177,15 @@ def _last_tool_result(call: Call) -> str | None:
 
 
 def complete(call: Call, target) -> Completion:
+    effort = call.options.reasoning_effort        # mock.echo does not reason: a warning, if asked
+    ignored = (reasoning.not_supported_warning("mock.echo", effort),) if effort else ()
     tool_call = _tool_call(call)
     if tool_call is not None:
         prompt = "\n".join(m.text for m in call.messages)
         return Completion(text="", finish_reason="tool_calls", model="echo", cost=0.0, tool_calls=(tool_call,),
                           usage=Usage(input_tokens=_estimate_tokens(prompt), output_tokens=1),
                           warnings=("mock.echo is an offline stand-in: it called the first tool with example "
-                                    "arguments.",))
+                                    "arguments.", *ignored))
     last_user = _last_tool_result(call)
     if last_user is None:
         last_user = next((m.text for m in reversed(call.messages) if m.role == "user"), "")
@@ -201,5 +204,5 @@ def complete(call: Call, target) -> Completion:
         text=text, finish_reason="length" if truncated else "stop",
         usage=Usage(input_tokens=_estimate_tokens(prompt), output_tokens=_estimate_tokens(text)),
         model="echo", cost=0.0,
-        warnings=("mock.echo is an offline stand-in: it echoes your input and calls no model.",),
+        warnings=("mock.echo is an offline stand-in: it echoes your input and calls no model.", *ignored),
     )

@@ -17,7 +17,7 @@ from ..calls import Call, Completion, Message, TextPart, ToolCall, ToolResultPar
 from ..errors import (ContentBlocked, InvalidProviderResponse, ModelNotFound, ProviderAuthFailed,
                       ProviderError, ProviderRateLimited, from_upstream_status, redact)
 from ..http import HttpRequest, HttpResponse, Plan, drop_none, retry_after_seconds
-from .. import strict_schema
+from .. import reasoning, strict_schema
 from .common import int_or_zero, json_object, schema_instruction
 
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter",
@@ -134,6 +134,9 @@ def build_request(call: Call, target) -> Plan:
     if warning:
         warnings.append(warning)
     body[provider.max_tokens_field] = model_defaults.max_tokens(model, call.options)   # Ollama: only max_tokens
+    effort = _reasoning_effort(call, model, provider, warnings)
+    if effort is not None:
+        body["reasoning_effort"] = effort
     if model.reasoning_format:      # Groq: "parsed" keeps <think> text out of the answer (providers.md §2.5)
         body["reasoning_format"] = model.reasoning_format
     stops = [s for s in call.options.stop if s]
@@ -155,6 +158,20 @@ def build_request(call: Call, target) -> Plan:
     request = HttpRequest("POST", f"{target.base_url}/chat/completions", headers=headers, json=body,
                           secrets=target.secrets)
     return Plan(request=request, warnings=tuple(warnings))
+
+
+# xAI (grok-4.3: none|low|medium|high, grok-4.5: low|medium|high) and Groq (gpt-oss: low|medium|high)
+# have no "minimal" (providers.md §2.5, §3): the nearest level they take is sent.
+_NO_MINIMAL = frozenset({"xai", "groq"})
+
+
+def _reasoning_effort(call: Call, model, provider, warnings: list[str]) -> str | None:
+    """`reasoning_effort` for a reasoning model (spec CreateChatCompletionRequest.reasoning_effort)."""
+    effort = reasoning.wants(call, model, warnings)
+    if effort == "minimal" and provider.name in _NO_MINIMAL:
+        warnings.append(f"{model.id} has no 'minimal' reasoning effort: 'low' was sent.")
+        return "low"
+    return effort
 
 
 def _usage(raw, reasoning_outside: bool) -> Usage:

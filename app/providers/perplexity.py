@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import re
 
-from .. import model_defaults
+from .. import model_defaults, reasoning
 from ..calls import Call, Completion, Message, TextPart, ToolCall, ToolCallPart, ToolResultPart, Usage
 from ..errors import (CapabilityMissing, InvalidProviderResponse, ModelNotFound, ProviderError,
                       from_upstream_status, redact)
@@ -197,6 +197,7 @@ def build_request(call: Call, target) -> Plan:
         body["response_format"] = fmt
     if not uses_preset:
         body["tools"] = [dict(WEB_SEARCH_TOOL), *_function_tools(call, warnings)]
+    reasoning.wants(call, target.model, warnings)   # no Sonar model is marked reasoning: a warning
     if any(call.options.stop):
         warnings.append("Perplexity's Agent API has no stop sequences; they were enforced on the output instead.")
 

@@ -252,6 +252,8 @@ class AnthropicStream:
         self.usage: dict = {}
         self.answered_by_tool = False
         self.refusal: dict | None = None
+        self.thinking: list[dict] = []          # the answer's thinking blocks, as built from the stream
+        self.thinking_at: dict[int, dict] = {}  # block index -> its thinking block being built
 
     def feed(self, event: SseEvent) -> Delta:
         body = _json_object(event, self.target)
@@ -294,7 +296,14 @@ class AnthropicStream:
                                               provider=self.target.provider.name, retryable=True)
             self.blocks[index] = "tool"
             self.tool_index[index] = len(self.tool_index)
-            return Delta(tool_calls=(ToolCallDelta(self.tool_index[index], block["id"], block["name"]),))
+            # the thinking blocks streamed before it ride on the first call, as in a whole answer
+            kept = anthropic.thinking_blocks({"thinking": self.thinking}) if self.tool_index[index] == 0 else []
+            return Delta(tool_calls=(ToolCallDelta(self.tool_index[index], block["id"], block["name"],
+                                                   state={"thinking": kept} if kept else None),))
+        elif block.get("type") in ("thinking", "redacted_thinking"):
+            self.blocks[index] = "thinking"
+            self.thinking_at[index] = dict(block)
+            self.thinking.append(self.thinking_at[index])
         else:
             self.blocks[index] = "other"
         return Delta()
@@ -304,6 +313,13 @@ class AnthropicStream:
         kind = self.blocks.get(body.get("index"))
         if kind == "text" and delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
             return Delta(text=delta["text"])
+        if kind == "thinking":      # thinking_delta text and the closing signature_delta build the block
+            block = self.thinking_at[body.get("index")]
+            if delta.get("type") == "thinking_delta" and isinstance(delta.get("thinking"), str):
+                block["thinking"] = (block.get("thinking") or "") + delta["thinking"]
+            elif delta.get("type") == "signature_delta" and isinstance(delta.get("signature"), str):
+                block["signature"] = (block.get("signature") or "") + delta["signature"]
+            return Delta()
         if kind == "tool" and delta.get("type") == "input_json_delta" and isinstance(delta.get("partial_json"), str):
             return Delta(tool_calls=(ToolCallDelta(self.tool_index[body.get("index")],
                                                    arguments=delta["partial_json"]),))
