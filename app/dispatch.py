@@ -44,6 +44,16 @@ def metric_model(model) -> str:
     return model.id if model.known else f"{model.provider}.unlisted"
 
 
+def _caller_shaped(tool_calls, call: Call):
+    """A strict tool's arguments as the caller's schema has them: the nulls that stand for optional
+    properties in the strict subset (app.strict_schema) are removed, as for structured output."""
+    strict = {t.name: t.parameters for t in call.tools if t.strict and t.parameters}
+    if not strict:
+        return tool_calls
+    return tuple(replace(tc, arguments=postprocess.without_added_nulls(tc.arguments, strict[tc.name]))
+                 if tc.name in strict else tc for tc in tool_calls)
+
+
 def backoff_delay(attempt: int, retry_after: float | None, rng: Callable[[], float] = random.random) -> float:
     """Full-jitter exponential backoff, but never sooner than the provider's Retry-After."""
     jittered = rng() * min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2 ** attempt))
@@ -246,6 +256,8 @@ class Dispatcher:
         data = None
         if call.response_format is not None and not completion.tool_calls:   # a tool call is not the answer yet
             data = postprocess.parse_structured(completion, call.response_format, model.provider)
+        if completion.tool_calls:
+            completion = replace(completion, tool_calls=_caller_shaped(completion.tool_calls, call))
         priced, price_warnings = model.price_usage(completion.usage)
         cost = completion.cost if completion.cost is not None else priced
         warnings = [*candidate.warnings, *plan_warnings, *completion.warnings, *trace.warnings]

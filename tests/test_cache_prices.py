@@ -18,7 +18,7 @@ from app.catalog import Catalog
 from app.config import Settings
 from app.dispatch import Dispatcher
 
-FIXTURES = Path("/work/shared/specs/fixtures")
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "specs" / "fixtures"
 CATALOG = Catalog.load()
 ENV = {"OPENAI_API_KEY": "sk-test-openai-0123456789", "GEMINI_API_KEY": "gm-test-0123456789",
        "GROQ_API_KEY": "gsk-test-0123456789", "XAI_API_KEY": "xai-test-0123456789abcdef",

@@ -260,7 +260,7 @@ def test_function_call_and_its_output(client, fake, model):
 
 FIXTURES = ROOT.parent / "shared" / "specs" / "fixtures"
 if not FIXTURES.is_dir():
-    FIXTURES = Path("/work/shared/specs/fixtures")
+    FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "specs" / "fixtures"
 _N8N_STREAM = json.loads((FIXTURES / "n8n/agent_stream_webhook_chat_1_tool_call.json").read_text())
 _GEMINI_STREAM = yaml.safe_load((FIXTURES / "test_google/test_google_streaming_tool_call_thought_signature.yaml")
                                 .read_text())["interactions"][0]["response"]["body"]["string"]

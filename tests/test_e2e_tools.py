@@ -19,7 +19,7 @@ from fake_stream_provider import FakeStreamProvider
 from service import ROOT, _wait_ready, clean_env, create_key, free_port, provider_env
 
 pytestmark = pytest.mark.e2e
-FIXTURES = Path("/work/shared/specs/fixtures")
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "specs" / "fixtures"
 N8N_FIRST = json.loads((FIXTURES / "n8n/agent_calc_chat13_noresp_chat_1_tool_call.json").read_text())
 CALCULATOR = N8N_FIRST["request"]["body"]["tools"]          # with n8n's $schema and additionalProperties
 QUESTION = N8N_FIRST["request"]["body"]["messages"][0]["content"]

@@ -21,7 +21,7 @@ from app.response_store import ResponseStore
 
 N8N = Path(__file__).resolve().parents[2] / "shared" / "specs" / "fixtures" / "n8n"
 if not N8N.is_dir():
-    N8N = Path("/work/shared/specs/fixtures/n8n")
+    N8N = Path(__file__).resolve().parents[2] / "shared" / "specs" / "fixtures" / "n8n"
 OPENAI = "https://api.openai.com/v1/chat/completions"
 SSE = "text/event-stream"
 KEYS = {"OPENAI_API_KEY": "sk-test-openai-0123456789", "ANTHROPIC_API_KEY": "sk-ant-test-0123456789"}

@@ -18,7 +18,7 @@ from app.providers import gemini
 from app.providers.streams import ToolCallDelta
 from app.streaming import StreamingDispatcher
 
-FIXTURES = Path("/work/shared/specs/fixtures")
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "specs" / "fixtures"
 CATALOG = Catalog.load()
 ENV = {"OPENAI_API_KEY": "sk-test-openai-0123456789", "ANTHROPIC_API_KEY": "sk-ant-test-0123456789",
        "GEMINI_API_KEY": "gem-test-0123456789"}

@@ -48,14 +48,20 @@ def _messages(messages) -> list[dict]:
     return out
 
 
-def _tools(call: Call) -> dict:
-    """`tools`, `tool_choice` and `parallel_tool_calls` as Chat Completions takes them."""
+def _tools(call: Call, caps, warnings: list[str]) -> dict:
+    """`tools`, `tool_choice` and `parallel_tool_calls` as Chat Completions takes them; a strict
+    tool's parameters go in the strict subset exactly as a strict response_format's schema does
+    (dispatch maps the arguments back to the caller's shape)."""
     if not call.tools:
         return {}
-    fields: dict = {"tools": [{"type": "function", "function": drop_none({
-        "name": t.name, "description": t.description,
-        "parameters": t.parameters if t.parameters is not None else {"type": "object", "properties": {}},
-        "strict": True if t.strict else None})} for t in call.tools]}
+    specs = []
+    for t in call.tools:
+        parameters = t.parameters if t.parameters is not None else {"type": "object", "properties": {}}
+        parameters, strict = _json_schema(parameters, t.strict, caps, warnings, f"tool {t.name}")
+        specs.append({"type": "function", "function": drop_none({
+            "name": t.name, "description": t.description, "parameters": parameters,
+            "strict": True if strict else None})})
+    fields: dict = {"tools": specs}
     choice = call.tool_choice
     if choice is not None:
         fields["tool_choice"] = ({"type": "function", "function": {"name": choice.name}} if choice.mode == "tool"
@@ -83,7 +89,7 @@ def _response_format(call: Call, caps, warnings: list[str]) -> tuple[dict | None
     if fmt is None:
         return None, None
     if fmt.type == "json_schema" and caps.json_schema:
-        schema, strict = _json_schema(fmt, caps, warnings)
+        schema, strict = _json_schema(fmt.schema, fmt.strict, caps, warnings)
         return {"type": "json_schema", "json_schema": {"name": fmt.name, "schema": schema, "strict": strict}}, None
     if fmt.type == "json_schema":
         warnings.append("This model has no native JSON-schema mode: the schema was put in the prompt "
@@ -98,7 +104,8 @@ def _response_format(call: Call, caps, warnings: list[str]) -> tuple[dict | None
     return None, schema_instruction(fmt)
 
 
-def _json_schema(fmt, caps, warnings: list[str]) -> tuple[dict | None, bool]:
+def _json_schema(schema: dict | None, strict: bool, caps, warnings: list[str],
+                 what: str = "the response_format schema") -> tuple[dict | None, bool]:
     """(schema, strict) for a strict call, per the model's `strict_schema` capability.
 
     OpenAI's strict mode takes only its subset (every property required, objects closed): the
@@ -106,15 +113,15 @@ def _json_schema(fmt, caps, warnings: list[str]) -> tuple[dict | None, bool]:
     Groq allows strict only on its gpt-oss models (console.groq.com/docs/structured-outputs.md,
     "Strict Mode" / "Supported Models"); elsewhere it is best-effort. The answer is validated
     against the caller's schema in every case (app.postprocess)."""
-    if not fmt.strict or fmt.schema is None or caps.strict_schema == "any":
-        return fmt.schema, fmt.strict
+    if not strict or schema is None or caps.strict_schema == "any":
+        return schema, strict
     if caps.strict_schema == "none":
-        warnings.append("This model has no strict schema mode: the schema was sent best-effort (strict false) "
+        warnings.append(f"This model has no strict schema mode: {what} was sent best-effort (strict false) "
                         "and the answer validated against it.")
-        return fmt.schema, False
-    form = strict_schema.to_strict(fmt.schema)
+        return schema, False
+    form = strict_schema.to_strict(schema)
     if form.warning:
-        warnings.append(form.warning)
+        warnings.append(form.warning if what.startswith("the response") else f"{what}: {form.warning}")
     return form.schema, form.strict
 
 
@@ -150,7 +157,7 @@ def build_request(call: Call, target) -> Plan:
         warnings.append(f"{model.id} does not accept stop sequences; they were enforced on the output instead.")
     if fmt is not None:
         body["response_format"] = fmt
-    body.update(_tools(call))
+    body.update(_tools(call, caps, warnings))
 
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if target.api_key:

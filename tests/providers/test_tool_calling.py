@@ -20,7 +20,7 @@ from app.http import HttpResponse
 from app.providers import anthropic, gemini, mock, openai_chat
 from app.schemas import CallSchema, call_from_body, load
 
-SPECS = Path("/work/shared/specs/fixtures")
+SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs" / "fixtures"
 CATALOG = Catalog.load()
 ENV = {"OPENAI_API_KEY": "sk-test-openai-0123456789", "ANTHROPIC_API_KEY": "sk-ant-test-0123456789",
        "GEMINI_API_KEY": "gem-test-0123456789", "GROQ_API_KEY": "gsk_test0123456789abcdef"}
@@ -324,3 +324,37 @@ def test_openai_strict_tools_are_sent_strict():
     call = Call((Message("user", (TextPart("x"),)),), "openai.gpt-4o", tools=(STRICT,))
     body = openai_chat.build_request(call, target("openai.gpt-4o")).request.json
     assert body["tools"][0]["function"]["strict"] is True
+
+
+# -- strict tools: the strict subset out, the caller's shape back (issue 14, "same for tool parameter schemas")
+LOOKUP = Tool("lookup", "Find a contact.", {
+    "type": "object", "properties": {"name": {"type": "string"}, "city": {"type": "string"}},
+    "required": ["name"], "additionalProperties": False}, strict=True)
+
+
+def test_a_strict_tools_parameters_go_out_in_openais_strict_subset():
+    """OpenAI's strict function calling takes only its subset (every property required, objects
+    closed: platform.openai.com/docs/guides/function-calling, "Strict mode"); an optional property
+    becomes required and nullable, as the openai SDK's own to_strict_json_schema does."""
+    call = Call(messages=(Message("user", (TextPart("find Ada"),)),), model="openai.gpt-4o", tools=(LOOKUP,))
+    body = openai_chat.build_request(call, target("openai.gpt-4o")).request.json
+    function = body["tools"][0]["function"]
+    assert function["strict"] is True
+    assert function["parameters"]["required"] == ["name", "city"]
+    assert function["parameters"]["properties"]["city"] == {"type": ["string", "null"]}
+    assert function["parameters"]["additionalProperties"] is False
+
+
+@responses_lib.activate
+def test_a_strict_tools_arguments_come_back_in_the_callers_shape():
+    """The null the strict subset made the model send for the left-out optional `city` is removed."""
+    responses_lib.post("https://api.openai.com/v1/chat/completions", json={
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-2024-08-06",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+                "name": "lookup", "arguments": json.dumps({"name": "Ada", "city": None})}}]}}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30}})
+    call = Call(messages=(Message("user", (TextPart("find Ada"),)),), model="openai.gpt-4o", tools=(LOOKUP,))
+    answer = Dispatcher(Settings.from_env(ENV), CATALOG, sleep=lambda s: None).execute(call)
+    assert answer.finish_reason == "tool_calls"
+    assert [(c.name, c.arguments) for c in answer.tool_calls] == [("lookup", {"name": "Ada"})]
