@@ -68,12 +68,12 @@ def create_key(env: dict, tenant: str | None = None, *limits: str) -> tuple[str,
 
 
 @contextmanager
-def gunicorn(env: dict, workers: int = 2, extra_args: tuple = ()):
+def gunicorn(env: dict, workers: int = 2, extra_args: tuple = (), target: str = "wsgi:app"):
     """A running gunicorn with `env`; yields {"url", "key", "tenant", "env", "proc"}."""
     key, tenant = create_key(env)
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
-                             *extra_args, "wsgi:app"],
+                             *extra_args, target],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -83,3 +83,34 @@ def gunicorn(env: dict, workers: int = 2, extra_args: tuple = ()):
         proc.terminate()
         proc.wait(timeout=15)
         proc.stderr.close()
+
+
+# -- for end-to-end tests with an OpenAI SDK client in front and tests/fake_stream_provider.py behind
+def sdk_env(fake, tmp: Path) -> dict:
+    """Every provider pointed at the fake, a SQLite file in `tmp`, a deadline that a loaded CI keeps."""
+    return clean_env({"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp / 'flowcall.db'}",
+                      "FLOWCALL_DEFAULT_TIMEOUT_MS": "20000", **provider_env(fake.url)})
+
+
+def openai_client(service: dict, key: str | None = None):
+    import openai
+    return openai.OpenAI(base_url=f"{service['url']}/v1", api_key=key or service["key"], max_retries=0,
+                         timeout=30, http_client=openai.DefaultHttpxClient(trust_env=False))
+
+
+def received(fake) -> list[dict]:
+    """What the fake provider was sent since its last reset."""
+    return requests.get(f"{fake.url}/_fake/requests", timeout=5).json()
+
+
+def script(fake, steps: list[dict]) -> None:
+    requests.post(f"{fake.url}/_fake/script", json=steps, timeout=5)
+
+
+def reset(fake) -> None:
+    requests.post(f"{fake.url}/_fake/reset", timeout=5)
+
+
+def usage_totals(service: dict) -> dict:
+    r = requests.get(f"{service['url']}/api/v3/llm/usage", headers={"X-Api-Key": service["key"]}, timeout=10)
+    return r.json()["totals"]

@@ -7,16 +7,13 @@ factory does not, so these tests hold before and after create_app registers it.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import openai
 import pytest
-import requests
 from pydantic import BaseModel
 
-from fake_stream_provider import FakeStreamProvider
-from service import ROOT, _wait_ready, clean_env, create_key, free_port, provider_env
+from sdk_fixtures import _reset, client, fake  # noqa: F401 - pytest fixtures
+from service import gunicorn, received, script, sdk_env, usage_totals
 
 pytestmark = pytest.mark.e2e
 PROMPT = "What is the capital of France?"
@@ -38,56 +35,9 @@ class City(BaseModel):
 
 
 @pytest.fixture(scope="module")
-def fake():
-    server = FakeStreamProvider().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def service(fake, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e-openai-sdk")
-    env = clean_env({"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp / 'flowcall.db'}",
-                     "FLOWCALL_DEFAULT_TIMEOUT_MS": "20000", **provider_env(fake.url)})
-    key, tenant = create_key(env)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}",
-                             "tests.wsgi_compat:app"],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, proc)
-        yield {"url": url, "key": key, "tenant": tenant}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        proc.stderr.close()
-
-
-@pytest.fixture(autouse=True)
-def _reset(fake):
-    requests.post(f"{fake.url}/_fake/reset", timeout=5)
-
-
-@pytest.fixture
-def client(service):
-    sdk = openai.OpenAI(base_url=f"{service['url']}/v1", api_key=service["key"], max_retries=0, timeout=30,
-                        http_client=openai.DefaultHttpxClient(trust_env=False))
-    yield sdk
-    sdk.close()
-
-
-def received(fake) -> list[dict]:
-    return requests.get(f"{fake.url}/_fake/requests", timeout=5).json()
-
-
-def script(fake, steps: list[dict]) -> None:
-    requests.post(f"{fake.url}/_fake/script", json=steps, timeout=5)
-
-
-def usage_totals(service) -> dict:
-    r = requests.get(f"{service['url']}/api/v3/llm/usage", headers={"X-Api-Key": service["key"]}, timeout=10)
-    return r.json()["totals"]
+    with gunicorn(sdk_env(fake, tmp_path_factory.mktemp("e2e-openai-sdk")), target="tests.wsgi_compat:app") as svc:
+        yield svc
 
 
 @pytest.mark.parametrize("model, path, _", FAMILIES)
