@@ -5,9 +5,11 @@ natively; where the provider already stopped, there is nothing left to cut.
 """
 from __future__ import annotations
 
-import functools
+import hashlib
 import json
 import re
+import threading
+from collections import OrderedDict
 
 import jsonschema
 from referencing import Registry, Resource
@@ -55,12 +57,39 @@ def local_resolver(schema: dict):
     return Registry(retrieve=_refuse_retrieval).with_resource("", resource).resolver()
 
 
-@functools.lru_cache(maxsize=256)
+# Workflows send the same schema on every call, so validators are kept per process; the cache is
+# shared by every tenant, so it is bounded by bytes as well as entries (a caller's schema may be
+# megabytes), is keyed by digest rather than text, and a schema over the per-entry size is built
+# for its call and not kept.
+_VALIDATORS: OrderedDict[bytes, tuple[int, object]] = OrderedDict()
+_VALIDATORS_MAX = 256
+_VALIDATORS_MAX_BYTES = 16 * 1024 * 1024
+_VALIDATOR_ENTRY_MAX_BYTES = 1024 * 1024
+_validators_bytes = 0
+_validators_lock = threading.Lock()
+
+
 def _validator(canonical_schema: str):
+    global _validators_bytes
+    size = len(canonical_schema)
+    digest = hashlib.sha256(canonical_schema.encode("utf-8", "surrogatepass")).digest()
+    with _validators_lock:
+        hit = _VALIDATORS.get(digest)
+        if hit is not None:
+            _VALIDATORS.move_to_end(digest)
+            return hit[1]
     schema = json.loads(canonical_schema)
     registry = Registry(retrieve=_refuse_retrieval).with_resource(
         "", Resource.from_contents(schema, default_specification=DRAFT202012))
-    return jsonschema.Draft202012Validator(schema, registry=registry)
+    validator = jsonschema.Draft202012Validator(schema, registry=registry)
+    if size <= _VALIDATOR_ENTRY_MAX_BYTES:
+        with _validators_lock:
+            if digest not in _VALIDATORS:
+                _VALIDATORS[digest] = (size, validator)
+                _validators_bytes += size
+            while len(_VALIDATORS) > _VALIDATORS_MAX or _validators_bytes > _VALIDATORS_MAX_BYTES:
+                _validators_bytes -= _VALIDATORS.popitem(last=False)[1][0]
+    return validator
 
 
 def without_added_nulls(data, schema: dict):
