@@ -197,7 +197,9 @@ def _stop_sequences(call: Call, model, warnings: list[str]) -> list[str] | None:
 def _thinking_config(call: Call, model, warnings: list[str]) -> dict | None:
     """Reasoning effort as `generationConfig.thinkingConfig`: `thinkingLevel` on Gemini 3 and later
     (Pro has no "minimal"), `thinkingBudget` on 2.5 (0 turns thinking off on Flash and Flash-Lite;
-    Pro cannot turn it off). The two fields together are a 400, so only one is sent."""
+    Pro cannot turn it off). The two fields together are a 400, so only one is sent. Levels go as
+    the enum's names (MINIMAL, LOW, MEDIUM, HIGH: ../shared/specs/providers.md, "Thinking"), which
+    every proto3 JSON parser accepts."""
     effort = reasoning.wants(call, model, warnings)
     if effort is None:
         return None
@@ -210,7 +212,7 @@ def _thinking_config(call: Call, model, warnings: list[str]) -> dict | None:
     if effort == "minimal" and pro:
         warnings.append(f"{model.id} has no 'minimal' thinking level: 'low' was sent.")
         effort = "low"
-    return {"thinkingLevel": effort}
+    return {"thinkingLevel": effort.upper()}
 
 
 def build_request(call: Call, target) -> Plan:

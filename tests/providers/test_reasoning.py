@@ -192,13 +192,13 @@ def test_anthropic_tool_turn_without_its_thinking_block_turns_thinking_off():
 @pytest.mark.parametrize("effort", EFFORTS)
 def test_gemini_3_gets_a_thinking_level(effort):
     p = plan(gemini, "google.gemini-3.5-flash", effort)
-    assert p.request.json["generationConfig"]["thinkingConfig"] == {"thinkingLevel": effort}
+    assert p.request.json["generationConfig"]["thinkingConfig"] == {"thinkingLevel": effort.upper()}   # the enum's names (providers.md)
     assert p.warnings == ()
 
 
 def test_gemini_3_pro_has_no_minimal_level():
     p = plan(gemini, "google.gemini-3.1-pro-preview", "minimal")
-    assert p.request.json["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "low"}
+    assert p.request.json["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "LOW"}
     assert p.warnings == ("google.gemini-3.1-pro-preview has no 'minimal' thinking level: 'low' was sent.",)
 
 
