@@ -174,22 +174,30 @@ def _stream(principal, raw: dict, chat: compat.ChatRequest, make_call, render, k
     return response
 
 
-def _events(metered: streaming.MeteredStream, writer: compat.ChunkWriter, warnings, request_id):
-    yield writer.role()
+def relay(metered: streaming.MeteredStream, emit, fail, request_id):
+    """Yield `emit(piece)`'s events for each piece of the stream; a failure, once the status line
+    is sent, can only be an event: `fail(error_body)`'s. -> whether the stream finished."""
     pieces = iter(metered)
     try:
         for piece in pieces:
-            yield writer.content(piece) if isinstance(piece, str) else writer.tool_call(piece)
+            yield from emit(piece)
     except FlowcallError as err:
-        yield compat.sse(compat.error_body(err, request_id))
-        return
+        yield fail(compat.error_body(err, request_id))
+        return False
     except Exception:  # noqa: BLE001 - the status line is sent: the error can only be an event
         log.exception("stream failed")
-        yield compat.sse(compat.error_body(FlowcallError("Internal error while streaming."), request_id))
-        return
+        yield fail(compat.error_body(FlowcallError("Internal error while streaming."), request_id))
+        return False
     finally:
         pieces.close()
-    yield from writer.answer(metered.answer, warnings)
+    return True
+
+
+def _events(metered: streaming.MeteredStream, writer: compat.ChunkWriter, warnings, request_id):
+    yield writer.role()
+    emit = lambda piece: (writer.content(piece) if isinstance(piece, str) else writer.tool_call(piece),)  # noqa: E731
+    if (yield from relay(metered, emit, compat.sse, request_id)):
+        yield from writer.answer(metered.answer, warnings)
 
 
 def _event_stream(events) -> Response:

@@ -13,7 +13,6 @@ import time
 from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from app import openai_compat as compat
 from app import responses_api as api
 from app import streaming
 from app.errors import FlowcallError, NotFound, ValidationError
@@ -144,20 +143,10 @@ def _stream(principal, body: dict, req: api.ResponsesRequest, make_call, save, k
 def _events(metered: streaming.MeteredStream, closing: _Closing, save, request_id):
     writer = closing.writer
     yield from writer.opening()
-    pieces = iter(metered)
-    try:
-        for piece in pieces:
-            if isinstance(piece, str):          # tool-call pieces: sent whole from the answer at the end
-                yield from writer.delta(piece)
-    except FlowcallError as err:
-        yield writer.error(compat.error_body(err, request_id))
+    # tool-call pieces are sent whole from the answer at the end
+    emit = lambda piece: writer.delta(piece) if isinstance(piece, str) else ()  # noqa: E731
+    if not (yield from compat_node.relay(metered, emit, writer.error, request_id)):
         return
-    except Exception:  # noqa: BLE001 - the status line is sent: the error can only be an event
-        log.exception("stream failed")
-        yield writer.error(compat.error_body(FlowcallError("Internal error while streaming."), request_id))
-        return
-    finally:
-        pieces.close()
     final = closing.render(metered.answer)
     try:
         save(final)
