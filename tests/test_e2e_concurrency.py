@@ -3,6 +3,7 @@ PostgreSQL + Redis (when FLOWCALL_TEST_DATABASE_URL / FLOWCALL_TEST_REDIS_URL ar
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -52,7 +53,7 @@ def test_rate_limit_is_exact_across_workers_and_every_call_is_in_the_ledger(serv
     with ThreadPoolExecutor(max_workers=64) as pool:
         answers = list(pool.map(lambda _: post(service["url"], key, body), range(200)))
     statuses = [a.status_code for a in answers]
-    assert statuses.count(200) == 50 and statuses.count(429) == 150, sorted(set(statuses))
+    assert statuses.count(200) == 50 and statuses.count(429) == 150, sorted(Counter(statuses).items())
     assert all(a.json()["error"]["code"] == "rpm_exceeded_key" for a in answers if a.status_code == 429)
     answered_cost = sum(a.json()["cost"] for a in answers if a.status_code == 200)
     usage = requests.get(f"{service['url']}/api/v3/llm/usage", headers={"X-Api-Key": key}, timeout=30).json()
@@ -71,7 +72,7 @@ def test_concurrent_repeats_of_one_idempotency_key_make_one_provider_call(servic
     with ThreadPoolExecutor(max_workers=20) as pool:
         first = pool.submit(post, service["url"], key, body, **idem)
         while not requests.get(f"{fake.url}/_fake/requests", timeout=5).json():
-            pass                                            # the first call has reached the provider
+            assert not first.done(), first.result().text    # it ended without reaching the provider
         repeats = list(pool.map(lambda _: post(service["url"], key, body, **idem), range(19)))
         assert {r.status_code for r in repeats} == {409}
         assert all(r.json()["error"]["code"] == "idempotency_in_progress" for r in repeats)
