@@ -113,7 +113,10 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # At most 15 server connections per worker process: a burst queues for a connection (30 s)
+    # instead of opening one per request, so the workers together stay under PostgreSQL's
+    # max_connections (100 by default): 4 workers x 15 = 60, leaving room for the CLI and migrations.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=30)
 
 
 def alembic_config(engine: Engine):
