@@ -7,7 +7,7 @@ FLOWCALL_LOG_CONTENT=1.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, UTC
 
 from sqlalchemy import Date, bindparam, case, cast, func, select
 
@@ -58,7 +58,7 @@ class Ledger:
             for name in ("prompt", "answer"):
                 if values[name] is not None:
                     values[name] = values[name].encode("utf-8", "replace").decode("utf-8")
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         # SQLite stores SQLAlchemy DateTimes as naive UTC text; the driver sees raw parameters here
         values["created_at"] = now.replace(tzinfo=None).isoformat(" ") if self._sqlite else now
         params = tuple(values[name] for name in self._order) if self._order else values
@@ -111,20 +111,20 @@ def _flat(r) -> dict:
 
 
 def month_start(now: datetime | None = None) -> datetime:
-    now = now or datetime.now(timezone.utc)
-    return datetime(now.year, now.month, 1, tzinfo=timezone.utc)
+    now = now or datetime.now(UTC)
+    return datetime(now.year, now.month, 1, tzinfo=UTC)
 
 
 def parse_day(value: str | None, default: date) -> datetime:
     """`YYYY-MM-DD` or an ISO timestamp -> an aware UTC datetime."""
     if not value:
-        return datetime.combine(default, time.min, tzinfo=timezone.utc)
+        return datetime.combine(default, time.min, tzinfo=UTC)
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
 
 
 def default_range(today: date | None = None) -> tuple[date, date]:
-    today = today or datetime.now(timezone.utc).date()
+    today = today or datetime.now(UTC).date()
     return today.replace(day=1), today + timedelta(days=1)

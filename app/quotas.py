@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
 from limits import RateLimitItemPerMinute
 from limits.storage import Storage
@@ -139,12 +140,12 @@ class Quotas:
         for scope, ident, limits in self._scopes(principal, key_limits, tenant_limits):
             if limits.tpm is not None:
                 item = RateLimitItemPerMinute(limits.tpm, namespace="fc-tpm")
-                if not self._safe(lambda: self.limiter.test(item, scope, ident), True):
+                if not self._safe(partial(self.limiter.test, item, scope, ident), True):
                     raise RateLimited(f"The {scope}'s tokens-per-minute limit ({limits.tpm}) is spent.",
                                       code=f"tpm_exceeded_{scope}", retry_after=self._reset_in(item, scope, ident))
             if limits.rpm is not None:
                 item = RateLimitItemPerMinute(limits.rpm, namespace="fc-rpm")
-                if not self._safe(lambda: self.limiter.hit(item, scope, ident, cost=cost), True):
+                if not self._safe(partial(self.limiter.hit, item, scope, ident, cost=cost), True):
                     raise RateLimited(f"The {scope}'s requests-per-minute limit ({limits.rpm}) is reached.",
                                       code=f"rpm_exceeded_{scope}", retry_after=self._reset_in(item, scope, ident))
 
@@ -154,7 +155,7 @@ class Quotas:
         for scope, ident, limits in self._scopes(principal, key_limits, tenant_limits):
             if limits.tpm is not None:
                 item = RateLimitItemPerMinute(limits.tpm, namespace="fc-tpm")
-                self._safe(lambda: self.limiter.hit(item, scope, ident, cost=tokens), True)
+                self._safe(partial(self.limiter.hit, item, scope, ident, cost=tokens), True)
 
     def _reset_in(self, item, *ids) -> float:
         reset = self._safe(lambda: self.limiter.get_window_stats(item, *ids).reset_time, self.clock() + 60)

@@ -16,7 +16,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from sqlalchemy import select, text, update
 
@@ -73,7 +73,7 @@ class Store:
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         row = {"id": key_id, "secret_hash": _hash(secret), "tenant_id": tenant_id, "agent_id": agent_id,
-               "name": name, "created_at": datetime.now(timezone.utc), "revoked": False, **limits.as_dict()}
+               "name": name, "created_at": datetime.now(UTC), "revoked": False, **limits.as_dict()}
         with self.engine.begin() as conn:
             conn.execute(api_keys.insert().values(**row))
         return _to_key(row), f"fc_{key_id}_{secret}"
@@ -125,7 +125,7 @@ class Store:
 
     # -- tenants --------------------------------------------------------------------------------
     def set_tenant_limits(self, tenant_id: str, limits: Limits) -> None:
-        values = {**limits.as_dict(), "updated_at": datetime.now(timezone.utc)}
+        values = {**limits.as_dict(), "updated_at": datetime.now(UTC)}
         with self.engine.begin() as conn:
             updated = conn.execute(update(tenants).where(tenants.c.id == tenant_id).values(**values)).rowcount
             if not updated:
