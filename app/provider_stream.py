@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+
 from . import postprocess
 from .calls import Completion, ToolCall, Usage
 from .errors import InvalidProviderResponse, ProviderError

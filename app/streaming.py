@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from .calls import Answer, Call, Usage
 from .dispatch import WHOLE, Dispatcher, Exchange, Served, Trace
 from .errors import FlowcallError, ProviderError
+from .gateway import Admission, Gateway
 from .http import HttpResponse
 from .idempotency import Replay
 from .provider_stream import Piece, ProviderStream, StopGuard
@@ -117,7 +118,7 @@ class MeteredStream:
     error, the client going away) the tokens are counted, the ledger row written and the
     idempotency key settled, once."""
 
-    def __init__(self, gateway, principal, endpoint: str, admitted, opened: OpenStream,
+    def __init__(self, gateway: Gateway, principal, endpoint: str, admitted: Admission, opened: OpenStream,
                  render: Callable[[Answer], dict]):
         self.gateway, self.principal, self.endpoint, self.admitted = gateway, principal, endpoint, admitted
         self.call = admitted.call
@@ -166,7 +167,7 @@ class MeteredStream:
                            attempts=self.opened.trace.attempts)
 
 
-def start(gateway, dispatcher: StreamingDispatcher, principal, endpoint: str, body: dict,
+def start(gateway: Gateway, dispatcher: StreamingDispatcher, principal, endpoint: str, body: dict,
           make_call: Callable[[], Call], render: Callable[[Answer], dict],
           idempotency_key: str | None = None) -> MeteredStream | Replay:
     """`Gateway.run` up to the first text: the gateway admits the call (idempotency, limits, budget),

@@ -12,7 +12,9 @@ A wire format spoken over HTTP is a module of three pure functions,
         A non-2xx answer mapped onto our error tree, `retryable` set right, secrets redacted.
 
 and, when flowcall streams it, a `<format>_stream` module with its streaming request and event
-parser (`app.providers.streams`). `mock` answers in this process: its entry sends nothing.
+parser (the vocabulary they share is `app.providers.streams`). The registry holds one entry per
+format: `answer(call, target, send)` for a whole answer, and `stream` (or None) for a streamed one.
+`mock` is an entry like the others that answers in this process and so never calls `send`.
 
 Adapters do no I/O and import nothing from Flask: dispatch inlines images that a provider cannot
 fetch itself, the transport sends (the `send` an entry is given), and stop sequences are enforced
@@ -21,8 +23,8 @@ OpenAI-compatible providers (OpenAI, xAI, Groq, Ollama) are configuration of `op
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Protocol
 
