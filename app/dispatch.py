@@ -1,13 +1,20 @@
-"""One call, end to end: route, then per candidate build -> send -> parse, with retries, fallbacks,
-a circuit breaker and one deadline over all of it; then the shared post-processing.
+"""One call, end to end: route, then per candidate one attempt after another, with retries,
+fallbacks, a circuit breaker and one deadline over all of it; then the shared post-processing.
+
+The loop is the same for every mode of a call; a `Mode` says what one attempt is and what the
+caller gets once a candidate has answered. `WHOLE` (here) sends, parses and returns the `Answer`;
+the streamed mode (app/streaming.py) opens the stream and returns it open. Either way the answer is
+finished by `Dispatcher.finish`, which reports it to the observer, and every attempt's time with
+the provider is kept and reported by `Exchange`: both modes report alike by construction.
 """
 from __future__ import annotations
 
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable
+from typing import Protocol, TypeVar
 
 from . import model_defaults, postprocess, routing
 from .breaker import CircuitBreaker, is_provider_failure
@@ -17,9 +24,10 @@ from .catalog import Catalog, Resolved
 from .config import Settings
 from .errors import (DeadlineExceeded, FlowcallError, ProviderError, ProviderOverloaded, ProviderRateLimited,
                      ProviderTimeout, ProviderUnreachable, ServiceUnavailable, redact)
-from .http import HttpResponse
+from .http import HttpRequest, HttpResponse
 from .observe import Observer
-from .providers import Target, adapter_for
+from .providers import Adapter, Target, adapter_for
+from .routing import Route
 from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -31,12 +39,38 @@ BACKOFF_CAP_S = 8.0
 
 
 @dataclass
-class _Trace:
+class Trace:
     """What happened during one call, for the answer, the logs and the ledger."""
     attempts: int = 0
     upstream_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
     last_error: FlowcallError | None = None
+
+
+@dataclass(frozen=True)
+class Served:
+    """The candidate that answered a call, and what its answer needs of the call's history."""
+    call: Call
+    route: Route
+    index: int                  # the candidate's place in the route: 0 unless a fallback served
+    candidate: Resolved
+    target: Target
+    plan_warnings: tuple[str, ...]
+    trace: Trace
+    start: float
+
+
+Result = TypeVar("Result")      # what one successful attempt gives the mode
+Out = TypeVar("Out")            # what the caller gets
+
+
+class Mode(Protocol[Result, Out]):
+    def attempt(self, dispatcher: Dispatcher, adapter: Adapter, call: Call, target: Target, seconds: float,
+                trace: Trace) -> tuple[Result, tuple[str, ...]]:
+        """One try at the candidate within `seconds` -> the result and the plan's warnings."""
+
+    def served(self, dispatcher: Dispatcher, served: Served, result: Result) -> Out:
+        """What the caller gets once a candidate has answered."""
 
 
 def metric_model(model) -> str:
@@ -74,12 +108,16 @@ class Dispatcher:
         self.clock = clock
         self.observer = observer or Observer()
 
-    # -- the public entry point -------------------------------------------------------------------
+    # -- the public entry points -----------------------------------------------------------------
     def execute(self, call: Call) -> Answer:
+        return self.run(call, WHOLE)
+
+    def run(self, call: Call, mode: Mode[Result, Out]) -> Out:
+        """The call in `mode`: route, then each candidate in turn until one answers."""
         start = self.clock()
         deadline = start + self.timeout_s(call)
         route = routing.route(call, self.catalog, self.settings)
-        trace = _Trace()
+        trace = Trace()
         for index, candidate in enumerate(route.candidates):
             if index > 0:
                 previous = route.candidates[index - 1].model.id
@@ -88,17 +126,15 @@ class Dispatcher:
                 self.observer.fallback(metric_model(route.candidates[index - 1].model), metric_model(candidate.model))
             try:
                 remaining_candidates = len(route.candidates) - index
-                completion, target, plan_warnings = self._try_model(call, candidate, deadline, trace,
-                                                                    remaining_candidates)
+                result, target, plan_warnings = self._try_model(mode, call, candidate, deadline, trace,
+                                                                remaining_candidates)
             except ProviderError as err:
                 trace.last_error = err
                 if not self._may_fall_back(err) or self.clock() >= deadline:
                     break
                 continue
-            answer = self._answer(call, route, index, candidate, target, completion, plan_warnings,
-                                  trace, start)
-            self.observer.completed(answer)
-            return answer
+            served = Served(call, route, index, candidate, target, tuple(plan_warnings), trace, start)
+            return mode.served(self, served, result)
         err = self._final_error(trace, deadline)
         err.attempts = trace.attempts
         err.model_id = route.candidates[-1].model.id if trace.attempts else route.candidates[0].model.id
@@ -111,7 +147,7 @@ class Dispatcher:
                     options=Options(max_tokens=16))
         target = self.target(model)
         started = self.clock()
-        self._attempt(adapter_for(target.provider.format), call, target, timeout_s, _Trace())
+        WHOLE.attempt(self, adapter_for(target.provider.format), call, target, timeout_s, Trace())
         return self.clock() - started
 
     def timeout_s(self, call: Call) -> float:
@@ -128,8 +164,8 @@ class Dispatcher:
         return Target(model=model, provider=provider, base_url=base_url, api_key=key)
 
     # -- one model, with retries -----------------------------------------------------------------
-    def _try_model(self, call: Call, candidate: Resolved, deadline: float, trace: _Trace,
-                   remaining_candidates: int = 1):
+    def _try_model(self, mode: Mode[Result, Out], call: Call, candidate: Resolved, deadline: float, trace: Trace,
+                   remaining_candidates: int = 1) -> tuple[Result, Target, tuple[str, ...]]:
         target = self.target(candidate.model)
         adapter = adapter_for(target.provider.format)
         prepared = self._inline_images(call, target, deadline)
@@ -149,7 +185,7 @@ class Dispatcher:
             # candidate gets all of it. A slow but healthy first choice keeps most of the budget.
             budget = remaining / 2 if remaining_candidates > 1 else remaining
             try:
-                completion, warnings = self._attempt(adapter, prepared, target, budget, trace)
+                result, warnings = mode.attempt(self, adapter, prepared, target, budget, trace)
             except ProviderError as err:
                 err.provider = err.provider or target.provider.name    # parsing helpers do not know it
                 self.judge(target.provider.name, err, self.cut_short(call) or remaining_candidates > 1)
@@ -171,7 +207,7 @@ class Dispatcher:
                 raise
             self.breaker.record_success(target.provider.name)
             self.observer.circuit(target.provider.name, "closed")
-            return completion, target, warnings
+            return result, target, warnings
 
     def cut_short(self, call: Call) -> bool:
         """The caller's deadline is shorter than the service's default one."""
@@ -185,35 +221,6 @@ class Dispatcher:
             self.observer.circuit(provider, self.breaker.state(provider))
         else:
             self.breaker.release(provider)
-
-    def _attempt(self, adapter, call: Call, target: Target, remaining: float, trace: _Trace):
-        if target.provider.format == "mock":
-            return adapter.complete(call, target), ()
-        plan = adapter.build_request(call, target)
-        connect = min(self.settings.connect_timeout_s, remaining)
-        label = metric_model(target.model)
-        sent = self.clock()
-        try:
-            resp: HttpResponse = self.transport.send(plan.request, provider=target.provider.name,
-                                                     connect_timeout=connect, read_timeout=remaining)
-        except ProviderError as err:
-            trace.upstream_s += self.clock() - sent
-            self.observer.attempt(target.provider.name, label, err.code, self.clock() - sent)
-            raise
-        waited = self.clock() - sent            # parsing below is our time, not the provider's
-        trace.upstream_s += waited
-        try:
-            if not 200 <= resp.status < 300:
-                raise adapter.parse_error(resp, target)
-            completion = adapter.parse_response(resp, call, target)
-        except ProviderError as err:
-            # every adapter redacts, but a provider (or a proxy before it) can echo our key anywhere
-            err.message = redact(err.message, target.secrets)
-            err.args = (err.message,)
-            self.observer.attempt(target.provider.name, label, err.code, waited)
-            raise
-        self.observer.attempt(target.provider.name, label, "ok", waited)
-        return completion, plan.warnings
 
     def _inline_images(self, call: Call, target: Target, deadline: float) -> Call:
         """Providers that cannot fetch URLs get the bytes: we download (SSRF-guarded) and inline,
@@ -239,7 +246,7 @@ class Dispatcher:
         rejected by the next one too, except a retired model, which another model can serve."""
         return err.retryable or err.code in ("model_not_found", "circuit_open", "provider_not_configured")
 
-    def _final_error(self, trace: _Trace, deadline: float) -> FlowcallError:
+    def _final_error(self, trace: Trace, deadline: float) -> FlowcallError:
         err = trace.last_error or ServiceUnavailable("No model could serve the call.")
         if self.clock() >= deadline and not isinstance(err, (ProviderTimeout, DeadlineExceeded)):
             return DeadlineExceeded(f"The call's deadline passed; last error: {err.message}",
@@ -247,9 +254,15 @@ class Dispatcher:
         return err
 
     # -- the answer ---------------------------------------------------------------------------------
-    def _answer(self, call: Call, route, index: int, candidate: Resolved, target: Target,
-                completion: Completion, plan_warnings, trace: _Trace, start: float) -> Answer:
-        model = candidate.model
+    def finish(self, served: Served, completion: Completion) -> Answer:
+        """The answer the caller gets from the candidate's completion, reported to the observer."""
+        answer = self._answer(served, completion)
+        self.observer.completed(answer)
+        return answer
+
+    def _answer(self, served: Served, completion: Completion) -> Answer:
+        call, route, index, candidate = served.call, served.route, served.index, served.candidate
+        trace, model = served.trace, candidate.model
         text, cut = postprocess.enforce_stop(completion.text, call.options.stop)
         finish = "stop" if cut and not completion.tool_calls else completion.finish_reason
         completion = replace(completion, text=text, finish_reason=finish)
@@ -260,7 +273,7 @@ class Dispatcher:
             completion = replace(completion, tool_calls=_caller_shaped(completion.tool_calls, call))
         priced, price_warnings = model.price_usage(completion.usage)
         cost = completion.cost if completion.cost is not None else priced
-        warnings = [*candidate.warnings, *plan_warnings, *completion.warnings, *trace.warnings]
+        warnings = [*candidate.warnings, *served.plan_warnings, *completion.warnings, *trace.warnings]
         estimated = None
         if not completion.usage.reported and completion.cost is None:
             estimated = estimate_cost(call, model)
@@ -277,7 +290,7 @@ class Dispatcher:
         if thinking_only and not completion.tool_calls:
             warnings.append(thinking_only)
         fallbacks = tuple(c.model.id for c in route.candidates[index + 1:])
-        elapsed = self.clock() - start
+        elapsed = self.clock() - served.start
         return Answer(
             text=text, data=data, model=completion.model or model.name, provider=model.provider,
             finish_reason=finish, usage=completion.usage, cost=cost,
@@ -291,3 +304,69 @@ class Dispatcher:
             warnings=tuple(dict.fromkeys(warnings)), request_id=call.request_id,
             upstream_ms=trace.upstream_s * 1000, estimated_cost=estimated, tool_calls=completion.tool_calls,
         )
+
+
+class Exchange:
+    """One attempt's time with the provider, kept alike in every mode: from `start` (the request
+    going out) to `stop` (the provider's part done: parsing after it is our time). On leaving the
+    `with` block the time is added to the trace and the attempt reported to the observer once,
+    with its error's code and the error's message scrubbed of the key (every adapter redacts, but a
+    provider, or a proxy before it, can echo our key anywhere). Nothing sent, nothing reported."""
+
+    def __init__(self, dispatcher: Dispatcher, target: Target, trace: Trace, seconds: float):
+        self.dispatcher, self.target, self.trace = dispatcher, target, trace
+        self.connect_timeout = min(dispatcher.settings.connect_timeout_s, seconds)
+        self.read_timeout = seconds
+        self._sent: float | None = None
+        self._waited: float | None = None
+
+    def start(self) -> None:
+        self._sent = self.dispatcher.clock()
+
+    def stop(self) -> None:
+        if self._sent is not None and self._waited is None:
+            self._waited = self.dispatcher.clock() - self._sent
+
+    def send(self, request: HttpRequest) -> HttpResponse:
+        """The whole-answer exchange, over the dispatcher's transport."""
+        self.start()
+        try:
+            return self.dispatcher.transport.send(request, provider=self.target.provider.name,
+                                                  connect_timeout=self.connect_timeout,
+                                                  read_timeout=self.read_timeout)
+        finally:
+            self.stop()
+
+    def __enter__(self) -> Exchange:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._sent is None:
+            return
+        self.stop()
+        self.trace.upstream_s += self._waited
+        if exc is None:
+            outcome = "ok"
+        elif isinstance(exc, ProviderError):
+            exc.message = redact(exc.message, self.target.secrets)
+            exc.args = (exc.message,)
+            outcome = exc.code
+        else:
+            return
+        self.dispatcher.observer.attempt(self.target.provider.name, metric_model(self.target.model), outcome,
+                                         self._waited)
+
+
+class Whole:
+    """The whole-answer mode: an attempt sends the request and parses the answer."""
+
+    def attempt(self, dispatcher: Dispatcher, adapter: Adapter, call: Call, target: Target, seconds: float,
+                trace: Trace) -> tuple[Completion, tuple[str, ...]]:
+        with Exchange(dispatcher, target, trace, seconds) as exchange:
+            return adapter.answer(call, target, exchange.send)
+
+    def served(self, dispatcher: Dispatcher, served: Served, result: Completion) -> Answer:
+        return dispatcher.finish(served, result)
+
+
+WHOLE = Whole()

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Callable
 
 from . import budgets
 from .budgets import BudgetHolds
 from .calls import Answer, Call, Usage
+from .dispatch import Dispatcher
 from .errors import FlowcallError
 from .idempotency import Idempotency, Replay, body_hash
 from .ledger import Ledger, Row
@@ -46,7 +47,7 @@ class Admission:
 
 
 class Gateway:
-    def __init__(self, store: Store, dispatcher, ledger: Ledger, idempotency: Idempotency, quotas: Quotas):
+    def __init__(self, store: Store, dispatcher: Dispatcher, ledger: Ledger, idempotency: Idempotency, quotas: Quotas):
         self.store = store
         self.dispatcher = dispatcher
         self.ledger = ledger

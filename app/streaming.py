@@ -1,318 +1,81 @@
 """Streamed calls: the same routing, retries, fallbacks, breaker, deadline, limits and ledger as a
 whole call, with the answer handed on piece by piece.
 
-The line between retrying and not is the first byte the client gets. Opening a candidate's stream
-reads it up to the first text the client may see (after the stop guard); any failure until then
-is retried or falls back exactly as `Dispatcher.execute` does for a whole call, and the client has
-been sent nothing, so a failure there is still a plain HTTP error. After it, a provider failure
-cannot be taken back: the stream ends with an error, and the ledger row keeps the tokens known.
-
-Stop sequences are enforced on the stream as `app.postprocess.enforce_stop` does on a whole answer:
-text that may be the start of a stop sequence is held back until the next delta settles it, so a
-stop string split across deltas is never sent. After a cut the provider's stream is still read to
-its end (text discarded) for its usage, so the ledger counts what the provider bills.
+A streamed call is the dispatcher's own loop (`Dispatcher.run`) in the streamed mode: an attempt
+opens the candidate's stream and reads it up to the first text the client may see (after the stop
+guard, app/provider_stream.py); any failure until then is retried or falls back exactly as for a
+whole call, and the client has been sent nothing, so a failure there is still a plain HTTP error.
+After it, a provider failure cannot be taken back: the stream ends with an error, and the ledger
+row keeps the tokens known. A format the registry does not stream (Perplexity, the mock) is
+answered whole and handed on as one piece.
 """
 from __future__ import annotations
 
-import json
-import logging
-from collections import deque
-from typing import Callable, Iterator, Union
+from collections.abc import Callable, Iterator
 
-from . import postprocess
-from .calls import Answer, Call, Completion, ToolCall, Usage
-from .dispatch import Dispatcher, metric_model
-from .errors import FlowcallError, InvalidProviderResponse, ProviderError
+from .calls import Answer, Call, Usage
+from .dispatch import WHOLE, Dispatcher, Exchange, Served, Trace
+from .errors import FlowcallError, ProviderError
+from .gateway import Admission, Gateway
 from .http import HttpResponse
 from .idempotency import Replay
-from .observe import Observer
-from .providers.streams import SseDecoder, ToolCallDelta, broke_off, build_stream_request, parser_for
-from .stream_transport import LineStream, StreamTransport
-
-log = logging.getLogger(__name__)
+from .provider_stream import Piece, ProviderStream, StopGuard
+from .providers import Adapter, Target
+from .stream_transport import StreamTransport
 
 
-class StopGuard:
-    """A stream's stop sequences, cut exactly where `postprocess.enforce_stop` would cut the whole
-    text: text is sent only once no stop sequence can still begin in it."""
+class Streamed:
+    """The streamed mode of dispatch: an attempt opens the stream and reads it to the first text;
+    the caller gets the stream open (`OpenStream`)."""
 
-    def __init__(self, stops: tuple[str, ...]):
-        self.stops = tuple(s for s in stops if s)
-        self.longest = max(map(len, self.stops), default=0)
-        self.pending = ""
-        self.stopped = False
+    def __init__(self, streams: StreamTransport):
+        self.streams = streams
 
-    def feed(self, text: str) -> str:
-        """The part of `text` (after what was held back) that is safe to send now."""
-        if self.stopped:
-            return ""
-        if not self.stops:
-            return text
-        buffer = self.pending + text
-        cut = self._earliest(buffer)
-        if cut is not None and not self._may_begin_before(buffer, cut):
-            self.stopped, self.pending = True, ""
-            return buffer[:cut]
-        # Beyond this point a stop sequence may still be completing with the next delta.
-        safe = max(0, len(buffer) - (self.longest - 1))
-        if cut is not None:
-            safe = min(safe, cut)
-        self.pending = buffer[safe:]
-        return buffer[:safe]
-
-    def flush(self) -> str:
-        """The end of the stream: what was held back, cut at a stop sequence if it holds one."""
-        text, cut = postprocess.enforce_stop(self.pending, self.stops)
-        self.pending = ""
-        self.stopped = self.stopped or cut
-        return text
-
-    def _earliest(self, buffer: str) -> int | None:
-        found = [i for i in (buffer.find(s) for s in self.stops) if i >= 0]
-        return min(found) if found else None
-
-    def _may_begin_before(self, buffer: str, cut: int) -> bool:
-        """Could a longer stop sequence start before `cut` and complete with text still to come?"""
-        for start in range(max(0, len(buffer) - self.longest + 1), cut):
-            tail = buffer[start:]
-            if any(len(s) > len(tail) and s.startswith(tail) for s in self.stops):
-                return True
-        return False
-
-
-Piece = Union[str, ToolCallDelta]     # what a stream hands on: text, or a piece of a tool call
-
-
-class ProviderStream:
-    """One provider's answer as it arrives: events through the format's parser, text through the
-    stop guard, ready pieces queued for the client. Tool call pieces bypass the stop guard (stop
-    sequences apply to text) and are put together again for the finished answer."""
-
-    def __init__(self, target, parser, lines: LineStream | None, guard: StopGuard):
-        self.target = target
-        self.parser = parser
-        self.lines = lines
-        self.guard = guard
-        self.ready: deque[Piece] = deque()
-        self.sent: list[str] = []
-        self.tool_parts: dict[int, dict] = {}   # index -> {"id", "name", "arguments": [str], "state"}
-        self.finish: str | None = None
-        self.usage: Usage | None = None
-        self.model: str | None = None
-        self.provider_done = False
-        self.finished = False
-        self.usage_incomplete = False
-        self.cost: float | None = None
-        self.data = None
-        self.warnings: tuple[str, ...] = ()
-        self._events = self._read_events() if lines is not None else iter(())
-
-    @classmethod
-    def whole(cls, completion: Completion, target, guard: StopGuard) -> "ProviderStream":
-        """A whole answer (a format streamed as one piece, or a server that ignored stream: true)."""
-        stream = cls(target, None, None, guard)
-        stream.cost, stream.data, stream.warnings = completion.cost, completion.data, completion.warnings
-        calls = tuple(ToolCallDelta(i, c.id, c.name, json.dumps(c.arguments, ensure_ascii=False), c.state)
-                      for i, c in enumerate(completion.tool_calls))
-        stream._apply(completion.text, completion.finish_reason, completion.usage, completion.model, calls)
-        stream.provider_done = True
-        stream._end()
-        return stream
-
-    def fill(self) -> None:
-        """Read until there is text to send, or the answer is over."""
-        while not self.ready and not self.finished:
-            self._step()
-
-    def next_piece(self) -> Piece | None:
-        self.fill()
-        return self.ready.popleft() if self.ready else None
-
-    def close(self) -> None:
-        if self.lines is not None:
-            self.lines.close()
-
-    def completion(self) -> Completion:
-        text = "".join(self.sent)
-        tool_calls = self._tool_calls()
-        finish = "stop" if self.guard.stopped else (self.finish or "stop")
-        if tool_calls and finish == "stop":     # Gemini says STOP after a function call
-            finish = "tool_calls"
-        warnings = list(self.warnings)
-        if self.usage_incomplete:
-            warnings.append("The provider's stream failed after the stop sequence was reached; "
-                            "usage may be incomplete.")
-        if finish == "length" and not text:
-            warnings.append("The answer is empty because the token limit was reached: raise max_tokens.")
-        return Completion(text=text, finish_reason=finish, usage=self.usage or Usage(reported=False),
-                          model=self.model or self.target.model.name, data=self.data, cost=self.cost,
-                          warnings=tuple(warnings), tool_calls=tool_calls)
-
-    def _tool_calls(self) -> tuple[ToolCall, ...]:
-        calls = []
-        for index in sorted(self.tool_parts):
-            part = self.tool_parts[index]
-            raw = "".join(part["arguments"])
-            try:
-                arguments = json.loads(raw) if raw.strip() else {}
-            except ValueError:
-                arguments = None
-            if not isinstance(arguments, dict) or not part["id"] or not part["name"]:
-                raise InvalidProviderResponse(
-                    f"{self.target.provider.name} streamed a tool call without an id and name, or whose "
-                    "arguments are not a JSON object.", provider=self.target.provider.name, retryable=True)
-            calls.append(ToolCall(part["id"], part["name"], arguments, part["state"]))
-        return tuple(calls)
-
-    def _read_events(self):
-        decoder = SseDecoder()
-        for line in self.lines:
-            event = decoder.feed(line)
-            if event is not None:
-                yield event
-        event = decoder.flush()
-        if event is not None:
-            yield event
-
-    def _step(self) -> None:
-        try:
-            event = next(self._events, None)
-            if event is None:
-                self._end()
-                return
-            delta = self.parser.feed(event)
-        except ProviderError:
-            if not self.guard.stopped:
-                raise
-            # The answer was complete at the stop sequence; only the usage read-out failed.
-            self.usage_incomplete = self.provider_done = True
-            self._end()
-            return
-        self._apply(delta.text, delta.finish_reason, delta.usage, delta.model, delta.tool_calls)
-        if delta.done:
-            self.provider_done = True
-            self._end()
-
-    def _apply(self, text: str, finish: str | None, usage: Usage | None, model: str | None,
-               tool_calls: tuple[ToolCallDelta, ...] = ()) -> None:
-        if text:
-            self._queue(self.guard.feed(text))
-        for piece in tool_calls:
-            part = self.tool_parts.setdefault(piece.index, {"id": None, "name": None, "arguments": [], "state": None})
-            part["id"] = part["id"] or piece.id
-            part["name"] = part["name"] or piece.name
-            part["state"] = part["state"] or piece.state
-            part["arguments"].append(piece.arguments)
-            self.ready.append(piece)
-        if finish:
-            self.finish = finish
-        if usage is not None:
-            self.usage = usage
-        if model:
-            self.model = model
-
-    def _queue(self, text: str) -> None:
-        if text:
-            self.ready.append(text)
-            self.sent.append(text)
-
-    def _end(self) -> None:
-        if self.finished:
-            return
-        if not (self.provider_done or self.finish):
-            raise broke_off(self.target)
-        self._queue(self.guard.flush())
-        self.finished = True
-        if self.lines is not None:
-            self.lines.close(drain=self.provider_done)
-        if self.parser is not None:
-            self.parser.check_end("".join(self.sent))
-
-
-class StreamingDispatcher(Dispatcher):
-    """`Dispatcher.execute` with one attempt redefined: open the candidate's stream and read it up to
-    the first text (`_attempt`); what execute returns is then an `OpenStream` (`_answer`). The
-    breaker and transport are the whole-call dispatcher's own, so both kinds of call share them."""
-
-    def __init__(self, base: Dispatcher, streams: StreamTransport | None = None):
-        super().__init__(base.settings, base.catalog, transport=base.transport, fetch_image=base.fetch_image,
-                         breaker=base.breaker, observer=_CompletedAtTheEnd(base.observer), sleep=base.sleep,
-                         clock=base.clock)
-        self.streams = streams or StreamTransport(base.transport)
-
-    def open(self, call: Call) -> "OpenStream":
-        return self.execute(call)
-
-    def _attempt(self, adapter, call: Call, target, remaining: float, trace):
+    def attempt(self, dispatcher: Dispatcher, adapter: Adapter, call: Call, target: Target, seconds: float,
+                trace: Trace) -> tuple[ProviderStream, tuple[str, ...]]:
         guard = StopGuard(call.options.stop)
-        plan = build_stream_request(call, target)
-        if plan is None:
-            completion, warnings = super()._attempt(adapter, call, target, remaining, trace)
+        stream = adapter.stream
+        if stream is None:
+            completion, warnings = WHOLE.attempt(dispatcher, adapter, call, target, seconds, trace)
             return ProviderStream.whole(completion, target, guard), warnings
-        sent = self.clock()
-        label = metric_model(target.model)
-        try:
+        plan = stream.request(call, target)
+        with Exchange(dispatcher, target, trace, seconds) as exchange:
+            exchange.start()
             opened = self.streams.open(plan.request, provider=target.provider.name,
-                                       connect_timeout=min(self.settings.connect_timeout_s, remaining),
-                                       read_timeout=remaining)
-            if isinstance(opened, HttpResponse):
-                if not 200 <= opened.status < 300:
-                    raise adapter.parse_error(opened, target)
-                whole = ProviderStream.whole(adapter.parse_response(opened, call, target), target, guard)
-                self.observer.attempt(target.provider.name, label, "ok", self.clock() - sent)
-                return whole, plan.warnings
-            stream = ProviderStream(target, parser_for(call, target), opened, guard)
+                                       connect_timeout=exchange.connect_timeout, read_timeout=seconds)
+            if isinstance(opened, HttpResponse):    # an error status, or a server that ignored stream: true
+                return ProviderStream.whole(stream.whole(opened, call, target), target, guard), plan.warnings
+            reading = ProviderStream(target, stream.parser(call, target), opened, guard)
             try:
-                stream.fill()
+                reading.fill()
             except BaseException:
-                stream.close()
+                reading.close()
                 raise
-            self.observer.attempt(target.provider.name, label, "ok", self.clock() - sent)
-            return stream, plan.warnings
-        except ProviderError as err:
-            self.observer.attempt(target.provider.name, label, err.code, self.clock() - sent)
-            raise
-        finally:
-            trace.upstream_s += self.clock() - sent
+            return reading, plan.warnings
 
-    def _answer(self, call, route, index, candidate, target, completion, plan_warnings, trace, start):
-        return OpenStream(self, call, route, index, candidate, target, completion, plan_warnings, trace, start)
+    def served(self, dispatcher: Dispatcher, served: Served, result: ProviderStream) -> OpenStream:
+        return OpenStream(dispatcher, served, result)
 
 
-class _CompletedAtTheEnd(Observer):
-    """The whole-call dispatcher's observer, except that a streamed call is `completed` (its tokens
-    and cost counted) when its stream ends with an answer, not when it opens."""
+class StreamingDispatcher:
+    """A dispatcher's calls in the streamed mode: its own loop, breaker, transport and observer (read
+    from it, never copied), plus the transport that reads event streams."""
 
-    def __init__(self, inner: Observer):
-        self.inner = inner
+    def __init__(self, dispatcher: Dispatcher, streams: StreamTransport | None = None):
+        self.dispatcher = dispatcher
+        self.mode = Streamed(streams or StreamTransport(dispatcher.transport))
 
-    def attempt(self, provider, model, outcome, seconds):
-        self.inner.attempt(provider, model, outcome, seconds)
-
-    def retry(self, provider):
-        self.inner.retry(provider)
-
-    def fallback(self, from_model, to_model):
-        self.inner.fallback(from_model, to_model)
-
-    def circuit(self, provider, state):
-        self.inner.circuit(provider, state)
-
-    def completed(self, answer):
-        if isinstance(answer, Answer):
-            self.inner.completed(answer)
+    def open(self, call: Call) -> OpenStream:
+        return self.dispatcher.run(call, self.mode)
 
 
 class OpenStream:
-    """A streamed call whose provider has begun to answer: iterate its text, then read `answer`."""
+    """A streamed call whose provider has begun to answer: iterate its pieces, then read `answer`."""
 
-    def __init__(self, dispatcher: StreamingDispatcher, call, route, index, candidate, target,
-                 stream: ProviderStream, plan_warnings, trace, start: float):
-        self.dispatcher = dispatcher
-        self.call, self.route, self.index, self.candidate = call, route, index, candidate
-        self.target, self.stream, self.plan_warnings = target, stream, plan_warnings
-        self.trace, self.start = trace, start
-        self.deadline = start + dispatcher.timeout_s(call)
+    def __init__(self, dispatcher: Dispatcher, served: Served, stream: ProviderStream):
+        self.dispatcher, self.served, self.stream = dispatcher, served, stream
+        self.call, self.candidate, self.target, self.trace = served.call, served.candidate, served.target, served.trace
+        self.deadline = served.start + dispatcher.timeout_s(served.call)
         self.answer: Answer | None = None
 
     @property
@@ -332,10 +95,7 @@ class OpenStream:
         try:
             while (piece := self.stream.next_piece()) is not None:
                 yield piece
-            self.answer = Dispatcher._answer(self.dispatcher, self.call, self.route, self.index, self.candidate,
-                                             self.target, self.stream.completion(), self.plan_warnings,
-                                             self.trace, self.start)
-            self.dispatcher.observer.completed(self.answer)
+            self.answer = self.dispatcher.finish(self.served, self.stream.completion())
         except FlowcallError as err:
             err.provider = err.provider or self.target.provider.name    # parsing helpers do not know it
             if isinstance(err, ProviderError):
@@ -358,7 +118,7 @@ class MeteredStream:
     error, the client going away) the tokens are counted, the ledger row written and the
     idempotency key settled, once."""
 
-    def __init__(self, gateway, principal, endpoint: str, admitted, opened: OpenStream,
+    def __init__(self, gateway: Gateway, principal, endpoint: str, admitted: Admission, opened: OpenStream,
                  render: Callable[[Answer], dict]):
         self.gateway, self.principal, self.endpoint, self.admitted = gateway, principal, endpoint, admitted
         self.call = admitted.call
@@ -407,7 +167,7 @@ class MeteredStream:
                            attempts=self.opened.trace.attempts)
 
 
-def start(gateway, dispatcher: StreamingDispatcher, principal, endpoint: str, body: dict,
+def start(gateway: Gateway, dispatcher: StreamingDispatcher, principal, endpoint: str, body: dict,
           make_call: Callable[[], Call], render: Callable[[Answer], dict],
           idempotency_key: str | None = None) -> MeteredStream | Replay:
     """`Gateway.run` up to the first text: the gateway admits the call (idempotency, limits, budget),
@@ -422,3 +182,4 @@ def start(gateway, dispatcher: StreamingDispatcher, principal, endpoint: str, bo
         gateway.close(principal, endpoint, admitted, error=exc)
         raise
     return MeteredStream(gateway, principal, endpoint, admitted, opened, render)
+

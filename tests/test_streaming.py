@@ -20,12 +20,16 @@ from app.dispatch import Dispatcher
 from app.errors import (ContentBlocked, DeadlineExceeded, InvalidProviderResponse, InvalidStructuredOutput,
                         ProviderAuthFailed, ProviderOverloaded, ProviderRateLimited, ProviderRejected,
                         ProviderTimeout, ProviderUnreachable)
+from app.observe import Observer
 from app.postprocess import enforce_stop
-from app.providers import anthropic, gemini, openai_chat
-from app.providers.streams import (AnthropicStream, Delta, GeminiStream, OpenAIChatStream, SseDecoder, SseEvent,
-                                   build_stream_request)
+from app.providers import adapter_for, anthropic, gemini, openai_chat
+from app.providers.anthropic_stream import AnthropicStream
+from app.providers.gemini_stream import GeminiStream
+from app.providers.openai_chat_stream import OpenAIChatStream
+from app.providers.streams import Delta, SseDecoder, SseEvent
 from app.stream_transport import LineStream
-from app.streaming import StopGuard, StreamingDispatcher
+from app.provider_stream import StopGuard
+from app.streaming import StreamingDispatcher
 from fake_stream_provider import FakeStreamProvider
 from conftest import FakeClock
 
@@ -54,7 +58,7 @@ def call(model="openai.gpt-4o", text="What is the capital of France?", **kw) -> 
 
 def target(spec: str, env=ENV):
     d, _ = make(env)
-    return d.target(CATALOG.resolve(spec).model)
+    return d.dispatcher.target(CATALOG.resolve(spec).model)
 
 
 def sse(*events) -> str:
@@ -239,7 +243,7 @@ def test_stream_request_is_the_adapters_request_with_streaming_on(spec, url, ext
     c = call(spec, options=Options(stop=("END",)))
     whole = {"openai_chat": openai_chat, "anthropic": anthropic, "gemini": gemini}[t.provider.format]
     plain = whole.build_request(c, t)
-    plan = build_stream_request(c, t)
+    plan = adapter_for(t.provider.format).stream.request(c, t)
     assert plan.request.url == url
     assert plan.request.json == {**plain.request.json, **extra}
     assert plan.request.headers[auth[0]] == auth[1]
@@ -250,7 +254,7 @@ def test_stream_request_is_the_adapters_request_with_streaming_on(spec, url, ext
 
 @pytest.mark.parametrize("spec", ["perplexity.sonar", "mock.echo"])
 def test_formats_without_a_stream_here_answer_whole(spec):
-    assert build_stream_request(call(spec), target(spec)) is None
+    assert adapter_for(target(spec).provider.format).stream is None
 
 
 # -- parsers on real-shaped events ---------------------------------------------------------------------
@@ -630,6 +634,63 @@ def test_structured_output_streams_the_json_and_is_checked_at_the_end():
         for piece in bad:
             received.append(piece)
     assert "".join(received) == '{"city": 42}'
+
+
+# -- one observer for both modes -----------------------------------------------------------------------
+class Recording(Observer):
+    """What dispatch reports, without the (timing-dependent) seconds."""
+
+    def __init__(self):
+        self.events = []
+
+    def attempt(self, provider, model, outcome, seconds):
+        self.events.append(("attempt", provider, model, outcome))
+
+    def retry(self, provider):
+        self.events.append(("retry", provider))
+
+    def fallback(self, from_model, to_model):
+        self.events.append(("fallback", from_model, to_model))
+
+    def circuit(self, provider, state):
+        self.events.append(("circuit", provider, state))
+
+    def completed(self, answer):
+        self.events.append(("completed", answer.model, answer.usage, answer.cost, answer.routing.attempts))
+
+
+WHOLE_OPENAI = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1784728648, "model": "gpt-4o-2024-08-06",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+
+
+def reported(spec: str, streamed: bool) -> list:
+    """The observer's record of one call that is retried once after a 503 (the mock: answered at once)."""
+    observer, clock = Recording(), FakeClock()
+    base = Dispatcher(Settings.from_env(ENV), CATALOG, sleep=clock.sleep, clock=clock,
+                      breaker=CircuitBreaker(clock=clock), observer=observer)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as wire:
+        wire.post(OPENAI, status=503, json={"error": {"message": "The server is overloaded", "type": "server_error"}})
+        wire.post(OPENAI, **({"body": openai_stream("Paris."), "content_type": SSE} if streamed
+                             else {"json": WHOLE_OPENAI}))
+        if streamed:
+            assert "".join(StreamingDispatcher(base).open(call(spec))) in ("Paris.", "What is the capital of France?")
+        else:
+            base.execute(call(spec))
+    return observer.events
+
+
+@pytest.mark.parametrize("spec", ["openai.gpt-4o", "mock.echo"])
+def test_a_streamed_call_reports_to_the_dispatchers_observer_as_a_whole_one_does(spec):
+    whole = reported(spec, streamed=False)
+    assert reported(spec, streamed=True) == whole
+    completed = [e for e in whole if e[0] == "completed"]
+    assert len(completed) == 1 and completed[0][-1] == (2 if spec == "openai.gpt-4o" else 1)
+    if spec == "openai.gpt-4o":
+        assert ("attempt", "openai", "openai.gpt-4o", "provider_overloaded") in whole and ("retry", "openai") in whole
+    else:
+        assert not [e for e in whole if e[0] == "attempt"]     # the mock sends nothing, so no attempt is timed
 
 
 # -- the real transport against a local streaming server -----------------------------------------------

@@ -17,7 +17,8 @@ from app.http import MAX_JSON_DEPTH, HttpResponse, loads_bounded
 from app.postprocess import parse_structured
 from app.providers import anthropic, gemini, openai_chat, perplexity
 from app.providers.common import MAX_USAGE_TOKENS
-from app.providers.streams import AnthropicStream, SseEvent
+from app.providers.anthropic_stream import AnthropicStream
+from app.providers.streams import SseEvent
 
 CATALOG = Catalog.load()
 ENV = {"OPENAI_API_KEY": "sk-test-openai-0123456789", "ANTHROPIC_API_KEY": "sk-ant-test-0123456789",

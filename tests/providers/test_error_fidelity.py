@@ -24,7 +24,8 @@ from app.errors import (ContentBlocked, ModelNotFound, ProviderAuthFailed, Provi
                         ProviderRateLimited, ProviderRejected)
 from app.http import HttpResponse
 from app.providers import anthropic, gemini, openai_chat
-from app.providers.streams import OpenAIChatStream, SseEvent
+from app.providers.openai_chat_stream import OpenAIChatStream
+from app.providers.streams import SseEvent
 
 CATALOG = Catalog.load()
 ENV = {"OPENAI_API_KEY": "sk-test-openai-0123456789", "XAI_API_KEY": "xai-test-0123456789abcdef",

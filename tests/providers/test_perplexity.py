@@ -125,7 +125,10 @@ def assert_strict_shape(body: dict):
 # -- build_request: selection of model / preset / tools -------------------------------------------
 def test_catalog_format_maps_to_this_module():
     assert CATALOG.providers["perplexity"].format == "perplexity_agent"
-    assert adapter_for("perplexity_agent") is perplexity
+    entry = adapter_for("perplexity_agent")
+    assert entry.build_request is perplexity.build_request and entry.stream is None
+    assert (entry.parse.parse_response, entry.parse.parse_error) == (perplexity.parse_response,
+                                                                     perplexity.parse_error)
 
 
 @pytest.mark.parametrize("spec, selector, tools", [

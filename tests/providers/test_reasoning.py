@@ -245,7 +245,8 @@ def _sse(*events) -> str:
 def test_anthropic_streamed_tool_call_carries_the_streamed_thinking_block():
     """Event shapes from ../shared/specs/fixtures/test_anthropic/test_anthropic_model_thinking_part_stream.yaml
     (thinking_delta, then signature_delta) and ..._redacted_stream.yaml (pydantic-ai, MIT)."""
-    from app.providers.streams import AnthropicStream, SseDecoder
+    from app.providers.anthropic_stream import AnthropicStream
+    from app.providers.streams import SseDecoder
     spec = "anthropic.claude-haiku-4-5-20251001"
     body = _sse(
         ("message_start", {"type": "message_start", "message": {"model": "claude-haiku-4-5-20251001",
