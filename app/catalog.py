@@ -7,7 +7,6 @@ a data change. A file named by FLOWCALL_MODELS_FILE is merged over it at start: 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -48,7 +47,6 @@ class ProviderConfig:
     requires_key: bool = True
     image_urls: bool = True         # accepts http(s) image URLs; else we inline them as data URIs
     max_tokens_field: str = "max_tokens"
-    error_style: str = "openai"
     reasoning_tokens_outside_completion: bool = False
     default_capabilities: Capabilities = Capabilities()
     aliases: tuple[str, ...] = ()
@@ -60,7 +58,6 @@ class ProviderConfig:
             key_env=tuple(d.get("key_env", ())), base_url_env=d.get("base_url_env"),
             default_base_url=d.get("default_base_url"), requires_key=d.get("requires_key", True),
             image_urls=d.get("image_urls", True), max_tokens_field=d.get("max_tokens_field", "max_tokens"),
-            error_style=d.get("error_style", "openai"),
             reasoning_tokens_outside_completion=d.get("reasoning_tokens_outside_completion", False),
             default_capabilities=Capabilities.from_dict(d.get("default_capabilities", {})),
             aliases=tuple(d.get("aliases", ())),
@@ -269,18 +266,3 @@ def merge(base: dict, override: dict) -> dict:
     out["models"] = list(by_id.values())
     return out
 
-
-_catalog: Catalog | None = None
-
-
-def get_catalog() -> Catalog:
-    """The process-wide catalog, loaded once (the app factory loads it eagerly at start)."""
-    global _catalog
-    if _catalog is None:
-        _catalog = Catalog.load(os.environ.get("FLOWCALL_MODELS_FILE") or None)
-    return _catalog
-
-
-def set_catalog(catalog: Catalog | None) -> None:
-    global _catalog
-    _catalog = catalog

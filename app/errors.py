@@ -226,7 +226,7 @@ class InvalidStructuredOutput(ProviderError):
     code = "invalid_structured_output"
 
 
-def from_upstream_status(status: int, message: str, *, provider: str, code: str | None = None,
+def from_upstream_status(status: int, message: str, *, provider: str,
                          retry_after: float | None = None) -> ProviderError:
     """Default status -> error mapping shared by every provider; adapters refine it (quota 429s...)."""
     if status == 429:
@@ -243,10 +243,7 @@ def from_upstream_status(status: int, message: str, *, provider: str, code: str 
         cls = ProviderRejected
     else:
         cls = InvalidProviderResponse
-    err = cls(message, provider=provider, retry_after=retry_after, upstream_status=status)
-    if code:
-        err.upstream_code = code
-    return err
+    return cls(message, provider=provider, retry_after=retry_after, upstream_status=status)
 
 
 def init_app(app) -> None:

@@ -41,10 +41,9 @@ from marshmallow import ValidationError as MarshmallowError
 from . import reasoning, tool_ids
 from .calls import ToolCall
 from . import tools as tooling
-from .body_bounds import check_unknown_fields
 from .errors import FlowcallError, ValidationError
-from .schemas import (MAX_FALLBACKS, MAX_STOP_SEQUENCES, Content, JsonSchemaSpec, Number, PartSchema, StrictString,
-                      WholeNumber, answer_to_dict)
+from .schemas import (MAX_FALLBACKS, MAX_STOP_SEQUENCES, Content, JsonSchemaSpec, Number, PartSchema,
+                      ResponseFormatSchema, StrictString, WholeNumber, answer_to_dict, load)
 
 COMPAT_DEFAULT_MAX_TOKENS = 4096
 MAX_TEMPERATURE = 1.0
@@ -146,17 +145,8 @@ class CompatJsonSchemaSpec(JsonSchemaSpec):
     strict = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
 
 
-class CompatResponseFormatSchema(Schema):
-    class Meta:
-        unknown = RAISE
-    type = StrictString(required=True, validate=validate.OneOf(["text", "json_object", "json_schema"]))
+class CompatResponseFormatSchema(ResponseFormatSchema):
     json_schema = fields.Nested(CompatJsonSchemaSpec)
-
-    @validates_schema
-    def _schema_when_needed(self, data, **kwargs):
-        if data.get("type") == "json_schema" and "json_schema" not in data:
-            raise MarshmallowError({"json_schema": [
-                "Required when type is json_schema: {\"name\", \"strict\", \"schema\"}."]})
 
 
 class FlowcallOptionsSchema(Schema):
@@ -232,34 +222,10 @@ def _apply_policy(data: dict) -> list[str]:
 UNKNOWN_FIELD = "Unknown field: not an OpenAI Chat Completions field flowcall accepts."
 
 
-def _flatten(messages, prefix: str = "") -> dict[str, str]:
-    """marshmallow's nested errors -> {"dotted.path": "message"}, like app.schemas.flatten_errors but
-    without its hints, which point at flowcall's own body (`task` -> "use context.task")."""
-    if isinstance(messages, dict):
-        out: dict[str, str] = {}
-        for key, value in messages.items():
-            out.update(_flatten(value, prefix if key == "_schema" else f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
-        text = " ".join(messages)
-        return {prefix or "body": UNKNOWN_FIELD if text == "Unknown field." else text}
-    if isinstance(messages, list):
-        return {k: v for m in messages for k, v in _flatten(m, prefix).items()}
-    return {prefix or "body": str(messages)}
-
-
 def load_request(body: dict) -> dict:
-    """The body validated by its schema; errors are a 400 with dotted field paths."""
-    schema = ChatCompletionRequestSchema()
-    check_unknown_fields(schema, body)
-    try:
-        return schema.load(body)
-    except MarshmallowError as err:
-        fields_ = _flatten(err.messages)
-        summary = "; ".join(f"{k}: {v}" for k, v in list(fields_.items())[:5])
-        raise ValidationError(f"Invalid request: {summary}", fields=fields_) from None
-    except RecursionError:
-        raise ValidationError("The request body is nested too deeply.") from None
+    """The body validated by its schema; errors are a 400 with dotted field paths. flowcall's hints
+    are not given: they point at flowcall's own body (`task` -> "use context.task")."""
+    return load(ChatCompletionRequestSchema(), body, unknown_field=lambda path: UNKNOWN_FIELD)
 
 
 def _message(m: dict) -> dict:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 
+from .json_schema import SUBSCHEMA, SUBSCHEMA_LIST, SUBSCHEMA_MAP, subschemas
+
 # OpenAI Structured Outputs, "Supported schemas" > "Limitations on schema size"
 # (https://platform.openai.com/docs/guides/structured-outputs#supported-schemas), the most generous
 # published ones (Anthropic's, ../shared/specs/anthropic/build-with-claude_structured-outputs.md
@@ -29,13 +31,7 @@ MAX_LARGE_ENUM_CHARS = 15_000       # ...may total at most this many characters
 MAX_SUBSCHEMAS = 10_000             # about 2 subschemas per property at OpenAI's property limit
 MAX_SCHEMA_DEPTH = 100              # JSON nesting of the schema document (10 object levels need ~50)
 
-# 2020-12 keywords whose values are subschemas (plus the older `definitions`, `dependencies`,
-# `additionalItems` and array-form `items`, which callers still send).
-_ONE = ("items", "contains", "additionalProperties", "propertyNames", "if", "then", "else", "not",
-        "unevaluatedItems", "unevaluatedProperties", "contentSchema", "additionalItems")
-_LIST = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
-_MAP = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies")
-# Of those, the ones that apply to the same instance (not to a property or an item of it): a cycle
+# Of the keywords that hold subschemas (app/json_schema.py), the ones that apply to the same instance (not to a property or an item of it): a cycle
 # through only these, and $ref / $dynamicRef, never ends.
 _SAME_INSTANCE_ONE = ("if", "then", "else", "not")
 _SAME_INSTANCE_LIST = ("allOf", "anyOf", "oneOf")
@@ -141,7 +137,7 @@ def _measure(schema) -> int:
                 raise _TooLarge(f"objects are nested more than {MAX_OBJECT_NESTING} levels below the root "
                                 "(OpenAI's limit for structured output)")
         for key, value in node.items():
-            if key in _MAP and isinstance(value, dict):
+            if key in SUBSCHEMA_MAP and isinstance(value, dict):
                 if key == "properties":
                     properties += len(value)
                     if properties > MAX_OBJECT_PROPERTIES:
@@ -150,9 +146,9 @@ def _measure(schema) -> int:
                 if key in ("properties", "$defs", "definitions"):
                     chars += sum(len(name) for name in value)
                 stack.extend((v, depth + 2, nesting, True) for v in value.values())
-            elif key in _LIST and isinstance(value, list):
+            elif key in SUBSCHEMA_LIST and isinstance(value, list):
                 stack.extend((v, depth + 2, nesting, True) for v in value)
-            elif key in _ONE:
+            elif key in SUBSCHEMA:
                 stack.append((value, depth + 1, nesting, True))
             elif key == "enum" and isinstance(value, list):
                 enums += len(value)
@@ -177,28 +173,6 @@ def _measure(schema) -> int:
     return subschemas
 
 
-def _subschemas(schema):
-    """(pointer, subschema) for every schema object in the document, root first."""
-    stack = [("#", schema)]
-    while stack:
-        pointer, node = stack.pop()
-        if not isinstance(node, dict):
-            continue
-        yield pointer, node
-        for key, value in node.items():
-            where = f"{pointer}/{_escape(key)}" if pointer != "#" else f"#/{_escape(key)}"
-            if key in _MAP and isinstance(value, dict):
-                stack.extend((f"{where}/{_escape(name)}", v) for name, v in value.items())
-            elif key in _LIST and isinstance(value, list):
-                stack.extend((f"{where}/{i}", v) for i, v in enumerate(value))
-            elif key in _ONE:
-                stack.append((where, value))
-
-
-def _escape(token: str) -> str:
-    return str(token).replace("~", "~0").replace("/", "~1")
-
-
 def _same_instance_children(node: dict):
     for key in _SAME_INSTANCE_ONE:
         if isinstance(node.get(key), dict):
@@ -217,7 +191,7 @@ def _reference_problem(canonical: str) -> str | None:
     from .postprocess import local_resolver
     schema = json.loads(canonical)
     resolver = local_resolver(schema)
-    nodes = list(_subschemas(schema))
+    nodes = list(subschemas(schema))
     pointer_of = {id(node): pointer for pointer, node in nodes}
     memo: dict[int, list[dict]] = {}
 

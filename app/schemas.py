@@ -10,6 +10,7 @@ import functools
 import json
 import math
 import re
+from typing import Callable
 
 import jsonschema
 from marshmallow import RAISE, Schema, fields, validate, validates_schema
@@ -21,6 +22,7 @@ from .body_bounds import check_body_bytes, check_body_values, check_unknown_fiel
 from .calls import DEFAULT_MAX_TOKENS, Call, ImagePart, Message, Options, ResponseFormat, TextPart
 from .errors import ImageRejected, InvalidJSON, ValidationError
 from .images import decode_data_uri, to_data_uri
+from .json_schema import refs
 from .schema_bounds import caller_schema_problem
 
 MAX_STOP_SEQUENCES = 16
@@ -209,7 +211,7 @@ def schema_problem(canonical: str) -> str | None:
     except jsonschema.SchemaError as exc:
         return exc.message
     resolver = local_resolver(schema)
-    for ref in _refs(schema):
+    for ref in refs(schema):
         if not ref.startswith("#"):
             return f"$ref {ref[:100]!r} points outside the schema; only local references (#/...) are allowed"
         try:
@@ -217,15 +219,6 @@ def schema_problem(canonical: str) -> str | None:
         except Exception:  # noqa: BLE001 - referencing raises several kinds for a bad pointer
             return f"$ref {ref[:100]!r} does not resolve inside the schema"
     return None
-
-
-def _refs(node) -> list[str]:
-    if isinstance(node, dict):
-        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
-        return found + [r for v in node.values() for r in _refs(v)]
-    if isinstance(node, list):
-        return [r for v in node for r in _refs(v)]
-    return []
 
 
 class ResponseFormatSchema(Schema):
@@ -505,33 +498,38 @@ def parse_json_body(raw: bytes) -> dict:
     return body
 
 
-def flatten_errors(messages, prefix: str = "") -> dict[str, str]:
-    """marshmallow's nested error dict -> {"dotted.path": "message"}, with hints for known mistakes."""
+def hinted(path: str) -> str:
+    """The message for an unknown field at `path`: a pointer to the right field for known mistakes."""
+    return f"Unknown field: {HINTS[path]}." if path in HINTS else "Unknown field."
+
+
+def flatten_errors(messages, prefix: str = "", unknown_field: Callable[[str], str] = hinted) -> dict[str, str]:
+    """marshmallow's nested error dict -> {"dotted.path": "message"}; an unknown field's message is
+    `unknown_field(path)`."""
     out: dict[str, str] = {}
     if isinstance(messages, dict):
         for key, value in messages.items():
             path = prefix if key == "_schema" else (f"{prefix}.{key}" if prefix else str(key))
-            out.update(flatten_errors(value, path))
+            out.update(flatten_errors(value, path, unknown_field))
     elif isinstance(messages, list):
         if all(isinstance(m, str) for m in messages):
             text = " ".join(messages)
-            if text == "Unknown field." and prefix in HINTS:
-                text = f"Unknown field: {HINTS[prefix]}."
-            out[prefix or "body"] = text
+            out[prefix or "body"] = unknown_field(prefix) if text == "Unknown field." else text
         else:
             for m in messages:
-                out.update(flatten_errors(m, prefix))
+                out.update(flatten_errors(m, prefix, unknown_field))
     else:
         out[prefix or "body"] = str(messages)
     return out
 
 
-def load(schema: Schema, body: dict) -> dict:
+def load(schema: Schema, body: dict, unknown_field: Callable[[str], str] = hinted) -> dict:
+    """`body` validated by `schema`; errors are a 400 with dotted field paths."""
     check_unknown_fields(schema, body)
     try:
         return schema.load(body)
     except MarshmallowError as err:
-        fields_ = flatten_errors(err.messages)
+        fields_ = flatten_errors(err.messages, unknown_field=unknown_field)
         summary = "; ".join(f"{k}: {v}" for k, v in list(fields_.items())[:5])
         raise ValidationError(f"Invalid request: {summary}", fields=fields_) from None
     except RecursionError:

@@ -21,6 +21,7 @@ from ..errors import (ContentBlocked, InvalidProviderResponse, ProviderError, Pr
                       from_upstream_status, redact)
 from ..http import HttpRequest, HttpResponse, Plan, drop_none, retry_after_seconds
 from ..images import split_data_uri
+from ..json_schema import reachable_refs, resolve_local
 from .common import int_or_zero, json_object, merge_consecutive, split_system
 
 API_VERSION = "2023-06-01"
@@ -106,28 +107,15 @@ def _close_objects(node):
     return closed
 
 
-def _refs(node) -> set[str]:
-    if isinstance(node, list):
-        return set().union(*(_refs(n) for n in node)) if node else set()
-    if not isinstance(node, dict):
-        return set()
-    found = {node["$ref"]} if isinstance(node.get("$ref"), str) else set()
-    return found.union(*(_refs(v) for k, v in node.items() if k not in ("enum", "const", "default")))
-
-
 def _check_not_recursive(schema: dict) -> None:
-    """Recursive schemas are unsupported: follow local $refs and refuse any cycle."""
-    defs = {f"#/{where}/{name}": sub for where in ("$defs", "definitions")
-            for name, sub in (schema.get(where) or {}).items()}
+    """Recursive schemas are unsupported: refuse any $ref the schema uses that can reach itself
+    (definitions it does not use do not count). A `#` ref is not followed: _close_objects refuses it."""
+    def target(ref: str):
+        return resolve_local(schema, ref) if ref.startswith("#/") else None
 
-    def visit(ref: str, path: tuple[str, ...]) -> None:
-        if ref in path:
-            raise _NotNative("a recursive schema")
-        for inner in _refs(defs.get(ref, {})):
-            visit(inner, path + (ref,))
-
-    for ref in _refs({k: v for k, v in schema.items() if k not in ("$defs", "definitions")}):
-        visit(ref, ())
+    used = reachable_refs({k: v for k, v in schema.items() if k not in ("$defs", "definitions")}, target)
+    if any(ref in reachable_refs(target(ref), target) for ref in used):
+        raise _NotNative("a recursive schema")
 
 
 # structured-outputs.md "Schema complexity limits": totals across the request's strict schemas.
@@ -591,12 +579,9 @@ def parse_error(resp: HttpResponse, target) -> ProviderError:
     if _is_quota(status, kind, error_code, message, retry_after, http_status=resp.status):
         # 402 billing_error is a quota too, not an auth failure: the key is fine, the account cannot
         # pay; like OpenAI's insufficient_quota it keeps failing until someone acts, so no retry.
-        err = ProviderRateLimited(text, provider=provider, code="provider_quota_exceeded", retryable=False,
-                                  upstream_status=status)
-        if kind:
-            err.upstream_code = kind
-        return err
-    return from_upstream_status(status, text, provider=provider, code=kind, retry_after=retry_after)
+        return ProviderRateLimited(text, provider=provider, code="provider_quota_exceeded", retryable=False,
+                                   upstream_status=status)
+    return from_upstream_status(status, text, provider=provider, retry_after=retry_after)
 
 
 def _is_quota(status: int, kind, error_code, message, retry_after, *, http_status: int) -> bool:

@@ -108,15 +108,13 @@ def _tools(call: Call, model, warnings: list[str]) -> dict:
     and `toolConfig.functionCallingConfig` (AUTO / ANY / NONE, allowedFunctionNames for one tool)."""
     if not call.tools:
         return {}
-    openapi = model.params.get("schema_field") == "responseSchema"
     declarations, dropped = [], set()
     for t in call.tools:
         declaration = {"name": t.name, "description": t.description or ""}
         if t.parameters is not None and t.parameters.get("properties"):
-            translated = (gemini_schema.to_response_schema(t.parameters) if openapi
-                          else gemini_schema.to_response_json_schema(t.parameters))
+            translated = gemini_schema.to_response_json_schema(t.parameters)
             dropped.update(translated.dropped)
-            declaration["parameters" if openapi else "parametersJsonSchema"] = translated.schema
+            declaration["parametersJsonSchema"] = translated.schema
         declarations.append(declaration)
     if dropped:
         warnings.append("Gemini does not support these JSON Schema keywords, which were left out of the tool "
@@ -138,8 +136,8 @@ def _tools(call: Call, model, warnings: list[str]) -> dict:
     return fields
 
 
-def _schema_config(fmt, model, warnings: list[str]) -> dict:
-    """`responseJsonSchema` by default; `responseSchema` only for a model whose catalog entry asks.
+def _schema_config(fmt, warnings: list[str]) -> dict:
+    """`responseJsonSchema`, never `responseSchema` (the proto's OpenAPI subset).
 
     Every recorded structured-output request in fixtures/test_google for gemini-2.0-flash and
     gemini-2.5-flash (nested models, $defs/$ref, recursive refs, integer enums, anyOf-null,
@@ -149,16 +147,13 @@ def _schema_config(fmt, model, warnings: list[str]) -> dict:
     ../shared/specs names the field's JSON form `_responseJsonSchema`; the recordings, google-genai
     and the google-ai-generativelanguage 0.12.1 protos all use `responseJsonSchema`.
     """
-    if model.params.get("schema_field") == "responseSchema":
-        field, translated = "responseSchema", gemini_schema.to_response_schema(fmt.schema)
-    else:
-        field, translated = "responseJsonSchema", gemini_schema.to_response_json_schema(fmt.schema)
+    translated = gemini_schema.to_response_json_schema(fmt.schema)
     if translated.dropped:
         warnings.append(
             "Gemini does not support these JSON Schema keywords, which were left out of the schema sent: "
             + ", ".join(translated.dropped) + (
                 "; the answer was still validated against the full schema." if fmt.strict else "."))
-    return {"responseMimeType": JSON_MIME, field: translated.schema}
+    return {"responseMimeType": JSON_MIME, "responseJsonSchema": translated.schema}
 
 
 def _structured(call: Call, model, warnings: list[str]) -> tuple[dict, str | None]:
@@ -167,7 +162,7 @@ def _structured(call: Call, model, warnings: list[str]) -> tuple[dict, str | Non
     if fmt is None:
         return {}, None
     if fmt.type == "json_schema" and fmt.schema is not None and caps.json_schema:
-        return _schema_config(fmt, model, warnings), None
+        return _schema_config(fmt, warnings), None
     if fmt.type == "json_schema":
         warnings.append("This model has no native JSON-schema mode: the schema was put in the prompt "
                         "and the answer validated against it.")
@@ -403,8 +398,6 @@ def parse_error(resp: HttpResponse, target) -> ProviderError:
     error = _classify(resp.status, rpc_status, reasons, err, message or "", text, provider, retry_after)
     if _status_disagrees(resp.status, error):
         error = from_upstream_status(resp.status, text, provider=provider, retry_after=retry_after)
-    if rpc_status:
-        error.upstream_code = rpc_status
     return error
 
 

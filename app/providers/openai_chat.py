@@ -322,4 +322,4 @@ def parse_error(resp: HttpResponse, target) -> ProviderError:
         return ModelNotFound(text, provider=provider, upstream_status=resp.status)
     if resp.status == 400 and ("api key" in lowered and ("incorrect" in lowered or "invalid" in lowered)):
         return ProviderAuthFailed(text, provider=provider, upstream_status=400)
-    return from_upstream_status(resp.status, text, provider=provider, code=code, retry_after=retry_after)
+    return from_upstream_status(resp.status, text, provider=provider, retry_after=retry_after)
