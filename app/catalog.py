@@ -105,19 +105,11 @@ class ModelInfo:
         """
         if not self.has_price or not usage.reported:
             return None, ()
-        warnings = []
-        read_price = self.price_cached_input
-        if read_price is None:
-            read_price = self.price_input
-            if usage.cached_input_tokens:
-                warnings.append(f"No cached-input price is known for {self.id}: its {usage.cached_input_tokens} "
-                                "cached input tokens were priced as ordinary input.")
-        write_price = self.price_cache_write
-        if write_price is None:
-            write_price = self.price_input
-            if usage.cache_write_tokens:
-                warnings.append(f"No cache-write price is known for {self.id}: its {usage.cache_write_tokens} "
-                                "cache-write tokens were priced as ordinary input.")
+        warnings: list[str] = []
+        read_price = self._or_input_price(self.price_cached_input, usage.cached_input_tokens,
+                                          "cached-input", "cached input", warnings)
+        write_price = self._or_input_price(self.price_cache_write, usage.cache_write_tokens,
+                                           "cache-write", "cache-write", warnings)
         write_1h_price = self.price_cache_write_1h if self.price_cache_write_1h is not None else write_price
         write_1h = min(usage.cache_write_1h_tokens, usage.cache_write_tokens)
         plain = max(0, usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens)
@@ -126,7 +118,14 @@ class ModelInfo:
                  + usage.output_tokens * self.price_output)
         return round(total / 1e6, 8), tuple(warnings)
 
-
+    def _or_input_price(self, price: float | None, tokens: int, label: str, noun: str, warnings: list[str]) -> float:
+        """`price`, or the input price when the catalog has none (saying so when `tokens` pay it)."""
+        if price is not None:
+            return price
+        if tokens:
+            warnings.append(f"No {label} price is known for {self.id}: its {tokens} {noun} tokens were priced "
+                            "as ordinary input.")
+        return self.price_input
 
 
 @dataclass(frozen=True)

@@ -91,6 +91,9 @@ class FlowcallError(Exception):
         }
 
 
+# The tree in the module docstring, one class per error so that callers catch by kind. The
+# declarations below share one shape by design (a status, a code, whether retrying may help): they
+# are data, not repeated logic, and are kept as plain classes so that every tool can read them.
 class ValidationError(FlowcallError):
     status = 400
     code = "validation_error"

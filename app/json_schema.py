@@ -8,7 +8,7 @@ that is not local names nothing.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 # 2020-12 keywords whose values are subschemas (plus the older `definitions`, `dependencies`,
 # `additionalItems` and array-form `items`, which callers still send). Other keywords hold data

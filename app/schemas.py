@@ -10,7 +10,7 @@ import functools
 import json
 import math
 import re
-from typing import Callable
+from collections.abc import Callable
 
 import jsonschema
 from marshmallow import RAISE, Schema, fields, validate, validates_schema

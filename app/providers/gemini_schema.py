@@ -1,12 +1,12 @@
-"""A caller's JSON Schema as Gemini's `generationConfig.responseJsonSchema` (and a tool's
-`parametersJsonSchema`) takes it, as a pure translation.
+"""A call's structured output as Gemini's `generationConfig` takes it, and a caller's JSON Schema as
+`responseJsonSchema` (and a tool's `parametersJsonSchema`), as pure translations.
 
 Wire facts (../shared/specs/gemini/generative_service.proto `GenerationConfig`): `responseJsonSchema`
 is JSON Schema of which only a listed set of keywords is supported; `$ref` and `$defs` work (cyclic
 refs are unrolled "to a limited degree"), but "if `$ref` is set on a sub-schema, no other
 properties, except for those starting as a `$`, may be set". The other form, `responseSchema` (the
 proto's OpenAPI 3.0 subset), is not sent: every recorded request of the catalog's Gemini models uses
-`responseJsonSchema` (see gemini._schema_config).
+`responseJsonSchema` (see _schema_config).
 
 The translation reports the constraints it had to leave out, so the adapter can say so; when the
 call is strict, postprocess still validates the answer against the caller's full schema.
@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..calls import Call
 from ..errors import ValidationError
 from ..json_schema import reachable_refs, resolve_local
+from .common import schema_instruction
 
 SCHEMA_FIELD = "response_format.json_schema.schema"
+JSON_MIME = "application/json"
 
 # The keywords the proto comment on `response_json_schema` lists as supported (plus propertyOrdering).
 JSON_SCHEMA_KEYWORDS = frozenset({
@@ -43,6 +46,46 @@ def to_response_json_schema(schema: dict) -> Translation:
     """The caller's schema for `responseJsonSchema`: unsupported keywords out, `$ref`s kept."""
     cleaner = _JsonSchemaCleaner(schema)
     return Translation(cleaner.clean(cleaner.root), tuple(sorted(cleaner.dropped)))
+
+
+# -- generationConfig ------------------------------------------------------------------------------
+def _schema_config(fmt, warnings: list[str]) -> dict:
+    """`responseJsonSchema`, never `responseSchema` (the proto's OpenAPI subset).
+
+    Every recorded structured-output request in fixtures/test_google for gemini-2.0-flash and
+    gemini-2.5-flash (nested models, $defs/$ref, recursive refs, integer enums, anyOf-null,
+    additionalProperties, prefixItems) uses `responseJsonSchema` and got a 200, so current models take
+    JSON Schema directly and keep $ref, nullability and tuples that the OpenAPI subset loses. Only the
+    oldest recording (native_output_multiple, 2.0-flash) used `responseSchema`. The proto in
+    ../shared/specs names the field's JSON form `_responseJsonSchema`; the recordings, google-genai
+    and the google-ai-generativelanguage 0.12.1 protos all use `responseJsonSchema`.
+    """
+    translated = to_response_json_schema(fmt.schema)
+    if translated.dropped:
+        warnings.append(
+            "Gemini does not support these JSON Schema keywords, which were left out of the schema sent: "
+            + ", ".join(translated.dropped) + (
+                "; the answer was still validated against the full schema." if fmt.strict else "."))
+    return {"responseMimeType": JSON_MIME, "responseJsonSchema": translated.schema}
+
+
+def structured_config(call: Call, model, warnings: list[str]) -> tuple[dict, str | None]:
+    """(generationConfig entries, extra system instruction) for the call's response_format."""
+    fmt, caps = call.response_format, model.capabilities
+    if fmt is None:
+        return {}, None
+    if fmt.type == "json_schema" and fmt.schema is not None and caps.json_schema:
+        return _schema_config(fmt, warnings), None
+    if fmt.type == "json_schema":
+        warnings.append("This model has no native JSON-schema mode: the schema was put in the prompt "
+                        "and the answer validated against it.")
+        instruction = schema_instruction(fmt)
+    else:
+        instruction = None
+    if caps.json_object:
+        return {"responseMimeType": JSON_MIME}, instruction
+    warnings.append("This model has no JSON mode: JSON was asked for in the prompt.")
+    return {}, schema_instruction(fmt)
 
 
 # -- $ref resolution -------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from app.errors import (ContentBlocked, InvalidProviderResponse, ModelNotFound, 
                         ProviderOverloaded, ProviderRateLimited, ProviderRejected, ProviderTimeout)
 from app.http import HttpResponse
 from app.images import to_data_uri
-from app.providers import anthropic
+from app.providers import anthropic, anthropic_structured
 
 CATALOG = Catalog.load()
 KEY = "sk-ant-test-0123456789"
@@ -224,7 +224,7 @@ def test_a_schema_outside_the_native_subset_goes_the_tool_way_with_a_warning():
     ({"type": "array", "items": {"type": "string"}, "minItems": 1}, {"type": "array", "items": {"type": "string"}, "minItems": 1}),
 ])
 def test_native_schema_closes_every_object(schema, native):
-    assert anthropic.native_schema(schema) == native
+    assert anthropic_structured.native_schema(schema) == native
 
 
 @pytest.mark.parametrize("schema, reason", [
@@ -241,8 +241,8 @@ def test_native_schema_closes_every_object(schema, native):
         "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}}}, "a recursive schema"),
 ])
 def test_schemas_native_output_cannot_take(schema, reason):
-    with pytest.raises(anthropic._NotNative, match=reason):
-        anthropic.native_schema(schema)
+    with pytest.raises(anthropic_structured.NotNative, match=reason):
+        anthropic_structured.native_schema(schema)
 
 
 # -- prefill ----------------------------------------------------------------------------------------
