@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-from .json_schema import SUBSCHEMA, SUBSCHEMA_LIST, SUBSCHEMA_MAP, subschemas
+import jsonschema
+
+from .json_schema import SUBSCHEMA, SUBSCHEMA_LIST, SUBSCHEMA_MAP, refs, subschemas
 
 # OpenAI Structured Outputs, "Supported schemas" > "Limitations on schema size"
 # (https://platform.openai.com/docs/guides/structured-outputs#supported-schemas), the most generous
@@ -76,9 +78,28 @@ _CHECKED_SIZE = 1024
 
 
 def _check(canonical: str) -> str | None:
-    from .schemas import schema_problem      # app.schemas imports this module
-    # Uncached: this module's cache keeps digests, not the (megabytes of) schema text.
-    return schema_problem.__wrapped__(canonical) or _reference_problem(canonical)
+    return _meta_problem(canonical) or _reference_problem(canonical)
+
+
+def _meta_problem(canonical: str) -> str | None:
+    """Why a JSON Schema is invalid against the meta-schema or by its `$ref`s (None if it is fine).
+    Every `$ref` must point inside the schema and resolve: a remote one would make us fetch a caller-chosen URL (server-side request
+    forgery), a dangling one would fail only when the answer is validated."""
+    from .postprocess import local_resolver
+    schema = json.loads(canonical)
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return exc.message
+    resolver = local_resolver(schema)
+    for ref in refs(schema):
+        if not ref.startswith("#"):
+            return f"$ref {ref[:100]!r} points outside the schema; only local references (#/...) are allowed"
+        try:
+            resolver.lookup(ref)
+        except Exception:  # noqa: BLE001 - referencing raises several kinds for a bad pointer
+            return f"$ref {ref[:100]!r} does not resolve inside the schema"
+    return None
 
 
 def _off_the_event_loop(fn, *args):
@@ -187,7 +208,7 @@ def _same_instance_children(node: dict):
 
 def _reference_problem(canonical: str) -> str | None:
     """A `$dynamicRef` outside the schema or unresolvable, or a reference cycle that stays on one
-    instance. (schema_problem has checked the meta-schema and every `$ref` already.)"""
+    instance. (_meta_problem has checked the meta-schema and every `$ref` already.)"""
     from .postprocess import local_resolver
     schema = json.loads(canonical)
     resolver = local_resolver(schema)
