@@ -1,5 +1,6 @@
 """The answer bodies of the node endpoints: marshmallow schemas that document them (the OpenAPI
-spec is built from these), and `answer_to_dict`, the flat success body of a call.
+spec is built from these), and `answer_to_dict`, the flat success body of a call. Schemas of
+different bodies share field shapes (an Integer here, a String there): declarations, not logic.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The layout of a caller's JSON Schema document: which keywords hold subschemas, every subschema
 in it, its local `$ref`s and what they point to. The one walker that the schema checks
-(app/schema_bounds.py, app/schemas.py) and the translations (the strict subset, Anthropic's
-structured output, Gemini's schema, mock examples) share, so they agree on what a subschema is.
+(app/schema_bounds.py) and the translations (the strict subset, Anthropic's structured output,
+Gemini's schema, mock examples) share, so they agree on what a subschema is.
 
 Remote references are refused before any translation runs (app/schema_bounds.py); here a reference
 that is not local names nothing.

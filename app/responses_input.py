@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from typing import NoReturn
 
 from .errors import ValidationError
 from .schema_bounds import caller_schema_problem
@@ -19,7 +20,7 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(16)}"
 
 
-def fail(path: str, why: str):
+def fail(path: str, why: str) -> NoReturn:
     raise ValidationError(f"Invalid request: {path}: {why}", fields={path: why})
 
 

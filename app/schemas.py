@@ -1,5 +1,6 @@
-"""The node payloads: marshmallow schemas that validate bodies (unknown fields are errors) and
-dump answers, plus the translation of a validated body into a `Call`.
+"""The node request bodies: marshmallow schemas that validate them (unknown fields are errors), and
+the translation of a validated body into a `Call`. Answers are app/answer_schemas.py; the bytes
+become JSON in app/json_body.py.
 
 Errors are reported per field as dotted paths (`options.maxTokens`, `messages.0.content.1.image_url.url`),
 and the mistakes the seed warns about get a pointer to the right field.
