@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from flask import Flask, g, request
 
 from . import errors, jobs, logs, metrics, startup  # noqa: F401 - jobs: its tables join app.db.metadata
-from .catalog import Catalog, set_catalog
+from .catalog import Catalog
 from .config import Settings
 from .dispatch import Dispatcher
 from .gateway import Gateway
@@ -52,7 +52,6 @@ def create_app(config: dict | None = None) -> Flask:
     app.json.compact = True
 
     catalog = Catalog.load(settings.models_file)
-    set_catalog(catalog)
     startup.check(settings, catalog)               # settings read late, parsed now: a typo stops the start
     store = Store(settings.database_url)          # refuses an unmigrated database
     dispatcher = Dispatcher(settings, catalog, transport=Transport(pool_size(settings.environ)),

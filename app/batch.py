@@ -21,7 +21,8 @@ from marshmallow import RAISE, Schema, fields, validate
 from .config import env_number
 from .errors import FlowcallError, PayloadTooLarge, ValidationError
 from .schema_bounds import batch_schemas_problem
-from .schemas import CallSchema, WholeNumber, answer_to_dict, call_from_body, load
+from .answer_schemas import answer_to_dict
+from .schemas import CallSchema, WholeNumber, call_from_body, load
 
 log = logging.getLogger(__name__)
 

@@ -648,7 +648,7 @@ def estimate_tokens(text: str) -> int:
 
 def dry_run(p: Prepared, services, out) -> int:
     from .calls import Usage
-    from .catalog import Catalog, set_catalog
+    from .catalog import Catalog
     from .config import Settings
     from .routing import route
     from .schemas import call_from_body
@@ -657,7 +657,6 @@ def dry_run(p: Prepared, services, out) -> int:
     else:
         settings = Settings.from_env()
         catalog = Catalog.load(settings.models_file)
-        set_catalog(catalog)
     per_model: dict[str, dict] = {}
     invalid = 0
     todo = [row for key, row in zip(p.keys, p.rows) if key not in p.existing.records]

@@ -7,7 +7,6 @@ a data change. A file named by FLOWCALL_MODELS_FILE is merged over it at start: 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -48,7 +47,6 @@ class ProviderConfig:
     requires_key: bool = True
     image_urls: bool = True         # accepts http(s) image URLs; else we inline them as data URIs
     max_tokens_field: str = "max_tokens"
-    error_style: str = "openai"
     reasoning_tokens_outside_completion: bool = False
     default_capabilities: Capabilities = Capabilities()
     aliases: tuple[str, ...] = ()
@@ -60,7 +58,6 @@ class ProviderConfig:
             key_env=tuple(d.get("key_env", ())), base_url_env=d.get("base_url_env"),
             default_base_url=d.get("default_base_url"), requires_key=d.get("requires_key", True),
             image_urls=d.get("image_urls", True), max_tokens_field=d.get("max_tokens_field", "max_tokens"),
-            error_style=d.get("error_style", "openai"),
             reasoning_tokens_outside_completion=d.get("reasoning_tokens_outside_completion", False),
             default_capabilities=Capabilities.from_dict(d.get("default_capabilities", {})),
             aliases=tuple(d.get("aliases", ())),
@@ -108,19 +105,11 @@ class ModelInfo:
         """
         if not self.has_price or not usage.reported:
             return None, ()
-        warnings = []
-        read_price = self.price_cached_input
-        if read_price is None:
-            read_price = self.price_input
-            if usage.cached_input_tokens:
-                warnings.append(f"No cached-input price is known for {self.id}: its {usage.cached_input_tokens} "
-                                "cached input tokens were priced as ordinary input.")
-        write_price = self.price_cache_write
-        if write_price is None:
-            write_price = self.price_input
-            if usage.cache_write_tokens:
-                warnings.append(f"No cache-write price is known for {self.id}: its {usage.cache_write_tokens} "
-                                "cache-write tokens were priced as ordinary input.")
+        warnings: list[str] = []
+        read_price = self._or_input_price(self.price_cached_input, usage.cached_input_tokens,
+                                          "cached-input", "cached input", warnings)
+        write_price = self._or_input_price(self.price_cache_write, usage.cache_write_tokens,
+                                           "cache-write", "cache-write", warnings)
         write_1h_price = self.price_cache_write_1h if self.price_cache_write_1h is not None else write_price
         write_1h = min(usage.cache_write_1h_tokens, usage.cache_write_tokens)
         plain = max(0, usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens)
@@ -129,7 +118,14 @@ class ModelInfo:
                  + usage.output_tokens * self.price_output)
         return round(total / 1e6, 8), tuple(warnings)
 
-
+    def _or_input_price(self, price: float | None, tokens: int, label: str, noun: str, warnings: list[str]) -> float:
+        """`price`, or the input price when the catalog has none (saying so when `tokens` pay it)."""
+        if price is not None:
+            return price
+        if tokens:
+            warnings.append(f"No {label} price is known for {self.id}: its {tokens} {noun} tokens were priced "
+                            "as ordinary input.")
+        return self.price_input
 
 
 @dataclass(frozen=True)
@@ -269,18 +265,3 @@ def merge(base: dict, override: dict) -> dict:
     out["models"] = list(by_id.values())
     return out
 
-
-_catalog: Catalog | None = None
-
-
-def get_catalog() -> Catalog:
-    """The process-wide catalog, loaded once (the app factory loads it eagerly at start)."""
-    global _catalog
-    if _catalog is None:
-        _catalog = Catalog.load(os.environ.get("FLOWCALL_MODELS_FILE") or None)
-    return _catalog
-
-
-def set_catalog(catalog: Catalog | None) -> None:
-    global _catalog
-    _catalog = catalog

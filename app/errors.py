@@ -91,6 +91,9 @@ class FlowcallError(Exception):
         }
 
 
+# The tree in the module docstring, one class per error so that callers catch by kind. The
+# declarations below share one shape by design (a status, a code, whether retrying may help): they
+# are data, not repeated logic, and are kept as plain classes so that every tool can read them.
 class ValidationError(FlowcallError):
     status = 400
     code = "validation_error"
@@ -226,7 +229,7 @@ class InvalidStructuredOutput(ProviderError):
     code = "invalid_structured_output"
 
 
-def from_upstream_status(status: int, message: str, *, provider: str, code: str | None = None,
+def from_upstream_status(status: int, message: str, *, provider: str,
                          retry_after: float | None = None) -> ProviderError:
     """Default status -> error mapping shared by every provider; adapters refine it (quota 429s...)."""
     if status == 429:
@@ -243,10 +246,7 @@ def from_upstream_status(status: int, message: str, *, provider: str, code: str 
         cls = ProviderRejected
     else:
         cls = InvalidProviderResponse
-    err = cls(message, provider=provider, retry_after=retry_after, upstream_status=status)
-    if code:
-        err.upstream_code = code
-    return err
+    return cls(message, provider=provider, retry_after=retry_after, upstream_status=status)
 
 
 def init_app(app) -> None:

@@ -1,6 +1,8 @@
 """OpenAI's Responses API, spoken by flowcall: a request body in, a `Call` out; an `Answer` in, a
 Response object (or its event stream) out. Pure translation (no Flask, no I/O) for nodes/responses.py;
-the stored conversation a `previous_response_id` continues is passed in by the caller.
+the stored conversation a `previous_response_id` continues is passed in by the caller. The input
+items, tools and text format are checked in app/responses_input.py; answers are shaped in
+app/responses_output.py.
 
 Shapes from ../shared/specs/openai/openapi.yaml: CreateResponse, Response, the input items
 (EasyInputMessage, InputMessage, FunctionToolCall, FunctionCallOutputItemParam), the output items
@@ -30,24 +32,16 @@ What happens to each request field (anything not listed is a 400 naming the fiel
 """
 from __future__ import annotations
 
-import json
-import re
-import secrets
 from dataclasses import dataclass, field
 
 from .calls import Call, ImagePart, Message, Options, ResponseFormat, TextPart, Tool, ToolCall, ToolCallPart, \
     ToolChoice, ToolResultPart
 from . import reasoning
 from .errors import ValidationError
-from .openai_compat import COMPAT_DEFAULT_MAX_TOKENS, MAX_TEMPERATURE, extension, sse
-from .schema_bounds import caller_schema_problem
-from .schemas import MAX_FALLBACKS, _parts
+from .chat_completions_api import COMPAT_DEFAULT_MAX_TOKENS, MAX_TEMPERATURE, is_one_of
+from .responses_input import check_tool_choice, fail, function_tools, input_items, parse_arguments, text_format_of
+from .schemas import MAX_FALLBACKS, content_parts
 from .tool_ids import decode as decode_call_id
-from .tool_ids import public_id
-
-MAX_ITEMS = 2000
-MAX_TOOLS = 128
-_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 HONOURED = {"model", "input", "instructions", "previous_response_id", "tools", "tool_choice", "parallel_tool_calls",
             "text", "max_output_tokens", "temperature", "store", "stream", "stream_options", "fallbacks",
@@ -60,18 +54,6 @@ REJECTED_UNLESS = {
     "conversation": ((None,), "flowcall keeps no conversations; use previous_response_id."),
     "prompt": ((None,), "flowcall has no stored prompt templates; send instructions and input."),
 }
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(16)}"
-
-
-def _fail(path: str, why: str):
-    raise ValidationError(f"Invalid request: {path}: {why}", fields={path: why})
-
-
-def _same(value, allowed) -> bool:
-    """Equality that never takes a boolean for a number (True == 1 in Python)."""
-    return any(value is None if a is None else
-               (isinstance(value, bool) == isinstance(a, bool) and value == a) for a in allowed)
 
 
 # -- the request ------------------------------------------------------------------------------------
@@ -109,58 +91,58 @@ def parse_request(body: dict) -> ResponsesRequest:
 
 def _parse_request(body: dict) -> ResponsesRequest:
     if not isinstance(body, dict):
-        _fail("body", "Must be a JSON object.")
+        fail("body", "Must be a JSON object.")
     unknown = sorted(set(body) - HONOURED - ECHOED - set(IGNORED_UNLESS) - set(REJECTED_UNLESS))
     if unknown:
         raise ValidationError(f"Invalid request: unknown field {unknown[0]!r}",
                               fields={k: "Unknown field: not a Responses API field flowcall accepts." for k in unknown})
     for name, (allowed, why) in REJECTED_UNLESS.items():
-        if name in body and not _same(body[name], allowed):
-            _fail(name, why)
+        if name in body and not is_one_of(body[name], allowed):
+            fail(name, why)
     warnings = [f"{name} is not supported by flowcall and was ignored." for name, allowed in IGNORED_UNLESS.items()
-                if name in body and not _same(body[name], allowed)]
+                if name in body and not is_one_of(body[name], allowed)]
     effort = _reasoning_effort(body.get("reasoning"), warnings)
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
-        _fail("model", "Required: a model id (provider.model), an alias, or auto.")
+        fail("model", "Required: a model id (provider.model), an alias, or auto.")
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
-        _fail("instructions", "Must be a string.")
+        fail("instructions", "Must be a string.")
     previous = body.get("previous_response_id")
     if previous is not None and (not isinstance(previous, str) or not previous):
-        _fail("previous_response_id", "Must be a response id.")
-    items = _input_items(body.get("input"))
+        fail("previous_response_id", "Must be a response id.")
+    items = input_items(body.get("input"))
     if not items and previous is None:
-        _fail("input", "Required: a string or a non-empty list of input items.")
-    tools = _tools(body.get("tools"))
-    _tool_choice(body.get("tool_choice"), tools)
-    text_format = _text_format(body.get("text"), warnings)
+        fail("input", "Required: a string or a non-empty list of input items.")
+    tools = function_tools(body.get("tools"))
+    check_tool_choice(body.get("tool_choice"), tools)
+    text_format = text_format_of(body.get("text"), warnings)
     limit = _int_or_none(body, "max_output_tokens", 1, 1_000_000)
     temperature = body.get("temperature")
     if temperature is not None:
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
-            _fail("temperature", "Must be a number from 0 to 2.")
+            fail("temperature", "Must be a number from 0 to 2.")
     for name in ("stream", "store", "parallel_tool_calls", "background"):
         if body.get(name) is not None and not isinstance(body[name], bool):
-            _fail(name, "Must be true or false.")
+            fail(name, "Must be true or false.")
     metadata = body.get("metadata")
     if metadata is not None and not (isinstance(metadata, dict) and len(metadata) <= 16 and
                                      all(isinstance(v, str) and len(k) <= 64 and len(v) <= 512
                                          for k, v in metadata.items())):
-        _fail("metadata", "At most 16 string values, keys up to 64 and values up to 512 characters.")
+        fail("metadata", "At most 16 string values, keys up to 64 and values up to 512 characters.")
     truncation = body.get("truncation")
     if truncation not in (None, "auto", "disabled"):
-        _fail("truncation", "Must be auto or disabled.")
+        fail("truncation", "Must be auto or disabled.")
     include = body.get("include")
     if include is not None and not (isinstance(include, list) and all(isinstance(x, str) for x in include)):
-        _fail("include", "Must be a list of strings.")
+        fail("include", "Must be a list of strings.")
     fallbacks = body.get("fallbacks") or []
     if not (isinstance(fallbacks, list) and len(fallbacks) <= MAX_FALLBACKS and
             all(isinstance(f, str) and f for f in fallbacks)):
-        _fail("fallbacks", f"Must be a list of at most {MAX_FALLBACKS} model specs.")
+        fail("fallbacks", f"Must be a list of at most {MAX_FALLBACKS} model specs.")
     extension_ = body.get("flowcall") or {}
     if not isinstance(extension_, dict) or set(extension_) - {"task", "timeoutMs"}:
-        _fail("flowcall", "Must be {\"task\": ..., \"timeoutMs\": ...}.")
+        fail("flowcall", "Must be {\"task\": ..., \"timeoutMs\": ...}.")
     timeout_ms = _int_or_none(extension_, "timeoutMs", 100, 3_600_000, where="flowcall.timeoutMs")
     return ResponsesRequest(
         model=model.strip(), input_items=tuple(items), instructions=instructions, tools=tuple(tools),
@@ -182,12 +164,12 @@ def _reasoning_effort(value, warnings: list[str]) -> str | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        _fail("reasoning", "Must be an object: {\"effort\": ..., \"summary\": ...}.")
+        fail("reasoning", "Must be an object: {\"effort\": ..., \"summary\": ...}.")
     for name in sorted(set(value) - set(_REASONING_FIELDS)):
-        _fail(f"reasoning.{name}", "Unknown field: not a Responses API reasoning field flowcall accepts.")
+        fail(f"reasoning.{name}", "Unknown field: not a Responses API reasoning field flowcall accepts.")
     why = reasoning.problem(value.get("effort"))
     if why:
-        _fail("reasoning.effort", why)
+        fail("reasoning.effort", why)
     for name in ("summary", "generate_summary"):
         if value.get(name) is not None:
             warnings.append(f"reasoning.{name} is not supported by flowcall and was ignored: no reasoning summary "
@@ -200,195 +182,8 @@ def _int_or_none(body: dict, name: str, low: int, high: int, where: str | None =
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        _fail(where or name, f"Must be a whole number from {low} to {high}.")
+        fail(where or name, f"Must be a whole number from {low} to {high}.")
     return value
-
-
-def _text(value, path: str) -> str:
-    if not isinstance(value, str):
-        _fail(path, "Must be a string.")
-    return value
-
-
-def _input_items(raw) -> list[dict]:
-    """The input as a list of normalised items: messages with a list of typed parts, calls, results."""
-    if raw is None:
-        return []
-    if isinstance(raw, str):
-        return [_message_item("user", [{"type": "input_text", "text": raw}])]
-    if not isinstance(raw, list):
-        _fail("input", "Must be a string or a list of input items.")
-    if len(raw) > MAX_ITEMS:
-        _fail("input", f"At most {MAX_ITEMS} items.")
-    return [_item(item, f"input.{i}") for i, item in enumerate(raw)]
-
-
-def _message_item(role: str, content: list[dict], item_id: str | None = None) -> dict:
-    return {"type": "message", "id": item_id or new_id("msg"), "role": role, "content": content,
-            "status": "completed"}
-
-
-def _item(item, path: str) -> dict:
-    if not isinstance(item, dict):
-        _fail(path, "Must be an input item object.")
-    kind = item.get("type", "message")
-    if kind == "message":
-        return _message(item, path)
-    if kind == "function_call":
-        _only(item, {"type", "id", "call_id", "name", "arguments", "status"}, path)
-        call_id = _text(item.get("call_id"), f"{path}.call_id")
-        name = _text(item.get("name"), f"{path}.name")
-        arguments = _text(item.get("arguments"), f"{path}.arguments")
-        parse_arguments(arguments, f"{path}.arguments")
-        return {"type": "function_call", "id": item.get("id") or new_id("fc"), "call_id": call_id, "name": name,
-                "arguments": arguments, "status": "completed"}
-    if kind == "function_call_output":
-        _only(item, {"type", "id", "call_id", "output", "status"}, path)
-        call_id = _text(item.get("call_id"), f"{path}.call_id")
-        output = item.get("output")
-        if isinstance(output, list):
-            if not all(isinstance(p, dict) and p.get("type") == "input_text" and isinstance(p.get("text"), str)
-                       for p in output):
-                _fail(f"{path}.output", "Only text outputs (input_text parts) are supported.")
-            output = "".join(p["text"] for p in output)
-        output = _text(output, f"{path}.output")
-        return {"type": "function_call_output", "id": item.get("id") or new_id("fco"), "call_id": call_id,
-                "output": output, "status": "completed"}
-    if kind == "reasoning":
-        return {"type": "reasoning", "id": item.get("id") or new_id("rs"), "summary": []}
-    _fail(f"{path}.type", f"Input items of type {kind!r} are not supported (message, function_call, "
-                          "function_call_output).")
-
-
-def _only(item: dict, allowed: set, path: str) -> None:
-    extra = sorted(set(item) - allowed)
-    if extra:
-        _fail(f"{path}.{extra[0]}", "Unknown field for this item type.")
-
-
-_PART_TYPES = ("input_text", "output_text", "refusal", "input_image")
-
-
-def _message(item: dict, path: str) -> dict:
-    _only(item, {"type", "id", "role", "content", "status"}, path)
-    role = item.get("role")
-    if role not in ("user", "system", "developer", "assistant"):
-        _fail(f"{path}.role", "Must be one of: user, system, developer, assistant.")
-    content = item.get("content")
-    text_type = "output_text" if role == "assistant" else "input_text"
-    if isinstance(content, str):
-        return _message_item(role, [{"type": text_type, "text": content}], item.get("id"))
-    if not isinstance(content, list) or not content:
-        _fail(f"{path}.content", "Must be a string or a non-empty list of content parts.")
-    parts = []
-    for j, part in enumerate(content):
-        where = f"{path}.content.{j}"
-        if not isinstance(part, dict) or part.get("type") not in _PART_TYPES:
-            kind = part.get("type") if isinstance(part, dict) else None
-            _fail(f"{where}.type", f"Content parts of type {kind!r} are not supported (input_text, input_image, "
-                                   "output_text, refusal).")
-        if part["type"] == "input_image":
-            if role != "user":
-                _fail(where, "Images go in user messages.")
-            if not isinstance(part.get("image_url"), str):
-                _fail(f"{where}.image_url", "Required: an http(s) URL or a data:image/...;base64 URI (file_id is "
-                                            "not supported).")
-            parts.append({"type": "input_image", "image_url": part["image_url"], "detail": part.get("detail") or "auto"})
-        elif part["type"] == "refusal":
-            parts.append({"type": "refusal", "refusal": _text(part.get("refusal"), f"{where}.refusal")})
-        else:
-            parts.append({"type": part["type"], "text": _text(part.get("text"), f"{where}.text")})
-    return _message_item(role, parts, item.get("id"))
-
-
-def parse_arguments(arguments: str, path: str) -> dict:
-    try:
-        value = json.loads(arguments) if arguments.strip() else {}
-    except (ValueError, RecursionError):
-        _fail(path, "Must be a JSON object as a string.")
-    if not isinstance(value, dict):
-        _fail(path, "Must be a JSON object as a string.")
-    return value
-
-
-def _tools(raw) -> list[dict]:
-    if raw is None:
-        return []
-    if not isinstance(raw, list) or len(raw) > MAX_TOOLS:
-        _fail("tools", f"Must be a list of at most {MAX_TOOLS} tools.")
-    tools = []
-    for i, tool in enumerate(raw):
-        path = f"tools.{i}"
-        kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind != "function":
-            if isinstance(kind, str):
-                _fail(f"{path}.type", f"The built-in tool {kind!r} is not supported: flowcall runs no tools; "
-                                      "declare function tools and run them yourself.")
-            _fail(path, "Must be a tool object with a type.")
-        _only(tool, {"type", "name", "description", "parameters", "strict"}, path)
-        if not isinstance(tool.get("name"), str) or not _TOOL_NAME.match(tool["name"]):
-            _fail(f"{path}.name", "Required: letters, digits, _ and - only, at most 64.")
-        if tool.get("description") is not None and not isinstance(tool["description"], str):
-            _fail(f"{path}.description", "Must be a string.")
-        params = tool.get("parameters")
-        if params is not None:
-            if not isinstance(params, dict) or params.get("type", "object") != "object":
-                _fail(f"{path}.parameters", "Must be a JSON Schema of an object.")
-            problem = caller_schema_problem({k: v for k, v in params.items() if k != "$schema"})
-            if problem:
-                _fail(f"{path}.parameters", f"Not a usable JSON Schema: {problem}")
-        if tool.get("strict") is not None and not isinstance(tool["strict"], bool):
-            _fail(f"{path}.strict", "Must be true, false or null.")
-        tools.append(tool)
-    names = [t["name"] for t in tools]
-    if len(set(names)) != len(names):
-        _fail("tools", "Tool names must be unique.")
-    return tools
-
-
-def _tool_choice(raw, tools: list[dict]):
-    if raw is None or raw in ("auto", "none", "required"):
-        if raw == "required" and not tools:
-            _fail("tool_choice", "required needs at least one tool.")
-        return raw
-    if isinstance(raw, dict) and raw.get("type") == "function":
-        if raw.get("name") not in {t["name"] for t in tools}:
-            _fail("tool_choice.name", "Must name one of the tools.")
-        return raw
-    _fail("tool_choice", "Must be auto, none, required, or {\"type\": \"function\", \"name\": ...}.")
-
-
-def _text_format(raw, warnings: list[str]) -> dict:
-    if raw is None:
-        return {"type": "text"}
-    if not isinstance(raw, dict) or set(raw) - {"format", "verbosity"}:
-        _fail("text", "Must be {\"format\": {...}}.")
-    if raw.get("verbosity") not in (None, "medium"):
-        warnings.append("text.verbosity is not supported by flowcall and was ignored.")
-    fmt = raw.get("format")
-    if fmt is None:
-        return {"type": "text"}
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind == "text":
-        return {"type": "text"}
-    if kind == "json_object":
-        return {"type": "json_object"}
-    if kind != "json_schema":
-        _fail("text.format.type", "Must be text, json_object or json_schema.")
-    _only(fmt, {"type", "name", "schema", "strict", "description"}, "text.format")
-    name = fmt.get("name")
-    if not isinstance(name, str) or not _TOOL_NAME.match(name):
-        _fail("text.format.name", "Required: letters, digits, _ and - only, at most 64.")
-    schema = fmt.get("schema")
-    if not isinstance(schema, dict):
-        _fail("text.format.schema", "Required: a JSON Schema object.")
-    problem = caller_schema_problem(schema)
-    if problem:
-        _fail("text.format.schema", f"Not a usable JSON Schema: {problem}")
-    if fmt.get("strict") is not None and not isinstance(fmt["strict"], bool):
-        _fail("text.format.strict", "Must be true, false or null.")
-    return {"type": "json_schema", "name": name, "schema": schema, "strict": bool(fmt.get("strict")),
-            **({"description": fmt["description"]} if isinstance(fmt.get("description"), str) else {})}
 
 
 # -- items -> Call ------------------------------------------------------------------------------------
@@ -416,13 +211,13 @@ def build_call(request: ResponsesRequest, history: tuple[dict, ...] = (), *, req
             _append(messages, "assistant", (ToolCallPart(ToolCall(provider_id, item["name"], arguments, state)),))
         elif kind == "function_call_output":
             if item["call_id"] not in calls:
-                _fail(f"{path}.call_id", f"No function_call with call_id {item['call_id']!r} comes before this "
+                fail(f"{path}.call_id", f"No function_call with call_id {item['call_id']!r} comes before this "
                                          "output in the conversation.")
             provider_id, _ = decode_call_id(item["call_id"], f"{path}.call_id")
             messages.append(Message("tool", (ToolResultPart(provider_id, item["output"],
                                                             name=calls[item["call_id"]]),)))
     if not any(m.role == "user" for m in messages):
-        _fail("input", "The conversation needs at least one user message.")
+        fail("input", "The conversation needs at least one user message.")
     fmt = None
     tf = request.text_format
     if tf["type"] == "json_object":
@@ -454,7 +249,7 @@ def _call_parts(content: list[dict], path: str, max_image_bytes: int) -> tuple:
     parts = []
     for j, part in enumerate(content):
         if part["type"] == "input_image":
-            [image] = _parts([{"type": "image_url", "image_url": {"url": part["image_url"],
+            [image] = content_parts([{"type": "image_url", "image_url": {"url": part["image_url"],
                                                                   "detail": part.get("detail")}}],
                              f"{path}.{j}", max_image_bytes)
             parts.append(ImagePart(image.url, part.get("detail") if part.get("detail") != "auto" else None))
@@ -479,184 +274,20 @@ def _choice(raw) -> ToolChoice | None:
     return ToolChoice("tool", raw["name"])
 
 
-# -- Answer -> Response ---------------------------------------------------------------------------------
-def usage_body(usage) -> dict:
-    return {"input_tokens": usage.input_tokens, "input_tokens_details": {"cached_tokens": usage.cached_input_tokens},
-            "output_tokens": usage.output_tokens,
-            "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-            "total_tokens": usage.total_tokens}
-
-
-def output_text(answer, structured: bool) -> str:
-    """The answer's text; with a JSON format, the parsed JSON re-serialised (fences and chatter gone)."""
-    if structured and answer.data is not None:
-        return json.dumps(answer.data, ensure_ascii=False)
-    return answer.text
-
-
-def message_output(text: str, item_id: str, status: str = "completed") -> dict:
-    return {"type": "message", "id": item_id, "status": status, "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
-
-
-def function_call_output_item(call: ToolCall, item_id: str | None = None) -> dict:
-    return {"type": "function_call", "id": item_id or new_id("fc"), "call_id": public_id(call),
-            "name": call.name,
-            "arguments": json.dumps(call.arguments, ensure_ascii=False), "status": "completed"}
-
-
-def output_items(answer, structured: bool) -> list[dict]:
-    items = []
-    text = output_text(answer, structured)
-    if text or not answer.tool_calls:
-        items.append(message_output(text, new_id("msg")))
-    items.extend(function_call_output_item(c) for c in answer.tool_calls)
-    return items
-
-
-_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
-
-
-def response_object(request: ResponsesRequest, response_id: str, created_at: int, *, model: str,
-                    status: str = "completed", output=(), answer=None, usage=None, incomplete: str | None = None,
-                    warnings=()) -> dict:
-    """The Response object; `answer` None gives the in-progress shell the stream opens with."""
-    body = {"id": response_id, "object": "response", "created_at": created_at, "status": status,
-            "background": False, "error": None,
-            "incomplete_details": {"reason": incomplete} if incomplete else None,
-            "instructions": request.instructions, "max_output_tokens": request.max_output_tokens,
-            "model": model, "output": list(output), "parallel_tool_calls": request.parallel_tool_calls is not False,
-            "previous_response_id": request.previous_response_id, "reasoning": request.echo["reasoning"],
-            "store": request.store, "temperature": request.temperature if request.temperature is not None else 1.0,
-            "text": {"format": request.text_format}, "tool_choice": request.tool_choice,
-            "tools": list(request.tools), "top_p": request.echo["top_p"], "truncation": request.echo["truncation"],
-            "user": request.echo["user"], "metadata": request.echo["metadata"],
-            "usage": usage_body(usage) if usage is not None else None}
-    if answer is not None:
-        body["flowcall"] = extension(answer, warnings)
-    return body
-
-
-def completed_response(request: ResponsesRequest, response_id: str, created_at: int, answer, output=None) -> dict:
-    structured = request.text_format["type"] != "text"
-    incomplete = _INCOMPLETE.get(answer.finish_reason)
-    return response_object(request, response_id, created_at, model=answer.routing.model_chosen,
-                           status="incomplete" if incomplete else "completed",
-                           output=output if output is not None else output_items(answer, structured),
-                           answer=answer, usage=answer.usage, incomplete=incomplete,
-                           warnings=request.warnings)
-
-
-# -- the event stream -----------------------------------------------------------------------------------
-class EventWriter:
-    """ResponseStreamEvent `data:` lines for one streamed answer, each with its `event:` name and a
-    sequence number: created, in_progress, the message item opened at its first text, text deltas,
-    then (at the end) the text's done events, one item per function call with its arguments, and
-    response.completed (or response.incomplete) with the whole Response."""
-
-    def __init__(self, request: ResponsesRequest, response_id: str, created_at: int, model: str):
-        self.request, self.response_id, self.created_at, self.model = request, response_id, created_at, model
-        self.sequence = 0
-        self.message_id: str | None = None
-        self.text: list[str] = []
-
-    def event(self, kind: str, **payload) -> str:
-        body = {"type": kind, "sequence_number": self.sequence, **payload}
-        self.sequence += 1
-        return f"event: {kind}\n{sse(body)}"
-
-    def opening(self) -> list[str]:
-        shell = response_object(self.request, self.response_id, self.created_at, model=self.model,
-                                status="in_progress")
-        return [self.event("response.created", response=shell), self.event("response.in_progress", response=shell)]
-
-    def delta(self, text: str) -> list[str]:
-        events = []
-        if self.message_id is None:
-            self.message_id = new_id("msg")
-            item = {"type": "message", "id": self.message_id, "status": "in_progress", "role": "assistant",
-                    "content": []}
-            events.append(self.event("response.output_item.added", output_index=0, item=item))
-            events.append(self.event("response.content_part.added", item_id=self.message_id, output_index=0,
-                                     content_index=0, part={"type": "output_text", "text": "", "annotations": []}))
-        self.text.append(text)
-        events.append(self.event("response.output_text.delta", item_id=self.message_id, output_index=0,
-                                 content_index=0, delta=text, logprobs=[]))
-        return events
-
-    def closing(self, answer) -> tuple[list[str], dict]:
-        """The closing events and the finished Response (stored by the caller)."""
-        events, output = [], []
-        structured = self.request.text_format["type"] != "text"
-        text = "".join(self.text) if self.message_id is not None else output_text(answer, structured)
-        if self.message_id is None and (text or not answer.tool_calls):
-            events.extend(self.delta(text) if text else self._empty_message())
-        if self.message_id is not None:
-            message = message_output(text, self.message_id)
-            part = message["content"][0]
-            events.append(self.event("response.output_text.done", item_id=self.message_id, output_index=0,
-                                     content_index=0, text=text, logprobs=[]))
-            events.append(self.event("response.content_part.done", item_id=self.message_id, output_index=0,
-                                     content_index=0, part=part))
-            events.append(self.event("response.output_item.done", output_index=0, item=message))
-            output.append(message)
-        for call in answer.tool_calls:
-            index = len(output)
-            item = function_call_output_item(call)
-            events.append(self.event("response.output_item.added", output_index=index,
-                                     item={**item, "arguments": "", "status": "in_progress"}))
-            events.append(self.event("response.function_call_arguments.delta", item_id=item["id"],
-                                     output_index=index, delta=item["arguments"]))
-            events.append(self.event("response.function_call_arguments.done", item_id=item["id"],
-                                     output_index=index, arguments=item["arguments"]))
-            events.append(self.event("response.output_item.done", output_index=index, item=item))
-            output.append(item)
-        final = completed_response(self.request, self.response_id, self.created_at, answer, output)
-        kind = "response.completed" if final["status"] == "completed" else "response.incomplete"
-        events.append(self.event(kind, response=final))
-        return events, final
-
-    def _empty_message(self) -> list[str]:
-        self.message_id = new_id("msg")
-        item = {"type": "message", "id": self.message_id, "status": "in_progress", "role": "assistant", "content": []}
-        return [self.event("response.output_item.added", output_index=0, item=item),
-                self.event("response.content_part.added", item_id=self.message_id, output_index=0, content_index=0,
-                           part={"type": "output_text", "text": "", "annotations": []})]
-
-    def error(self, body: dict) -> str:
-        """A failure after the first event: the spec's `error` event, carrying the whole error object
-        under `error` as well (what OpenAI's SDKs look for to raise APIError)."""
-        err = body["error"]
-        return self.event("error", code=err.get("code"), message=err.get("message"), param=err.get("param"),
-                          error=err)
-
-
-def replay_events(request: ResponsesRequest, stored: dict) -> list[str]:
-    """A stored (idempotent) Response streamed again: its items whole, then response.completed."""
-    writer = EventWriter(request, stored["id"], stored["created_at"], stored["model"])
-    events = writer.opening()
-    for index, item in enumerate(stored["output"]):
-        events.append(writer.event("response.output_item.added", output_index=index, item=item))
-        events.append(writer.event("response.output_item.done", output_index=index, item=item))
-    kind = "response.completed" if stored["status"] == "completed" else "response.incomplete"
-    events.append(writer.event(kind, response=stored))
-    return events
-
-
 # -- input item lists -------------------------------------------------------------------------------------
 def item_page(items: list[dict], args) -> dict:
     """ResponseItemList: a page of `items` by `limit`, `order` (desc by default), `after`, `before`."""
     raw_limit = args.get("limit", "20")
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
-        _fail("limit", "Must be a whole number from 1 to 100.")
+        fail("limit", "Must be a whole number from 1 to 100.")
     order = args.get("order", "desc")
     if order not in ("asc", "desc"):
-        _fail("order", "Must be asc or desc.")
+        fail("order", "Must be asc or desc.")
     ordered = list(items) if order == "asc" else list(reversed(items))
     ids = [item.get("id") for item in ordered]
     for name in ("after", "before"):
         if name in args and args[name] not in ids:
-            _fail(name, f"No item with id {args[name]!r} in this response's input.")
+            fail(name, f"No item with id {args[name]!r} in this response's input.")
     start = ids.index(args["after"]) + 1 if "after" in args else 0
     end = ids.index(args["before"]) if "before" in args else len(ordered)
     window = ordered[start:end]

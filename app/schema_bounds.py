@@ -15,6 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 
+import jsonschema
+
+from .json_schema import SUBSCHEMA, SUBSCHEMA_LIST, SUBSCHEMA_MAP, refs, subschemas
+
 # OpenAI Structured Outputs, "Supported schemas" > "Limitations on schema size"
 # (https://platform.openai.com/docs/guides/structured-outputs#supported-schemas), the most generous
 # published ones (Anthropic's, ../shared/specs/anthropic/build-with-claude_structured-outputs.md
@@ -29,13 +33,7 @@ MAX_LARGE_ENUM_CHARS = 15_000       # ...may total at most this many characters
 MAX_SUBSCHEMAS = 10_000             # about 2 subschemas per property at OpenAI's property limit
 MAX_SCHEMA_DEPTH = 100              # JSON nesting of the schema document (10 object levels need ~50)
 
-# 2020-12 keywords whose values are subschemas (plus the older `definitions`, `dependencies`,
-# `additionalItems` and array-form `items`, which callers still send).
-_ONE = ("items", "contains", "additionalProperties", "propertyNames", "if", "then", "else", "not",
-        "unevaluatedItems", "unevaluatedProperties", "contentSchema", "additionalItems")
-_LIST = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
-_MAP = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies")
-# Of those, the ones that apply to the same instance (not to a property or an item of it): a cycle
+# Of the keywords that hold subschemas (app/json_schema.py), the ones that apply to the same instance (not to a property or an item of it): a cycle
 # through only these, and $ref / $dynamicRef, never ends.
 _SAME_INSTANCE_ONE = ("if", "then", "else", "not")
 _SAME_INSTANCE_LIST = ("allOf", "anyOf", "oneOf")
@@ -80,9 +78,28 @@ _CHECKED_SIZE = 1024
 
 
 def _check(canonical: str) -> str | None:
-    from .schemas import schema_problem      # app.schemas imports this module
-    # Uncached: this module's cache keeps digests, not the (megabytes of) schema text.
-    return schema_problem.__wrapped__(canonical) or _reference_problem(canonical)
+    return _meta_problem(canonical) or _reference_problem(canonical)
+
+
+def _meta_problem(canonical: str) -> str | None:
+    """Why a JSON Schema is invalid against the meta-schema or by its `$ref`s (None if it is fine).
+    Every `$ref` must point inside the schema and resolve: a remote one would make us fetch a caller-chosen URL (server-side request
+    forgery), a dangling one would fail only when the answer is validated."""
+    from .postprocess import local_resolver
+    schema = json.loads(canonical)
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return exc.message
+    resolver = local_resolver(schema)
+    for ref in refs(schema):
+        if not ref.startswith("#"):
+            return f"$ref {ref[:100]!r} points outside the schema; only local references (#/...) are allowed"
+        try:
+            resolver.lookup(ref)
+        except Exception:  # noqa: BLE001 - referencing raises several kinds for a bad pointer
+            return f"$ref {ref[:100]!r} does not resolve inside the schema"
+    return None
 
 
 def _off_the_event_loop(fn, *args):
@@ -141,7 +158,7 @@ def _measure(schema) -> int:
                 raise _TooLarge(f"objects are nested more than {MAX_OBJECT_NESTING} levels below the root "
                                 "(OpenAI's limit for structured output)")
         for key, value in node.items():
-            if key in _MAP and isinstance(value, dict):
+            if key in SUBSCHEMA_MAP and isinstance(value, dict):
                 if key == "properties":
                     properties += len(value)
                     if properties > MAX_OBJECT_PROPERTIES:
@@ -150,9 +167,9 @@ def _measure(schema) -> int:
                 if key in ("properties", "$defs", "definitions"):
                     chars += sum(len(name) for name in value)
                 stack.extend((v, depth + 2, nesting, True) for v in value.values())
-            elif key in _LIST and isinstance(value, list):
+            elif key in SUBSCHEMA_LIST and isinstance(value, list):
                 stack.extend((v, depth + 2, nesting, True) for v in value)
-            elif key in _ONE:
+            elif key in SUBSCHEMA:
                 stack.append((value, depth + 1, nesting, True))
             elif key == "enum" and isinstance(value, list):
                 enums += len(value)
@@ -177,28 +194,6 @@ def _measure(schema) -> int:
     return subschemas
 
 
-def _subschemas(schema):
-    """(pointer, subschema) for every schema object in the document, root first."""
-    stack = [("#", schema)]
-    while stack:
-        pointer, node = stack.pop()
-        if not isinstance(node, dict):
-            continue
-        yield pointer, node
-        for key, value in node.items():
-            where = f"{pointer}/{_escape(key)}" if pointer != "#" else f"#/{_escape(key)}"
-            if key in _MAP and isinstance(value, dict):
-                stack.extend((f"{where}/{_escape(name)}", v) for name, v in value.items())
-            elif key in _LIST and isinstance(value, list):
-                stack.extend((f"{where}/{i}", v) for i, v in enumerate(value))
-            elif key in _ONE:
-                stack.append((where, value))
-
-
-def _escape(token: str) -> str:
-    return str(token).replace("~", "~0").replace("/", "~1")
-
-
 def _same_instance_children(node: dict):
     for key in _SAME_INSTANCE_ONE:
         if isinstance(node.get(key), dict):
@@ -213,11 +208,11 @@ def _same_instance_children(node: dict):
 
 def _reference_problem(canonical: str) -> str | None:
     """A `$dynamicRef` outside the schema or unresolvable, or a reference cycle that stays on one
-    instance. (schema_problem has checked the meta-schema and every `$ref` already.)"""
+    instance. (_meta_problem has checked the meta-schema and every `$ref` already.)"""
     from .postprocess import local_resolver
     schema = json.loads(canonical)
     resolver = local_resolver(schema)
-    nodes = list(_subschemas(schema))
+    nodes = list(subschemas(schema))
     pointer_of = {id(node): pointer for pointer, node in nodes}
     memo: dict[int, list[dict]] = {}
 

@@ -1,25 +1,24 @@
-"""The node payloads: marshmallow schemas that validate bodies (unknown fields are errors) and
-dump answers, plus the translation of a validated body into a `Call`.
+"""The node request bodies: marshmallow schemas that validate them (unknown fields are errors), and
+the translation of a validated body into a `Call`. Answers are app/answer_schemas.py; the bytes
+become JSON in app/json_body.py.
 
 Errors are reported per field as dotted paths (`options.maxTokens`, `messages.0.content.1.image_url.url`),
 and the mistakes the seed warns about get a pointer to the right field.
 """
 from __future__ import annotations
 
-import functools
-import json
 import math
 import re
+from collections.abc import Callable
 
-import jsonschema
 from marshmallow import RAISE, Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as MarshmallowError
 
 from . import reasoning
 from . import tools as tooling
-from .body_bounds import check_body_bytes, check_body_values, check_unknown_fields
+from .body_bounds import check_unknown_fields
 from .calls import DEFAULT_MAX_TOKENS, Call, ImagePart, Message, Options, ResponseFormat, TextPart
-from .errors import ImageRejected, InvalidJSON, ValidationError
+from .errors import ImageRejected, ValidationError
 from .images import decode_data_uri, to_data_uri
 from .schema_bounds import caller_schema_problem
 
@@ -196,38 +195,6 @@ class JsonSchemaSpec(Schema):
             raise MarshmallowError({"schema": [f"Not a valid JSON Schema: {problem}"]})
 
 
-@functools.lru_cache(maxsize=256)
-def schema_problem(canonical: str) -> str | None:
-    """Why a JSON Schema is invalid (None if it is fine); workflows resend the same schema on every
-    call, so each distinct one is checked once per process. Every `$ref` must point inside the
-    schema and resolve: a remote one would make us fetch a caller-chosen URL (server-side request
-    forgery), a dangling one would fail only when the answer is validated."""
-    from .postprocess import local_resolver
-    schema = json.loads(canonical)
-    try:
-        jsonschema.Draft202012Validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        return exc.message
-    resolver = local_resolver(schema)
-    for ref in _refs(schema):
-        if not ref.startswith("#"):
-            return f"$ref {ref[:100]!r} points outside the schema; only local references (#/...) are allowed"
-        try:
-            resolver.lookup(ref)
-        except Exception:  # noqa: BLE001 - referencing raises several kinds for a bad pointer
-            return f"$ref {ref[:100]!r} does not resolve inside the schema"
-    return None
-
-
-def _refs(node) -> list[str]:
-    if isinstance(node, dict):
-        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
-        return found + [r for v in node.values() for r in _refs(v)]
-    if isinstance(node, list):
-        return [r for v in node for r in _refs(v)]
-    return []
-
-
 class ResponseFormatSchema(Schema):
     class Meta:
         unknown = RAISE
@@ -288,257 +255,46 @@ class TestConnectionSchema(Schema):
     model = StrictString(validate=validate.Length(min=1, max=200))
 
 
-# -- answers --------------------------------------------------------------------------------------
-class UsageOut(Schema):
-    input_tokens = fields.Integer(metadata={"description": "Every prompt token, cache reads and writes included"})
-    output_tokens = fields.Integer(metadata={"description": "Every generated token, reasoning included"})
-    total_tokens = fields.Integer()
-    cached_input_tokens = fields.Integer(metadata={"description": "Input tokens read from the provider's prompt "
-                                                                  "cache (billed at its cached-input price)"})
-    cache_write_tokens = fields.Integer(metadata={"description": "Input tokens written to the prompt cache "
-                                                                 "(billed at its cache-write price)"})
-    reasoning_tokens = fields.Integer(metadata={"description": "Output tokens spent thinking"})
-
-
-class RoutingOut(Schema):
-    is_auto_routed = fields.Boolean()
-    model_chosen = fields.String()
-    confidence = fields.Float()
-    reason = fields.String()
-    fallbacks = fields.List(fields.String())
-    attempts = fields.Integer()
-
-
-class CallResponseSchema(Schema):
-    success = fields.Boolean()
-    response = fields.String()
-    data = fields.Raw(allow_none=True)
-    model = fields.String()
-    provider = fields.String()
-    finish_reason = fields.String()
-    usage = fields.Nested(UsageOut, allow_none=True, metadata={
-        "description": "null when the provider reported no usage (a warning says so)"})
-    cost = fields.Float(allow_none=True)
-    latency_ms = fields.Integer()
-    routing = fields.Nested(RoutingOut)
-    warnings = fields.List(fields.String())
-    request_id = fields.String(allow_none=True)
-    tool_calls = fields.List(fields.Dict(), metadata={
-        "description": "The tools the model asked to call: [{id, name, arguments (an object)}]; "
-                       "finish_reason is then tool_calls."})
-
-
-class ErrorBody(Schema):
-    code = fields.String()
-    message = fields.String()
-    provider = fields.String(allow_none=True)
-    field_errors = fields.Dict(keys=fields.String(), values=fields.String(), data_key="fields")
-    retryable = fields.Boolean()
-
-
-class ErrorResponseSchema(Schema):
-    success = fields.Boolean()
-    error = fields.Nested(ErrorBody)
-    request_id = fields.String(allow_none=True)
-
-
-class AgentAiResponseSchema(Schema):
-    status = fields.Integer()
-    response = fields.String()
-
-
-class TestConnectionResponseSchema(Schema):
-    __test__ = False
-    success = fields.Boolean()
-    provider = fields.String()
-    model = fields.String()
-    latency_ms = fields.Integer(allow_none=True)
-    status = fields.String(metadata={"enum": ["connected", "auth_failed", "unreachable", "rate_limited",
-                                              "model_not_found", "not_configured", "error"]})
-    message = fields.String()
-
-
-class UsageTotalsSchema(Schema):
-    calls = fields.Integer()
-    errors = fields.Integer()
-    input_tokens = fields.Integer()
-    output_tokens = fields.Integer()
-    total_tokens = fields.Integer()
-    cost = fields.Float()
-
-
-class UsageGroupSchema(UsageTotalsSchema):
-    group = fields.String(allow_none=True)
-
-
-class UsageResponseSchema(Schema):
-    success = fields.Boolean()
-    tenant_id = fields.String()
-    start = fields.String(data_key="from")
-    to = fields.String()
-    group_by = fields.String(allow_none=True)
-    totals = fields.Nested(UsageTotalsSchema)
-    groups = fields.List(fields.Nested(UsageGroupSchema))
-
-
-class ModelOutSchema(Schema):
-    id = fields.String()
-    provider = fields.String()
-    name = fields.String()
-    label = fields.String()
-    aliases = fields.List(fields.String())
-    capabilities = fields.Dict(keys=fields.String(), values=fields.Raw())
-    price_input_per_1m = fields.Float(allow_none=True)
-    price_output_per_1m = fields.Float(allow_none=True)
-    price_cached_input_per_1m = fields.Float(allow_none=True, metadata={
-        "description": "cache reads; null: billed at the input price"})
-    price_cache_write_per_1m = fields.Float(allow_none=True, metadata={
-        "description": "5-minute cache writes; null: billed at the input price"})
-    context_window = fields.Integer(allow_none=True)
-    max_output_tokens = fields.Integer(allow_none=True)
-    configured = fields.Boolean()
-    status = fields.String()
-    deprecated = fields.Boolean()
-    shutdown = fields.String(allow_none=True)
-    successor = fields.String(allow_none=True)
-
-
-class ModelsResponseSchema(Schema):
-    success = fields.Boolean()
-    count = fields.Integer()
-    models = fields.List(fields.Nested(ModelOutSchema))
-
-
-class LimitsOutSchema(Schema):
-    rpm = fields.Integer(allow_none=True)
-    tpm = fields.Integer(allow_none=True)
-    budget_usd = fields.Float(allow_none=True)
-
-
-class MeResponseSchema(Schema):
-    success = fields.Boolean()
-    tenant_id = fields.String()
-    agent_id = fields.String(allow_none=True)
-    auth = fields.String(metadata={"enum": ["api_key", "jwt"]})
-    key_id = fields.String(allow_none=True)
-    key_name = fields.String(allow_none=True)
-    limits = fields.Nested(LimitsOutSchema)
-    tenant_limits = fields.Nested(LimitsOutSchema)
-
-
-class StatusSchema(Schema):
-    status = fields.String()
-
-
-def usage_to_dict(u) -> dict | None:
-    """Our usage breakdown, or None when the provider reported none (unknown, not zero)."""
-    if not u.reported:
-        return None
-    return {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "total_tokens": u.total_tokens,
-            "cached_input_tokens": u.cached_input_tokens, "cache_write_tokens": u.cache_write_tokens,
-            "reasoning_tokens": u.reasoning_tokens}
-
-
-def answer_to_dict(answer) -> dict:
-    """The flat success body: every key always present, with a stable type (`usage` and `cost` are
-    null when unknown)."""
-    u = answer.usage
-    r = answer.routing
-    return {
-        "success": True,
-        "response": answer.text,
-        "data": answer.data,
-        "model": answer.model,
-        "provider": answer.provider,
-        "finish_reason": answer.finish_reason,
-        "usage": usage_to_dict(u),
-        "cost": answer.cost,
-        "latency_ms": answer.latency_ms,
-        "routing": {"is_auto_routed": r.is_auto_routed, "model_chosen": r.model_chosen,
-                    "confidence": round(r.confidence, 3), "reason": r.reason,
-                    "fallbacks": list(r.fallbacks), "attempts": r.attempts},
-        "warnings": list(answer.warnings),
-        "request_id": answer.request_id,
-        "tool_calls": tooling.tool_calls_out(answer.tool_calls),
-    }
-
-
 # -- loading --------------------------------------------------------------------------------------
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
+def hinted(path: str) -> str:
+    """The message for an unknown field at `path`: a pointer to the right field for known mistakes."""
+    return f"Unknown field: {HINTS[path]}." if path in HINTS else "Unknown field."
 
 
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text[:20]} is out of range")
-    return value
-
-
-def _no_duplicates(pairs):
-    obj = dict(pairs)                   # in C; the loop below runs only when a key repeats
-    if len(obj) != len(pairs):
-        seen = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise ValueError(f"duplicate key {key!r}")
-            seen.add(key)
-    return obj
-
-
-def parse_json_body(raw: bytes) -> dict:
-    """Strict JSON: no NaN/Infinity, no duplicate keys (which would silently drop a value); its size
-    bounded before and after parsing (app/body_bounds.py), so no later step costs more than that."""
-    if not raw or not raw.strip():
-        raise InvalidJSON("The request body is empty: send a JSON object.")
-    check_body_bytes(raw)
-    try:
-        text = raw.decode("utf-8-sig")
-        body = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
-                          object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        detail = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-        raise InvalidJSON(f"The request body is not valid JSON: {detail}.") from None
-    if not isinstance(body, dict):
-        raise InvalidJSON("The request body must be a JSON object.")
-    check_body_values(body)
-    return body
-
-
-def flatten_errors(messages, prefix: str = "") -> dict[str, str]:
-    """marshmallow's nested error dict -> {"dotted.path": "message"}, with hints for known mistakes."""
+def flatten_errors(messages, prefix: str = "", unknown_field: Callable[[str], str] = hinted) -> dict[str, str]:
+    """marshmallow's nested error dict -> {"dotted.path": "message"}; an unknown field's message is
+    `unknown_field(path)`."""
     out: dict[str, str] = {}
     if isinstance(messages, dict):
         for key, value in messages.items():
             path = prefix if key == "_schema" else (f"{prefix}.{key}" if prefix else str(key))
-            out.update(flatten_errors(value, path))
+            out.update(flatten_errors(value, path, unknown_field))
     elif isinstance(messages, list):
         if all(isinstance(m, str) for m in messages):
             text = " ".join(messages)
-            if text == "Unknown field." and prefix in HINTS:
-                text = f"Unknown field: {HINTS[prefix]}."
-            out[prefix or "body"] = text
+            out[prefix or "body"] = unknown_field(prefix) if text == "Unknown field." else text
         else:
             for m in messages:
-                out.update(flatten_errors(m, prefix))
+                out.update(flatten_errors(m, prefix, unknown_field))
     else:
         out[prefix or "body"] = str(messages)
     return out
 
 
-def load(schema: Schema, body: dict) -> dict:
+def load(schema: Schema, body: dict, unknown_field: Callable[[str], str] = hinted) -> dict:
+    """`body` validated by `schema`; errors are a 400 with dotted field paths."""
     check_unknown_fields(schema, body)
     try:
         return schema.load(body)
     except MarshmallowError as err:
-        fields_ = flatten_errors(err.messages)
+        fields_ = flatten_errors(err.messages, unknown_field=unknown_field)
         summary = "; ".join(f"{k}: {v}" for k, v in list(fields_.items())[:5])
         raise ValidationError(f"Invalid request: {summary}", fields=fields_) from None
     except RecursionError:
         raise ValidationError("The request body is nested too deeply.") from None
 
 
-def _parts(content, where: str, max_image_bytes: int) -> tuple:
+def content_parts(content, where: str, max_image_bytes: int) -> tuple:
     if isinstance(content, str):
         return (TextPart(content),)
     parts = []
@@ -566,7 +322,7 @@ def call_from_body(data: dict, *, request_id: str | None = None, tenant_id: str 
     for i, m in enumerate(data.get("messages") or []):
         role = "system" if m["role"] == "developer" else m["role"]
         content = m.get("content")
-        parts = _parts(content, f"messages.{i}.content", max_image_bytes) if content is not None else ()
+        parts = content_parts(content, f"messages.{i}.content", max_image_bytes) if content is not None else ()
         if role != "user" and any(isinstance(p, ImagePart) for p in parts):
             raise ValidationError("Images go in user messages.", fields={f"messages.{i}.content": "images only in user messages"})
         if role == "assistant" and m.get("tool_calls"):

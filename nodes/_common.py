@@ -8,7 +8,8 @@ from werkzeug.exceptions import HTTPException
 
 from app.errors import FlowcallError, InvalidJSON, PayloadTooLarge, UnsupportedMediaType, ValidationError
 from app.idempotency import validate_key
-from app.schemas import call_from_body, load, parse_json_body
+from app.json_body import parse_json_body
+from app.schemas import call_from_body, load
 
 
 def services():

@@ -6,7 +6,8 @@ from flask import Blueprint, request
 from app.auth import api_key_from_bearer, authenticate_api_key
 from app import examples
 from app.openapi import CALL_ERRORS, doc
-from app.schemas import AgentAiResponseSchema, AgentAiSchema
+from app.answer_schemas import AgentAiResponseSchema
+from app.schemas import AgentAiSchema
 
 from ._common import body_with, run_call, services
 

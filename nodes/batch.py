@@ -15,7 +15,8 @@ from app.batch import BatchLimits, EnvelopeSchema, ItemContext, batch_body, pars
 from app.errors import NotFound, PayloadTooLarge, ServiceUnavailable
 from app.idempotency import body_hash, validate_key
 from app.openapi import doc
-from app.schemas import UsageOut, parse_json_body
+from app.answer_schemas import UsageOut
+from app.json_body import parse_json_body
 
 from ._common import either_auth, read_body, services
 

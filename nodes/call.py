@@ -6,7 +6,8 @@ from flask import Blueprint, request
 from app.auth import api_key_from_header, authenticate_api_key, authenticate_jwt
 from app import examples
 from app.openapi import CALL_ERRORS, doc
-from app.schemas import CallResponseSchema, CallSchema, answer_to_dict
+from app.answer_schemas import CallResponseSchema, answer_to_dict
+from app.schemas import CallSchema
 
 from ._common import body_with, run_call, services
 

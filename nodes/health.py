@@ -5,7 +5,7 @@ from flask import Blueprint, jsonify
 
 from app.errors import ServiceUnavailable
 from app.openapi import doc
-from app.schemas import StatusSchema
+from app.answer_schemas import StatusSchema
 
 from ._common import services
 

@@ -5,7 +5,7 @@ from flask import Blueprint, jsonify, request
 
 from app.auth import api_key_from_bearer, authenticate_api_key
 from app.openapi import doc
-from app.schemas import MeResponseSchema
+from app.answer_schemas import MeResponseSchema
 
 from ._common import either_auth, services
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from app.openapi import doc
-from app.schemas import ModelsResponseSchema
+from app.answer_schemas import ModelsResponseSchema
 
 from ._common import boolean, either_auth, one_of, provider_named, query, services
 

@@ -21,14 +21,16 @@ import time
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 from werkzeug.exceptions import HTTPException
 
-from app import openai_compat as compat
+from app import chat_completions_api as compat
 from app import streaming
 from app.auth import api_key_from_bearer, authenticate_api_key
+from app.chat_completions_schema import ChatCompletionRequestSchema
 from app.errors import (FlowcallError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized,
                         ValidationError)
 from app.idempotency import Replay, validate_key
 from app.openapi import CALL_ERRORS, doc
-from app.schemas import call_from_body, parse_json_body
+from app.json_body import parse_json_body
+from app.schemas import call_from_body
 
 from ._common import read_body, services
 
@@ -124,10 +126,10 @@ def _idempotency_key() -> str | None:
 # -- routes -------------------------------------------------------------------------------------------
 @bp.post("/v1/chat/completions")
 @doc(summary="OpenAI Chat Completions (OpenAI SDKs, n8n OpenAI nodes, LangChain)", tags=("openai",),
-     auth="bearer_key", request=compat.ChatCompletionRequestSchema, response=COMPLETION_SCHEMA, idempotent=True,
+     auth="bearer_key", request=ChatCompletionRequestSchema, response=COMPLETION_SCHEMA, idempotent=True,
      request_example=REQUEST_EXAMPLE, errors=CALL_ERRORS, error_schema="OpenAIError",
      description="Any model flowcall routes to, as OpenAI's Chat Completions API; the module docstring of "
-                 "app/openai_compat.py says what happens to each request field. With `stream: true` the answer "
+                 "app/chat_completions_api.py says what happens to each request field. With `stream: true` the answer "
                  "is server-sent `chat.completion.chunk` events ending in `data: [DONE]`; a failure after the "
                  "first event is a `data: {\"error\": ...}` event. " + _ERRORS_TEXT)
 def chat_completions():

@@ -14,11 +14,13 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from app import responses_api as api
+from app import responses_output as output
 from app import streaming
 from app.errors import FlowcallError, NotFound, ValidationError
 from app.idempotency import Replay
 from app.openapi import CALL_ERRORS, doc
-from app.schemas import parse_json_body
+from app.json_body import parse_json_body
+from app.responses_input import new_id
 
 from . import openai_compat as compat_node
 from ._common import read_body, services
@@ -74,7 +76,7 @@ def create_response():
     req = api.parse_request(body)
     key = compat_node._idempotency_key()
     created = int(time.time())
-    response_id = api.new_id("resp")
+    response_id = new_id("resp")
     history: list = []
 
     def make_call():
@@ -96,7 +98,7 @@ def create_response():
     if req.stream:
         return _stream(principal, body, req, make_call, save, key, response_id, created)
     outcome = svc.gateway.run(principal, ENDPOINT, body, make_call,
-                              lambda answer: api.completed_response(req, response_id, created, answer),
+                              lambda answer: output.completed_response(req, response_id, created, answer),
                               idempotency_key=key)
     if outcome.answer is not None:
         g.upstream_ms = outcome.answer.upstream_ms
@@ -113,7 +115,7 @@ class _Closing:
     """The closing events and finished Response of a stream, built once: the gateway renders it for
     the idempotent replay when the text ends, and the event stream sends the same events."""
 
-    def __init__(self, writer: api.EventWriter):
+    def __init__(self, writer: output.EventWriter):
         self.writer = writer
         self.events: list[str] | None = None
         self.response: dict | None = None
@@ -126,11 +128,11 @@ class _Closing:
 
 def _stream(principal, body: dict, req: api.ResponsesRequest, make_call, save, key, response_id: str,
             created: int) -> Response:
-    closing = _Closing(api.EventWriter(req, response_id, created, req.model))
+    closing = _Closing(output.EventWriter(req, response_id, created, req.model))
     started = streaming.start(services().gateway, compat_node._streaming_dispatcher(), principal, ENDPOINT, body,
                               make_call, closing.render, idempotency_key=key)
     if isinstance(started, Replay):
-        response = compat_node._event_stream(iter(api.replay_events(req, started.body)))
+        response = compat_node._event_stream(iter(output.replay_events(req, started.body)))
         response.headers["Idempotent-Replay"] = "true"
         return response
     g.upstream_ms = started.opened.upstream_ms

@@ -12,7 +12,8 @@ from app.errors import (FlowcallError, ModelNotFound, ProviderAuthFailed, Provid
                         ProviderUnreachable, ServiceUnavailable, ValidationError)
 from app import examples
 from app.openapi import doc
-from app.schemas import TestConnectionResponseSchema, TestConnectionSchema
+from app.answer_schemas import TestConnectionResponseSchema
+from app.schemas import TestConnectionSchema
 
 from ._common import body_with, either_auth, provider_named, services
 

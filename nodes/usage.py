@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify
 from app.errors import ValidationError
 from app.ledger import GROUPS, default_range, parse_day
 from app.openapi import doc
-from app.schemas import UsageResponseSchema
+from app.answer_schemas import UsageResponseSchema
 
 from ._common import either_auth, one_of, query, services
 

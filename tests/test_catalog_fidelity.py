@@ -19,7 +19,7 @@ from app.dispatch import Dispatcher
 from app.gateway import _billed_cost
 from app.http import HttpResponse
 from app.providers import anthropic, gemini, openai_chat, perplexity
-from app.schemas import answer_to_dict
+from app.answer_schemas import answer_to_dict
 from app.store import Limits
 
 CATALOG = Catalog.load()

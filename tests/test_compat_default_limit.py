@@ -9,7 +9,7 @@ import json
 import pytest
 import responses
 
-from app import openai_compat as compat
+from app import chat_completions_api as compat
 from nodes import openai_compat
 
 OPENAI = "https://api.openai.com/v1/chat/completions"

@@ -14,7 +14,7 @@ import pytest
 import responses
 from sqlalchemy import select
 
-from app import openai_compat as compat
+from app import chat_completions_api as compat
 from app.calls import Answer, Routing, Usage
 from app.catalog import Catalog
 from app.config import Settings

@@ -14,6 +14,7 @@ import responses
 from sqlalchemy import select
 
 from app import responses_api as api
+from app import responses_output as output
 from app.calls import Answer, Routing, TextPart, Tool, ToolCall, ToolCallPart, ToolChoice, ToolResultPart, Usage
 from app.db import ledger
 from app.errors import ValidationError
@@ -211,7 +212,7 @@ def test_bad_requests_name_the_field(body, where):
 # -- Answer -> Response (pure) --------------------------------------------------------------------------
 def test_response_object_text():
     request = api.parse_request({"model": "gpt-4o", "input": PROMPT, "metadata": {"k": "v"}})
-    body = api.completed_response(request, "resp_1", 100, answer("Paris."))
+    body = output.completed_response(request, "resp_1", 100, answer("Paris."))
     assert body["object"] == "response" and body["status"] == "completed" and body["model"] == "openai.gpt-4o"
     [item] = body["output"]
     assert item["type"] == "message" and item["role"] == "assistant" and item["status"] == "completed"
@@ -223,19 +224,19 @@ def test_response_object_text():
 
 def test_response_object_tool_calls_and_incomplete():
     request = api.parse_request({"model": "gpt-4o", "input": PROMPT})
-    body = api.completed_response(request, "resp_1", 100, answer("", [ToolCall("call_1", "calc", {"x": "12*7"})],
+    body = output.completed_response(request, "resp_1", 100, answer("", [ToolCall("call_1", "calc", {"x": "12*7"})],
                                                                  finish="tool_calls"))
     [item] = body["output"]
     assert (item["type"], item["call_id"], item["name"], json.loads(item["arguments"]), item["status"]) == (
         "function_call", "call_1", "calc", {"x": "12*7"}, "completed")
     assert item["id"].startswith("fc_") and body["status"] == "completed"
-    cut = api.completed_response(request, "resp_2", 100, answer("Par", finish="length"))
+    cut = output.completed_response(request, "resp_2", 100, answer("Par", finish="length"))
     assert cut["status"] == "incomplete" and cut["incomplete_details"] == {"reason": "max_output_tokens"}
 
 
 def test_structured_output_is_the_parsed_json():
     request = api.parse_request({"model": "gpt-4o", "input": PROMPT, "text": {"format": {"type": "json_object"}}})
-    body = api.completed_response(request, "resp_1", 1, answer("```json\n{\"a\": 1}\n```", data={"a": 1}))
+    body = output.completed_response(request, "resp_1", 1, answer("```json\n{\"a\": 1}\n```", data={"a": 1}))
     assert body["output"][0]["content"][0]["text"] == "{\"a\": 1}"
 
 
@@ -250,7 +251,7 @@ def events_of(text: str) -> list[dict]:
 
 
 def stream_of(request, final_answer, pieces=()) -> list[dict]:
-    writer = api.EventWriter(request, "resp_1", 1, "openai.gpt-4o")
+    writer = output.EventWriter(request, "resp_1", 1, "openai.gpt-4o")
     text = "".join(writer.opening())
     for piece in pieces:
         text += "".join(writer.delta(piece))

@@ -12,7 +12,8 @@ from app.catalog import Catalog
 from app.config import Settings
 from app.errors import CapabilityMissing, ValidationError
 from app.routing import route
-from app.schemas import CallSchema, answer_to_dict, call_from_body, load
+from app.answer_schemas import answer_to_dict
+from app.schemas import CallSchema, call_from_body, load
 
 CATALOG = Catalog.load()
 CALC = {"name": "Calculator", "description": "math", "parameters": {

@@ -7,21 +7,24 @@ system text is a top-level field; Opus 4.7+ and the 5 family reject any non-defa
 is GA as `output_config.format` on the models the catalog marks `structured: "native"`, and a forced
 tool everywhere else; thinking tokens are already inside `output_tokens`; a tier spend-cap 429 has
 no `retry-after` and keeps failing until the month ends; 529 means overloaded.
+
+Structured output is translated in anthropic_structured.py, extended thinking in anthropic_thinking.py.
 """
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 
-from .. import model_defaults, reasoning
+from .. import model_defaults
 from ..calls import (Call, Completion, ImagePart, Message, TextPart, ToolCall, ToolCallPart, ToolChoice,
                      ToolResultPart, Usage)
 from ..errors import (ContentBlocked, InvalidProviderResponse, ProviderError, ProviderRateLimited,
                       from_upstream_status, redact)
 from ..http import HttpRequest, HttpResponse, Plan, drop_none, retry_after_seconds
 from ..images import split_data_uri
-from .common import int_or_zero, json_object, merge_consecutive, split_system
+from .anthropic_structured import NotNative, Structured, native_schema, structured_output
+from .anthropic_thinking import add_thinking, thinking_blocks, with_thinking
+from .common import empty_answer_warnings, int_or_zero, json_object, merge_consecutive, split_system
 
 API_VERSION = "2023-06-01"
 _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "content_filter",
@@ -30,173 +33,6 @@ _FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", 
 _ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
                  "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
                  "rate_limit_error": 429, "api_error": 500, "timeout_error": 504, "overloaded_error": 529}
-
-
-# -- structured output ------------------------------------------------------------------------------
-# structured-outputs.md "JSON Schema limitations": what output_config.format cannot express. A schema
-# using any of these goes the forced-tool way instead, where the model sees the schema whole.
-_UNSUPPORTED_KEYWORDS = frozenset({
-    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength",
-    "maxItems", "uniqueItems", "contains", "minContains", "maxContains", "minProperties", "maxProperties",
-    "patternProperties", "propertyNames", "dependentRequired", "dependentSchemas", "unevaluatedProperties",
-    "unevaluatedItems", "prefixItems", "oneOf", "not", "if", "then", "else"})
-_SUPPORTED_FORMATS = frozenset({"date-time", "time", "date", "duration", "email", "hostname", "uri", "ipv4",
-                                "ipv6", "uuid"})
-_SCHEMA_MAPS = ("properties", "$defs", "definitions")
-_SCHEMA_LISTS = ("anyOf", "allOf")
-
-
-class _NotNative(Exception):
-    """A schema feature Anthropic's native structured output rejects with a 400."""
-
-
-@dataclass(frozen=True)
-class _Structured:
-    """How a call's structured output is asked for. build_request sends it, parse_response recomputes
-    it (it is a pure function of the call and the model) to know which tool_use block is the answer."""
-    native_schema: dict | None = None   # output_config.format.schema
-    tool: dict | None = None            # the single forced tool whose input is the answer
-    wrapped: bool = False               # a non-object schema sits under "value" (tool input must be an object)
-    warning: str | None = None
-
-    def request_fields(self) -> dict:
-        if self.native_schema is not None:
-            return {"output_config": {"format": {"type": "json_schema", "schema": self.native_schema}}}
-        if self.tool is not None:
-            return {"tools": [self.tool], "tool_choice": {"type": "tool", "name": self.tool["name"]}}
-        return {}
-
-
-def _close_objects(node):
-    """The schema as output_config needs it: every object `additionalProperties: false` (required;
-    anything else is a 400). Raises _NotNative for what the grammar compiler cannot take."""
-    if isinstance(node, list):
-        return [_close_objects(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    unsupported = sorted(_UNSUPPORTED_KEYWORDS & node.keys())
-    if unsupported:
-        raise _NotNative(", ".join(unsupported))
-    if node.get("minItems", 0) not in (0, 1):
-        raise _NotNative("minItems above 1")
-    if "format" in node and node["format"] not in _SUPPORTED_FORMATS:
-        raise _NotNative(f"format {node['format']!r}")
-    if node.get("additionalProperties", False) is not False:
-        raise _NotNative("additionalProperties other than false")
-    if node.get("type") == "object" and not node.get("properties") and "additionalProperties" not in node:
-        # closing it would turn "any object" into "only {}": the forced tool keeps it open
-        raise _NotNative("an object with no listed properties")
-    ref = node.get("$ref")
-    if isinstance(ref, str) and not ref.startswith("#/"):
-        raise _NotNative("a recursive or external $ref")
-    if any(isinstance(sub, dict) and "$ref" in sub for sub in node.get("allOf") or ()):
-        raise _NotNative("allOf with $ref")
-    closed = {}
-    for key, value in node.items():
-        if key in _SCHEMA_MAPS and isinstance(value, dict):
-            closed[key] = {name: _close_objects(sub) for name, sub in value.items()}
-        elif key in _SCHEMA_LISTS or key == "items":
-            closed[key] = _close_objects(value)
-        else:
-            closed[key] = value                 # enum, const, default, description...: data, not schemas
-    types = node.get("type")
-    if (types == "object" or isinstance(types, list) and "object" in types or "properties" in node) \
-            and "additionalProperties" not in node:
-        closed["additionalProperties"] = False
-    return closed
-
-
-def _refs(node) -> set[str]:
-    if isinstance(node, list):
-        return set().union(*(_refs(n) for n in node)) if node else set()
-    if not isinstance(node, dict):
-        return set()
-    found = {node["$ref"]} if isinstance(node.get("$ref"), str) else set()
-    return found.union(*(_refs(v) for k, v in node.items() if k not in ("enum", "const", "default")))
-
-
-def _check_not_recursive(schema: dict) -> None:
-    """Recursive schemas are unsupported: follow local $refs and refuse any cycle."""
-    defs = {f"#/{where}/{name}": sub for where in ("$defs", "definitions")
-            for name, sub in (schema.get(where) or {}).items()}
-
-    def visit(ref: str, path: tuple[str, ...]) -> None:
-        if ref in path:
-            raise _NotNative("a recursive schema")
-        for inner in _refs(defs.get(ref, {})):
-            visit(inner, path + (ref,))
-
-    for ref in _refs({k: v for k, v in schema.items() if k not in ("$defs", "definitions")}):
-        visit(ref, ())
-
-
-# structured-outputs.md "Schema complexity limits": totals across the request's strict schemas.
-MAX_OPTIONAL_PARAMETERS = 24
-MAX_UNION_PARAMETERS = 16
-
-
-def _check_complexity(schema: dict) -> None:
-    """A schema past the explicit limits is a 400 ("Schema is too complex"): the forced tool, which
-    is not compiled into a grammar, takes it instead."""
-    optional = unions = 0
-    stack = [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, list):
-            stack.extend(node)
-            continue
-        if not isinstance(node, dict):
-            continue
-        properties = node.get("properties")
-        if isinstance(properties, dict):
-            required = set(node.get("required") or ())
-            optional += sum(1 for name in properties if name not in required)
-            unions += sum(1 for sub in properties.values()
-                          if isinstance(sub, dict) and ("anyOf" in sub or isinstance(sub.get("type"), list)))
-        stack.extend(v for k, v in node.items() if k not in ("enum", "const", "default", "examples"))
-    if optional > MAX_OPTIONAL_PARAMETERS:
-        raise _NotNative(f"more than {MAX_OPTIONAL_PARAMETERS} optional properties")
-    if unions > MAX_UNION_PARAMETERS:
-        raise _NotNative(f"more than {MAX_UNION_PARAMETERS} properties with union types")
-
-
-def native_schema(schema: dict) -> dict:
-    """The schema rewritten for output_config.format; raises _NotNative when it cannot be."""
-    _check_not_recursive(schema)
-    _check_complexity(schema)
-    return _close_objects(schema)
-
-
-def _answer_tool(call: Call, schema: dict | None) -> tuple[dict, bool]:
-    """The forced tool: its input_schema must be an object, so other schemas are wrapped."""
-    if schema is None:
-        input_schema, wrapped = {"type": "object"}, False      # json_object: an open object
-    elif schema.get("type") == "object":
-        input_schema, wrapped = schema, False
-    else:
-        input_schema, wrapped = {"type": "object", "properties": {"value": schema}, "required": ["value"]}, True
-    name = (call.response_format.name if call.response_format else None) or "response"
-    return {"name": name, "description": "Give your final answer by calling this tool; its input is the answer.",
-            "input_schema": input_schema}, wrapped
-
-
-def structured_output(call: Call, model) -> _Structured:
-    """Native output_config where the model has it and the schema fits the supported subset; else a
-    forced tool. json_object always takes the tool: output_config requires `additionalProperties:
-    false` on every object, so "any object" cannot be said natively (structured-outputs.md)."""
-    fmt = call.response_format
-    if fmt is None:
-        return _Structured()
-    schema = fmt.schema if fmt.type == "json_schema" and fmt.schema is not None else None
-    warning = None
-    if schema is not None and model.capabilities.structured == "native":
-        try:
-            return _Structured(native_schema=native_schema(schema))
-        except _NotNative as why:
-            warning = (f"Anthropic's native structured output does not support this schema ({why}): it was "
-                       "sent as a forced tool instead.")
-    tool, wrapped = _answer_tool(call, schema)
-    return _Structured(tool=tool, wrapped=wrapped, warning=warning)
 
 
 # -- the conversation -------------------------------------------------------------------------------
@@ -289,85 +125,6 @@ def _content(message: Message):
     return thinking + [_block(p) for p in parts]    # a turn's thinking comes back first, unchanged
 
 
-# -- thinking ---------------------------------------------------------------------------------------
-def thinking_blocks(state: dict | None) -> list[dict]:
-    """The thinking blocks kept in a tool call's state (see _with_thinking), rebuilt from their known
-    fields only: the state came back through a client, and Anthropic checks each signature itself."""
-    blocks = state.get("thinking") if isinstance(state, dict) else None
-    out = []
-    for b in blocks if isinstance(blocks, list) else ():
-        if not isinstance(b, dict):
-            continue
-        if b.get("type") == "thinking" and isinstance(b.get("thinking"), str) and isinstance(b.get("signature"), str):
-            out.append({"type": "thinking", "thinking": b["thinking"], "signature": b["signature"]})
-        elif b.get("type") == "redacted_thinking" and isinstance(b.get("data"), str):
-            out.append({"type": "redacted_thinking", "data": b["data"]})
-    return out
-
-
-def _with_thinking(blocks: list, calls: tuple[ToolCall, ...]) -> tuple[ToolCall, ...]:
-    """An answer's thinking blocks ride on its first tool call's state: in a tool loop Anthropic
-    needs them back, unchanged, before the tool_use blocks of that assistant turn."""
-    kept = thinking_blocks({"thinking": blocks})
-    if not kept or not calls:
-        return calls
-    first = calls[0]
-    return (ToolCall(first.id, first.name, first.arguments, {**(first.state or {}), "thinking": kept}),) + calls[1:]
-
-
-def _thinking_blocker(call: Call, structured: "_Structured", manual: bool) -> str | None:
-    """Why thinking cannot be turned on for this request, or None (thinking.md, providers.md §2.2)."""
-    if manual and (structured.tool is not None or (call.tools and call.tool_choice is not None
-                                                   and call.tool_choice.mode in ("required", "tool"))):
-        return "Anthropic does not take a forced tool choice with extended thinking"
-    if call.messages and call.messages[-1].role == "assistant":
-        return "Anthropic does not take a final assistant message (prefill) with thinking"
-    last_assistant = next((m for m in reversed(call.messages) if m.role == "assistant"), None)
-    if last_assistant is not None and last_assistant.tool_calls and not any(
-            thinking_blocks(c.state) for c in last_assistant.tool_calls):
-        return ("the assistant turn that called the tools carries no thinking block (the conversation began "
-                "without thinking, elsewhere, or its state was not kept), which Anthropic requires with thinking")
-    return None
-
-
-def _thinking(call: Call, model, structured: "_Structured", body: dict, warnings: list[str]) -> None:
-    """Reasoning effort as Anthropic thinking. Models the catalog marks `params.thinking: adaptive`
-    (manual budgets are a 400 there) get adaptive thinking with `output_config.effort`; the others
-    `thinking.type: enabled` with a budget from the effort, added to max_tokens (which must exceed
-    it). Thinking counts toward max_tokens, so an adaptive model that does not think by default (no
-    catalog thinking allowance) gets the same headroom. Thinking text is omitted from answers
-    (`display: omitted`): it is not part of `response`, and the signed blocks stay small enough to
-    travel inside a tool call id."""
-    effort = reasoning.wants(call, model, warnings)
-    if effort is None:
-        return
-    adaptive = model.params.get("thinking") == "adaptive"
-    blocker = _thinking_blocker(call, structured, manual=not adaptive)
-    total = body["max_tokens"] + (reasoning.ANTHROPIC_BUDGETS[effort] if not adaptive
-                                  else reasoning.anthropic_headroom(model, effort))
-    if model.max_output_tokens:
-        total = max(body["max_tokens"], min(total, model.max_output_tokens))
-    budget = min(reasoning.ANTHROPIC_BUDGETS[effort], total - 1)
-    if blocker is None and not adaptive:
-        if budget < reasoning.ANTHROPIC_MIN_BUDGET:
-            blocker = f"{model.id}'s output limit leaves no room for a thinking budget"
-    if blocker:
-        warnings.append(f"Reasoning effort {effort!r} was not sent: {blocker}.")
-        return
-    if adaptive:
-        body["thinking"] = {"type": "adaptive", "display": "omitted"}
-        body["max_tokens"] = total
-        output_config = body.setdefault("output_config", {})
-        output_config["effort"] = "low" if effort == "minimal" else effort
-    else:
-        body["max_tokens"] = total
-        body["thinking"] = {"type": "enabled", "budget_tokens": budget, "display": "omitted"}
-    if "temperature" in body:
-        del body["temperature"]
-        if call.options.temperature is not None:
-            warnings.append("Anthropic takes no temperature with thinking: options.temperature was not sent.")
-
-
 def _as_user(message: Message) -> Message:
     """A `tool` turn is a user turn of tool_result blocks, merged with its neighbours."""
     return Message("user", message.parts) if message.role == "tool" else message
@@ -423,7 +180,7 @@ def build_request(call: Call, target) -> Plan:
         body["stop_sequences"] = stops
     body.update(structured.request_fields())
     body.update(_tools(call, structured, model, warnings))
-    _thinking(call, model, structured, body, warnings)
+    add_thinking(call, model, structured, body, warnings)
 
     headers = {"anthropic-version": API_VERSION, "content-type": "application/json"}
     if target.api_key:
@@ -446,7 +203,7 @@ def _tool(tool, model, warnings: list[str]) -> dict:
         return out
     try:
         out["input_schema"] = native_schema(schema)
-    except _NotNative as why:
+    except NotNative as why:
         warnings.append(f"Anthropic's strict tool use does not support tool {tool.name!r}'s schema ({why}): it "
                         "was sent without strict.")
         return out
@@ -454,7 +211,7 @@ def _tool(tool, model, warnings: list[str]) -> dict:
     return out
 
 
-def _tools(call: Call, structured: _Structured, model, warnings: list[str]) -> dict:
+def _tools(call: Call, structured: Structured, model, warnings: list[str]) -> dict:
     """The caller's tools (`input_schema`), tool_choice (auto / any / tool / none) and
     `disable_parallel_tool_use`. With a forced answer tool for structured output, the answer tool
     joins the caller's tools and the model must call one of them: a caller's tool to go on, the
@@ -541,7 +298,7 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
     data = None
     structured = structured_output(call, target.model)
     answer_tool = structured.tool["name"] if structured.tool is not None else None
-    tool_calls = _with_thinking(blocks, _tool_calls(blocks, answer_tool, provider)) if call.tools else ()
+    tool_calls = with_thinking(blocks, _tool_calls(blocks, answer_tool, provider)) if call.tools else ()
     if structured.tool is not None and raw_finish == "tool_use" and not tool_calls:
         data = _answer_tool_input(blocks, structured.tool["name"])
         if data is not None:
@@ -552,11 +309,7 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
     if raw_finish == "refusal" and not text:
         raise _refusal(body, target.model.id, provider)
     usage = _usage(body.get("usage"))
-    warnings = []
-    if finish == "length" and not text:
-        warnings.append("The answer is empty because the token limit was reached"
-                        + (" while the model was thinking" if usage.reasoning_tokens else "")
-                        + ": raise options.maxTokens.")
+    warnings = empty_answer_warnings(finish, text, usage)
     return Completion(text=text, finish_reason=finish, usage=usage,
                       model=body.get("model") if isinstance(body.get("model"), str) else target.model.name,
                       data=data, warnings=tuple(warnings), tool_calls=tool_calls)
@@ -591,12 +344,9 @@ def parse_error(resp: HttpResponse, target) -> ProviderError:
     if _is_quota(status, kind, error_code, message, retry_after, http_status=resp.status):
         # 402 billing_error is a quota too, not an auth failure: the key is fine, the account cannot
         # pay; like OpenAI's insufficient_quota it keeps failing until someone acts, so no retry.
-        err = ProviderRateLimited(text, provider=provider, code="provider_quota_exceeded", retryable=False,
-                                  upstream_status=status)
-        if kind:
-            err.upstream_code = kind
-        return err
-    return from_upstream_status(status, text, provider=provider, code=kind, retry_after=retry_after)
+        return ProviderRateLimited(text, provider=provider, code="provider_quota_exceeded", retryable=False,
+                                   upstream_status=status)
+    return from_upstream_status(status, text, provider=provider, retry_after=retry_after)
 
 
 def _is_quota(status: int, kind, error_code, message, retry_after, *, http_status: int) -> bool:

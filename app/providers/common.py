@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ..calls import Message, TextPart, ToolCallPart, ToolResultPart
+from ..calls import Message, TextPart, ToolCallPart, ToolResultPart, Usage
 from ..errors import InvalidProviderResponse
 from ..http import HttpResponse
 
@@ -40,6 +40,14 @@ def _join_adjacent_text(message: Message) -> Message:
         else:
             parts.append(p)
     return Message(message.role, tuple(parts))
+
+
+def empty_answer_warnings(finish: str, text: str | None, usage: Usage, doing: str = "thinking") -> list[str]:
+    """Why an answer is empty when the token limit cut it, so the caller knows to raise the limit."""
+    if finish != "length" or text:
+        return []
+    return ["The answer is empty because the token limit was reached"
+            + (f" while the model was {doing}" if usage.reasoning_tokens else "") + ": raise options.maxTokens."]
 
 
 def json_object(resp: HttpResponse, provider: str) -> dict:

@@ -24,11 +24,9 @@ from ..errors import (ContentBlocked, ImageRejected, InvalidProviderResponse, Mo
 from ..http import HttpRequest, HttpResponse, Plan, retry_after_seconds
 from ..images import split_data_uri
 from . import gemini_schema
-from .common import int_or_zero, json_object, merge_consecutive, split_system
-from .common import schema_instruction
+from .common import empty_answer_warnings, int_or_zero, json_object, merge_consecutive, split_system
 
 GEMINI_STOP_LIMIT = 5
-JSON_MIME = "application/json"
 
 _ROLES = {"user": "user", "assistant": "model", "tool": "user"}
 # The documented stand-in signature for a function call Gemini did not make itself (a conversation
@@ -108,15 +106,13 @@ def _tools(call: Call, model, warnings: list[str]) -> dict:
     and `toolConfig.functionCallingConfig` (AUTO / ANY / NONE, allowedFunctionNames for one tool)."""
     if not call.tools:
         return {}
-    openapi = model.params.get("schema_field") == "responseSchema"
     declarations, dropped = [], set()
     for t in call.tools:
         declaration = {"name": t.name, "description": t.description or ""}
         if t.parameters is not None and t.parameters.get("properties"):
-            translated = (gemini_schema.to_response_schema(t.parameters) if openapi
-                          else gemini_schema.to_response_json_schema(t.parameters))
+            translated = gemini_schema.to_response_json_schema(t.parameters)
             dropped.update(translated.dropped)
-            declaration["parameters" if openapi else "parametersJsonSchema"] = translated.schema
+            declaration["parametersJsonSchema"] = translated.schema
         declarations.append(declaration)
     if dropped:
         warnings.append("Gemini does not support these JSON Schema keywords, which were left out of the tool "
@@ -136,48 +132,6 @@ def _tools(call: Call, model, warnings: list[str]) -> dict:
     if call.parallel_tool_calls is False:
         warnings.append("Gemini has no switch for parallel tool calls: parallel_tool_calls false was not sent.")
     return fields
-
-
-def _schema_config(fmt, model, warnings: list[str]) -> dict:
-    """`responseJsonSchema` by default; `responseSchema` only for a model whose catalog entry asks.
-
-    Every recorded structured-output request in fixtures/test_google for gemini-2.0-flash and
-    gemini-2.5-flash (nested models, $defs/$ref, recursive refs, integer enums, anyOf-null,
-    additionalProperties, prefixItems) uses `responseJsonSchema` and got a 200, so current models take
-    JSON Schema directly and keep $ref, nullability and tuples that the OpenAPI subset loses. Only the
-    oldest recording (native_output_multiple, 2.0-flash) used `responseSchema`. The proto in
-    ../shared/specs names the field's JSON form `_responseJsonSchema`; the recordings, google-genai
-    and the google-ai-generativelanguage 0.12.1 protos all use `responseJsonSchema`.
-    """
-    if model.params.get("schema_field") == "responseSchema":
-        field, translated = "responseSchema", gemini_schema.to_response_schema(fmt.schema)
-    else:
-        field, translated = "responseJsonSchema", gemini_schema.to_response_json_schema(fmt.schema)
-    if translated.dropped:
-        warnings.append(
-            "Gemini does not support these JSON Schema keywords, which were left out of the schema sent: "
-            + ", ".join(translated.dropped) + (
-                "; the answer was still validated against the full schema." if fmt.strict else "."))
-    return {"responseMimeType": JSON_MIME, field: translated.schema}
-
-
-def _structured(call: Call, model, warnings: list[str]) -> tuple[dict, str | None]:
-    """(generationConfig entries, extra system instruction) for the call's response_format."""
-    fmt, caps = call.response_format, model.capabilities
-    if fmt is None:
-        return {}, None
-    if fmt.type == "json_schema" and fmt.schema is not None and caps.json_schema:
-        return _schema_config(fmt, model, warnings), None
-    if fmt.type == "json_schema":
-        warnings.append("This model has no native JSON-schema mode: the schema was put in the prompt "
-                        "and the answer validated against it.")
-        instruction = schema_instruction(fmt)
-    else:
-        instruction = None
-    if caps.json_object:
-        return {"responseMimeType": JSON_MIME}, instruction
-    warnings.append("This model has no JSON mode: JSON was asked for in the prompt.")
-    return {}, schema_instruction(fmt)
 
 
 def _stop_sequences(call: Call, model, warnings: list[str]) -> list[str] | None:
@@ -218,7 +172,7 @@ def _thinking_config(call: Call, model, warnings: list[str]) -> dict | None:
 def build_request(call: Call, target) -> Plan:
     model = target.model
     warnings: list[str] = []
-    structured, instruction = _structured(call, model, warnings)
+    structured, instruction = gemini_schema.structured_config(call, model, warnings)
     system, rest = split_system(call.messages)
     system = "\n\n".join(t for t in (system, instruction) if t)
 
@@ -344,12 +298,8 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
         raise ContentBlocked(f"Google Gemini withheld the answer ({raw_finish})" + (f": {detail}" if detail else "."),
                              provider=provider, upstream_status=resp.status)
     usage = _usage(body.get("usageMetadata"))
-    warnings = []
-    if finish == "length" and not text:
-        warnings.append("The answer is empty because the token limit was reached"
-                        + (" while the model was thinking" if usage.reasoning_tokens else "")
-                        + ": raise options.maxTokens.")
-    elif finish == "content_filter":
+    warnings = empty_answer_warnings(finish, text, usage)
+    if finish == "content_filter":
         warnings.append(f"Gemini stopped the answer early ({raw_finish}); the text is what came before.")
     model_version = body.get("modelVersion")
     return Completion(text=text, finish_reason=finish, usage=usage,
@@ -403,8 +353,6 @@ def parse_error(resp: HttpResponse, target) -> ProviderError:
     error = _classify(resp.status, rpc_status, reasons, err, message or "", text, provider, retry_after)
     if _status_disagrees(resp.status, error):
         error = from_upstream_status(resp.status, text, provider=provider, retry_after=retry_after)
-    if rpc_status:
-        error.upstream_code = rpc_status
     return error
 
 

@@ -10,7 +10,7 @@ import json
 import math
 
 from .. import reasoning
-from ..json_pointer import resolve_local
+from ..json_schema import resolve_local
 from ..calls import Call, Completion, ToolCall, ToolResultPart, Usage
 from ..errors import CapabilityMissing, ValidationError
 

@@ -18,7 +18,7 @@ from ..errors import (ContentBlocked, InvalidProviderResponse, ModelNotFound, Pr
                       ProviderError, ProviderRateLimited, from_upstream_status, redact)
 from ..http import HttpRequest, HttpResponse, Plan, drop_none, retry_after_seconds
 from .. import reasoning, strict_schema
-from .common import int_or_zero, json_object, schema_instruction
+from .common import empty_answer_warnings, int_or_zero, json_object, schema_instruction
 
 _FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter",
            "tool_calls": "tool_calls", "function_call": "tool_calls"}
@@ -227,11 +227,7 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
     if tool_calls and finish == "stop":     # some compatible servers say stop after a tool call
         finish = "tool_calls"
     usage = _usage(body.get("usage"), target.provider.reasoning_tokens_outside_completion)
-    warnings = []
-    if finish == "length" and not content:
-        warnings.append("The answer is empty because the token limit was reached"
-                        + (" while the model was reasoning" if usage.reasoning_tokens else "")
-                        + ": raise options.maxTokens.")
+    warnings = empty_answer_warnings(finish, content, usage, doing="reasoning")
     return Completion(text=content or "", finish_reason=finish, usage=usage,
                       model=body.get("model") if isinstance(body.get("model"), str) else target.model.name,
                       warnings=tuple(warnings), tool_calls=tool_calls)
@@ -322,4 +318,4 @@ def parse_error(resp: HttpResponse, target) -> ProviderError:
         return ModelNotFound(text, provider=provider, upstream_status=resp.status)
     if resp.status == 400 and ("api key" in lowered and ("incorrect" in lowered or "invalid" in lowered)):
         return ProviderAuthFailed(text, provider=provider, upstream_status=400)
-    return from_upstream_status(resp.status, text, provider=provider, code=code, retry_after=retry_after)
+    return from_upstream_status(resp.status, text, provider=provider, retry_after=retry_after)

@@ -328,8 +328,7 @@ def _function_calls(output: list, provider: str) -> tuple[ToolCall, ...]:
 def _mapped(status: int, text: str, kind, provider: str, retry_after: float | None) -> ProviderError:
     if kind == "invalid_model":   # a bad model slug is a 400 here, but for us a missing model
         return ModelNotFound(text, provider=provider, upstream_status=status)
-    return from_upstream_status(status, text, provider=provider,
-                                code=kind if isinstance(kind, str) else None, retry_after=retry_after)
+    return from_upstream_status(status, text, provider=provider, retry_after=retry_after)
 
 
 def parse_error(resp: HttpResponse, target) -> ProviderError:

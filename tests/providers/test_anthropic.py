@@ -209,42 +209,6 @@ def test_a_schema_outside_the_native_subset_goes_the_tool_way_with_a_warning():
     assert any("does not support this schema (minimum)" in w for w in plan.warnings)
 
 
-@pytest.mark.parametrize("schema, native", [
-    ({"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "object", "properties": {
-        "minimum": {"type": "integer"}}}}}},                   # a property *named* minimum is fine
-     {"type": "object", "additionalProperties": False, "properties": {"tags": {"type": "array", "items": {
-         "type": "object", "additionalProperties": False, "properties": {"minimum": {"type": "integer"}}}}}}),
-    ({"type": ["object", "null"], "properties": {}}, {"type": ["object", "null"], "properties": {}, "additionalProperties": False}),
-    ({"anyOf": [{"type": "object", "properties": {"a": {"type": "string", "format": "email"}}}, {"type": "null"}]},
-     {"anyOf": [{"type": "object", "properties": {"a": {"type": "string", "format": "email"}}, "additionalProperties": False},
-                {"type": "null"}]}),
-    ({"$ref": "#/$defs/p", "$defs": {"p": {"type": "object", "properties": {"n": {"enum": [{"minimum": 1}]}}}}},
-     {"$ref": "#/$defs/p", "$defs": {"p": {"type": "object", "properties": {"n": {"enum": [{"minimum": 1}]}},
-                                           "additionalProperties": False}}}),
-    ({"type": "array", "items": {"type": "string"}, "minItems": 1}, {"type": "array", "items": {"type": "string"}, "minItems": 1}),
-])
-def test_native_schema_closes_every_object(schema, native):
-    assert anthropic.native_schema(schema) == native
-
-
-@pytest.mark.parametrize("schema, reason", [
-    ({"type": "string", "maxLength": 5}, "maxLength"),
-    ({"type": "array", "minItems": 2}, "minItems above 1"),
-    ({"type": "string", "format": "binary"}, "format 'binary'"),
-    ({"type": "object", "additionalProperties": True}, "additionalProperties other than false"),
-    ({"type": "object", "additionalProperties": {"type": "string"}}, "additionalProperties other than false"),
-    ({"oneOf": [{"type": "string"}, {"type": "integer"}]}, "oneOf"),
-    ({"allOf": [{"$ref": "#/$defs/a"}], "$defs": {"a": {"type": "object"}}}, "allOf with \\$ref"),
-    ({"type": "object", "properties": {"child": {"$ref": "#"}}}, "recursive or external"),
-    ({"$ref": "https://example.com/s.json"}, "recursive or external"),
-    ({"$ref": "#/$defs/node", "$defs": {"node": {"type": "object", "properties": {
-        "children": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}}}, "a recursive schema"),
-])
-def test_schemas_native_output_cannot_take(schema, reason):
-    with pytest.raises(anthropic._NotNative, match=reason):
-        anthropic.native_schema(schema)
-
-
 # -- prefill ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, rejects", [
     ("claude-sonnet-4-6", True), ("claude-opus-4-7", True), ("claude-opus-5", True), ("claude-fable-5", True),

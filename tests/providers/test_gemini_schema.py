@@ -1,4 +1,4 @@
-"""JSON Schema -> Gemini `responseJsonSchema` / `responseSchema`, as pure translation tables.
+"""JSON Schema -> Gemini `responseJsonSchema`, as pure translation tables.
 
 Most input schemas are the real ones pydantic-ai sent to Gemini: shapes from
 ../shared/specs/fixtures/test_google/test_google_*_native_output*.yaml (pydantic-ai, MIT).
@@ -10,35 +10,7 @@ import copy
 import pytest
 
 from app.errors import ValidationError
-from app.providers.gemini_schema import (JSON_SCHEMA_KEYWORDS, RECURSION_LIMIT, to_response_json_schema,
-                                         to_response_schema)
-
-# The fields of the proto `Schema` message (../shared/specs/gemini/content.proto); anything else in a
-# `responseSchema` is a 400 "Unknown name ... Cannot find field".
-PROTO_SCHEMA_FIELDS = {"type", "format", "title", "description", "nullable", "enum", "items", "maxItems",
-                       "minItems", "properties", "required", "minProperties", "maxProperties", "minimum",
-                       "maximum", "minLength", "maxLength", "pattern", "example", "anyOf",
-                       "propertyOrdering", "default"}
-PROTO_TYPES = {"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
-
-
-def assert_proto_schema(node, path="(root)"):
-    """Every key a proto `Schema` field, every type one of its enum, every enum a list of strings."""
-    assert isinstance(node, dict), path
-    assert set(node) <= PROTO_SCHEMA_FIELDS, f"{path}: {set(node) - PROTO_SCHEMA_FIELDS}"
-    if "type" in node:
-        assert node["type"] in PROTO_TYPES, path
-    if "enum" in node:
-        assert all(isinstance(v, str) for v in node["enum"]), path
-    for name, sub in node.get("properties", {}).items():
-        assert_proto_schema(sub, f"{path}.{name}")
-    if "items" in node:
-        assert_proto_schema(node["items"], f"{path}[]")
-    for i, sub in enumerate(node.get("anyOf", [])):
-        assert_proto_schema(sub, f"{path}|{i}")
-    if "propertyOrdering" in node:
-        assert node["propertyOrdering"] == list(node.get("properties", {})), path
-
+from app.providers.gemini_schema import JSON_SCHEMA_KEYWORDS, to_response_json_schema
 
 def assert_json_schema_subset(node, path="(root)"):
     """Every keyword one the proto comment on `response_json_schema` lists as supported."""
@@ -282,143 +254,9 @@ def test_json_schema_draft7_definitions_become_defs():
 
 
 @pytest.mark.parametrize("ref", ["#/$defs/Missing", "https://example.com/other.json", "other.json#/A"])
-@pytest.mark.parametrize("translate", [to_response_json_schema, to_response_schema])
-def test_unresolvable_refs_are_the_callers_error(translate, ref):
+def test_unresolvable_refs_are_the_callers_error(ref):
     schema = {"type": "object", "properties": {"a": {"$ref": ref, "description": "x"}}}
     with pytest.raises(ValidationError) as info:
-        translate(schema)
+        to_response_json_schema(schema)
     assert info.value.status == 400
     assert "response_format.json_schema.schema" in info.value.fields
-
-
-# -- responseSchema (OpenAPI subset) ---------------------------------------------------------------
-@pytest.mark.parametrize("schema", REAL_WORLD, ids=lambda s: s.get("title", "?"))
-def test_response_schema_output_is_always_a_valid_proto_schema(schema):
-    before = copy.deepcopy(schema)
-    assert_proto_schema(to_response_schema(schema).schema)
-    assert schema == before
-
-
-def test_response_schema_nested_models_inlined_exactly():
-    nested = {"type": "OBJECT", "title": "NestedModel", "description": "Represents the deepest nested level.",
-              "properties": {"name": {"type": "STRING", "description": "Name of the item"},
-                             "value": {"type": "INTEGER", "description": "Value of the item"}},
-              "required": ["name", "value"], "propertyOrdering": ["name", "value"]}
-    middle = {"type": "OBJECT", "title": "MiddleModel", "description": "Represents the middle nested level.",
-              "properties": {"items": {"type": "ARRAY", "description": "List of nested items", "items": nested},
-                             "title": {"type": "STRING", "description": "Title of the page"}},
-              "required": ["title", "items"], "propertyOrdering": ["items", "title"]}
-    result = to_response_schema(NESTED)
-    assert result.schema == {
-        "type": "OBJECT", "title": "TopModel", "description": "Represents the top-level structure.",
-        "properties": {"name": {"type": "STRING", "description": "Name of the collection"},
-                       "pages": {"type": "ARRAY", "description": "List of pages", "items": middle}},
-        "required": ["name", "pages"], "propertyOrdering": ["name", "pages"]}
-    assert result.dropped == ()
-
-
-def test_response_schema_optional_fields_become_nullable():
-    result = to_response_schema(OPTIONAL)
-    assert result.schema["properties"] == {
-        "city": {"type": "STRING"},
-        "country": {"type": "STRING", "default": None, "nullable": True},
-        "population": {"type": "INTEGER", "default": None, "nullable": True}}
-    assert result.schema["required"] == ["city"]
-
-
-def test_response_schema_discriminated_union_is_an_anyof_of_inlined_objects():
-    pet = to_response_schema(PETS).schema["properties"]["pet"]
-    assert [b["title"] for b in pet["anyOf"]] == ["Cat", "Dog"]
-    assert pet["anyOf"][0]["properties"]["pet_type"] == {"type": "STRING", "default": "cat", "enum": ["cat"]}
-    assert "type" not in pet      # anyOf alone, as in test_google_native_output_multiple.yaml
-
-
-def test_response_schema_recursion_is_unrolled_then_cut():
-    result = to_response_schema(TREE)
-    depth, node = 0, result.schema
-    while True:
-        depth += 1
-        assert node["properties"]["value"] == {"type": "STRING"} and node["required"] == ["value"]
-        if "children" not in node["properties"]:
-            break
-        node = node["properties"]["children"]["items"]
-    assert depth == RECURSION_LIMIT
-    assert node["propertyOrdering"] == ["value"]
-    assert result.dropped == (f"recursion deeper than {RECURSION_LIMIT} levels",)
-
-
-def test_response_schema_recursion_through_a_required_array_cuts_the_property_and_its_requirement():
-    schema = {"$defs": {"N": {"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#/$defs/N"}},
-                                                               "v": {"type": "string"}},
-                              "required": ["kids", "v"]}}, "$ref": "#/$defs/N"}
-    node = to_response_schema(schema).schema
-    for _ in range(RECURSION_LIMIT - 1):
-        assert node["required"] == ["kids", "v"]
-        node = node["properties"]["kids"]["items"]
-    assert node["required"] == ["v"] and list(node["properties"]) == ["v"]
-
-
-def test_response_schema_invoice_translation_exactly():
-    result = to_response_schema(INVOICE)
-    assert result.schema == {
-        "type": "OBJECT", "title": "Invoice",
-        "properties": {
-            "number": {"type": "STRING", "pattern": "^INV-[0-9]+$"},
-            "status": {"type": "STRING", "enum": ["draft", "sent", "paid"]},
-            "currency": {"type": "STRING", "enum": ["EUR"]},
-            "customer": {"type": "OBJECT", "description": "Who pays",
-                         "properties": {"name": {"type": "STRING"}, "vat": {"type": "STRING", "nullable": True}},
-                         "required": ["name", "vat"], "propertyOrdering": ["name", "vat"]},
-            "lines": {"type": "ARRAY", "minItems": 1, "items": {
-                "type": "OBJECT", "properties": {"sku": {"type": "STRING"}, "qty": {"type": "INTEGER", "minimum": 1}},
-                "required": ["sku", "qty"], "propertyOrdering": ["sku", "qty"]}},
-            "note": {"type": "STRING", "maxLength": 200, "nullable": True},
-        },
-        "required": ["number", "status", "customer", "lines", "note"],
-        "propertyOrdering": ["number", "status", "currency", "customer", "lines", "note"]}
-    # $schema, $id, additionalProperties: false are dropped silently (no proto field, nothing lost)
-    assert result.dropped == ("exclusiveMaximum", "uniqueItems")
-
-
-@pytest.mark.parametrize("given, sent, dropped", [
-    ({"type": "string"}, {"type": "STRING"}, ()),
-    ({"type": ["integer", "null"], "minimum": 0}, {"type": "INTEGER", "minimum": 0, "nullable": True}, ()),
-    ({"type": ["string", "integer", "null"]}, {"anyOf": [{"type": "STRING"}, {"type": "INTEGER"}], "nullable": True}, ()),
-    ({"type": "null"}, {"type": "NULL"}, ()),
-    ({"anyOf": [{"$ref": "#/$defs/A"}, {"type": "null"}], "description": "maybe an A"},
-     {"type": "OBJECT", "properties": {"a": {"type": "STRING"}}, "propertyOrdering": ["a"],
-      "description": "maybe an A", "nullable": True}, ()),
-    ({"anyOf": [{"type": "string"}, {"type": "integer"}, {"type": "null"}]},
-     {"anyOf": [{"type": "STRING"}, {"type": "INTEGER"}], "nullable": True}, ()),
-    ({"oneOf": [{"type": "string"}, {"type": "integer"}]}, {"anyOf": [{"type": "STRING"}, {"type": "INTEGER"}]}, ()),
-    ({"const": "x"}, {"type": "STRING", "enum": ["x"]}, ()),
-    ({"enum": ["a", "b", None]}, {"type": "STRING", "enum": ["a", "b"], "nullable": True}, ()),
-    ({"enum": [1, 2, 3]}, {"type": "INTEGER"}, ("enum (non-string values)",)),
-    ({"type": "object", "additionalProperties": {"type": "string"}}, {"type": "OBJECT"}, ("additionalProperties",)),
-    ({"type": "object", "additionalProperties": False, "properties": {}}, {"type": "OBJECT", "properties": {},
-                                                                         "propertyOrdering": []}, ()),
-    ({"type": "array", "prefixItems": [{"type": "number"}, {"type": "number"}], "minItems": 2},
-     {"type": "ARRAY", "minItems": 2, "items": {"type": "NUMBER"}}, ("prefixItems",)),
-    ({"type": "array", "prefixItems": [{"type": "string"}, {"type": "number"}]},
-     {"type": "ARRAY", "items": {"anyOf": [{"type": "STRING"}, {"type": "NUMBER"}]}}, ("prefixItems",)),
-    ({"type": "string", "minLength": 2, "minimum": 3, "items": {"type": "string"}}, {"type": "STRING", "minLength": 2}, ()),
-    ({"type": "number", "exclusiveMinimum": 0, "multipleOf": 0.5}, {"type": "NUMBER"}, ("exclusiveMinimum", "multipleOf")),
-    ({"allOf": [{"$ref": "#/$defs/A"}], "title": "T"},
-     {"type": "OBJECT", "title": "T", "properties": {"a": {"type": "STRING"}}, "propertyOrdering": ["a"]}, ()),
-    ({"properties": {"b": {"type": "boolean"}}}, {"type": "OBJECT", "properties": {"b": {"type": "BOOLEAN"}},
-                                                  "propertyOrdering": ["b"]}, ()),
-    ({"type": "object", "properties": {"b": {}, "c": True}, "propertyOrdering": ["c", "b"]},
-     {"type": "OBJECT", "properties": {"b": {}, "c": {}}, "propertyOrdering": ["c", "b"]}, ()),
-    ({"type": "string", "examples": ["a"], "$comment": "c", "deprecated": True}, {"type": "STRING"}, ()),
-])
-def test_response_schema_keyword_rules(given, sent, dropped):
-    schema = {"$defs": {"A": {"type": "object", "properties": {"a": {"type": "string"}}}},
-              "type": "object", "properties": {"x": given}}
-    result = to_response_schema(schema)
-    assert result.schema["properties"]["x"] == sent
-    assert result.dropped == dropped
-
-
-def test_response_schema_definitions_refs_resolve_too():
-    schema = {"definitions": {"A": {"type": "string"}}, "type": "object", "properties": {"a": {"$ref": "#/definitions/A"}}}
-    assert to_response_schema(schema).schema["properties"]["a"] == {"type": "STRING"}

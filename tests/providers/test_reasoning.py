@@ -16,7 +16,7 @@ from app.catalog import Catalog
 from app.config import Settings
 from app.dispatch import Dispatcher
 from app.http import HttpResponse
-from app.providers import anthropic, gemini, mock, openai_chat, perplexity
+from app.providers import anthropic, anthropic_thinking, gemini, mock, openai_chat, perplexity
 
 CATALOG = Catalog.load()
 ENV = {"OPENAI_API_KEY": "sk-test-openai-0123456789", "ANTHROPIC_API_KEY": "sk-ant-test-0123456789",
@@ -171,7 +171,7 @@ def test_anthropic_thinking_signature_survives_a_tool_round_trip():
 def test_anthropic_redacted_thinking_is_kept_too():
     blocks = [{"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT"},
               {"type": "thinking", "thinking": "x", "signature": "s", "extra": "dropped"}, {"type": "text"}, 5]
-    assert anthropic.thinking_blocks({"thinking": blocks}) == [
+    assert anthropic_thinking.thinking_blocks({"thinking": blocks}) == [
         {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT"},
         {"type": "thinking", "thinking": "x", "signature": "s"}]
 

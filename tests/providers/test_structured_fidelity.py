@@ -145,8 +145,7 @@ def check_anthropic(spec: str, name: str, body: dict, warnings) -> None:
         assert body["stop_sequences"] == list(FIVE_STOPS)
 
 
-GEMINI_CONFIG = {"temperature", "maxOutputTokens", "stopSequences", "responseMimeType", "responseJsonSchema",
-                 "responseSchema"}
+GEMINI_CONFIG = {"temperature", "maxOutputTokens", "stopSequences", "responseMimeType", "responseJsonSchema"}
 
 
 def check_gemini(spec: str, name: str, body: dict, warnings) -> None:

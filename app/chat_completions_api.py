@@ -1,5 +1,6 @@
 """OpenAI Chat Completions, spoken by flowcall: the request body in, our answer out, errors in
-OpenAI's shape. Pure translation (no Flask, no I/O) for nodes/openai_compat.py.
+OpenAI's shape. Pure translation (no Flask, no I/O) for nodes/openai_compat.py; the body is
+validated by app/chat_completions_schema.py.
 
 Shapes from ../shared/specs/openai/openapi.yaml: CreateChatCompletionRequest,
 CreateChatCompletionResponse, CreateChatCompletionStreamResponse, ErrorResponse, ListModelsResponse.
@@ -35,165 +36,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 
-from marshmallow import RAISE, Schema, fields, validate, validates_schema
-from marshmallow import ValidationError as MarshmallowError
-
-from . import reasoning, tool_ids
+from . import tool_ids
 from .calls import ToolCall
-from . import tools as tooling
-from .body_bounds import check_unknown_fields
+from .chat_completions_schema import IGNORED_UNLESS, REJECTED_UNLESS, load_request
 from .errors import FlowcallError, ValidationError
-from .schemas import (MAX_FALLBACKS, MAX_STOP_SEQUENCES, Content, JsonSchemaSpec, Number, PartSchema, StrictString,
-                      WholeNumber, answer_to_dict)
+from .answer_schemas import answer_to_dict
 
 COMPAT_DEFAULT_MAX_TOKENS = 4096
 MAX_TEMPERATURE = 1.0
 
-IGNORED = frozenset({"user", "metadata", "store", "seed", "service_tier", "prompt_cache_key",
-                     "prompt_cache_options", "prompt_cache_retention", "safety_identifier"})
-# Ignored with a warning unless the value is one of these (None: the field was sent as null).
-IGNORED_UNLESS = {"top_p": (None, 1), "presence_penalty": (None, 0), "frequency_penalty": (None, 0),
-                  "logit_bias": (None, {}), "verbosity": (None,),
-                  "prediction": (None,), "moderation": (None,)}
-_NO_FUNCTIONS = ("functions and function_call are OpenAI's deprecated function calling; send tools and "
-                 "tool_choice (and tool_calls / role tool messages) instead.")
-# Rejected unless the value is one of these; the message says why.
-REJECTED_UNLESS = {
-    "functions": ((None, []), _NO_FUNCTIONS), "function_call": ((None, "none", "auto"), _NO_FUNCTIONS),
-    "n": ((None, 1), "flowcall returns one choice per call: n must be 1."),
-    "logprobs": ((None, False), "flowcall does not return log probabilities."),
-    "top_logprobs": ((None, 0), "flowcall does not return log probabilities."),
-    "audio": ((None,), "flowcall answers with text only."),
-    "modalities": ((None, ["text"]), "flowcall answers with text only: modalities must be [\"text\"]."),
-    "web_search_options": ((None,), "flowcall does not add web search; use a perplexity.* model for answers "
-                                    "with search."),
-}
 FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_calls": "tool_calls",
           "other": "stop"}
 
 
 # -- the request ------------------------------------------------------------------------------------
-class CompatPartSchema(PartSchema):
-    prompt_cache_breakpoint = fields.Raw(allow_none=True)   # a caching hint: accepted, not forwarded
-
-
-class MessageContent(Content):
-    """A string, or a non-empty list of text / image_url parts (OpenAI's part may carry a cache hint)."""
-    part_schema = CompatPartSchema()
-
-    def clean(self, part: dict) -> dict:
-        part.pop("prompt_cache_breakpoint", None)
-        return part
-
-
-class ChatMessageSchema(Schema):
-    class Meta:
-        unknown = RAISE
-    role = StrictString(required=True)
-    content = MessageContent(allow_none=True)
-    name = StrictString()                                   # ignored
-    refusal = StrictString(allow_none=True)                 # ignored: the previous answer's refusal
-    tool_calls = tooling.ToolCallsField(allow_none=True)
-    function_call = fields.Raw(allow_none=True)
-    audio = fields.Raw(allow_none=True)
-    tool_call_id = StrictString(allow_none=True, validate=validate.Length(min=1, max=tool_ids.MAX_ID_CHARS))
-
-    @validates_schema
-    def _supported(self, data, **kwargs):
-        role = data.get("role")
-        if role == "function":
-            raise MarshmallowError({"role": [f"'function' messages are not supported: {_NO_FUNCTIONS}"]})
-        if role not in ("system", "developer", "user", "assistant", "tool"):
-            raise MarshmallowError({"role": ["Must be one of: system, developer, user, assistant, tool."]})
-        if data.get("function_call"):
-            raise MarshmallowError({"function_call": [_NO_FUNCTIONS]})
-        if data.get("tool_calls") and role != "assistant":
-            raise MarshmallowError({"tool_calls": ["Only an assistant message carries tool_calls."]})
-        if role == "tool" and not data.get("tool_call_id"):
-            raise MarshmallowError({"tool_call_id": ["Required for a tool message: the id of the call it answers."]})
-        if role != "tool" and data.get("tool_call_id") is not None:
-            raise MarshmallowError({"tool_call_id": ["Only a tool message carries tool_call_id."]})
-        if data.get("audio") is not None:
-            raise MarshmallowError({"audio": ["flowcall takes text and images only."]})
-        if data.get("content") is None and role != "assistant":
-            raise MarshmallowError({"content": ["Required (only an assistant message may omit it)."]})
-
-
-class Stop(fields.Field):
-    """OpenAI's `stop`: one string or a list of them; empty strings say nothing and are dropped."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
-            raise MarshmallowError("Must be a string or a list of strings.")
-        items = [s for s in items if s]
-        if len(items) > MAX_STOP_SEQUENCES:
-            raise MarshmallowError(f"At most {MAX_STOP_SEQUENCES} stop sequences.")
-        if any(len(s) > 500 for s in items):
-            raise MarshmallowError("Each stop sequence may have at most 500 characters.")
-        return items
-
-
-class StreamOptionsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-    include_usage = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
-    include_obfuscation = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
-
-
-class CompatJsonSchemaSpec(JsonSchemaSpec):
-    description = StrictString(allow_none=True)
-    strict = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
-
-
-class CompatResponseFormatSchema(Schema):
-    class Meta:
-        unknown = RAISE
-    type = StrictString(required=True, validate=validate.OneOf(["text", "json_object", "json_schema"]))
-    json_schema = fields.Nested(CompatJsonSchemaSpec)
-
-    @validates_schema
-    def _schema_when_needed(self, data, **kwargs):
-        if data.get("type") == "json_schema" and "json_schema" not in data:
-            raise MarshmallowError({"json_schema": [
-                "Required when type is json_schema: {\"name\", \"strict\", \"schema\"}."]})
-
-
-class FlowcallOptionsSchema(Schema):
-    class Meta:
-        unknown = RAISE
-    task = StrictString(validate=validate.Length(min=1, max=64))
-    timeoutMs = WholeNumber(validate=validate.Range(min=100, max=3_600_000))
-
-
-class _HonouredFields(Schema):
-    class Meta:
-        unknown = RAISE
-    model = StrictString(required=True, validate=validate.Length(min=1, max=200))
-    messages = fields.List(fields.Nested(ChatMessageSchema), required=True, validate=validate.Length(min=1))
-    temperature = Number(allow_none=True, validate=validate.Range(min=0, max=2))
-    max_tokens = WholeNumber(allow_none=True, validate=validate.Range(min=1, max=1_000_000))
-    max_completion_tokens = WholeNumber(allow_none=True, validate=validate.Range(min=1, max=1_000_000))
-    stop = Stop(allow_none=True)
-    stream = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
-    stream_options = fields.Nested(StreamOptionsSchema, allow_none=True)
-    response_format = fields.Nested(CompatResponseFormatSchema, allow_none=True)
-    fallbacks = fields.List(StrictString(validate=validate.Length(min=1, max=200)),
-                            validate=validate.Length(max=MAX_FALLBACKS), allow_none=True)
-    flowcall = fields.Nested(FlowcallOptionsSchema, allow_none=True)
-    tools = tooling.ToolsField(allow_none=True)
-    tool_choice = tooling.ToolChoiceField(allow_none=True)
-    parallel_tool_calls = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
-    reasoning_effort = StrictString(allow_none=True, validate=validate.OneOf(reasoning.EFFORTS, error=reasoning.INVALID))
-
-
-# The fields flowcall ignores or refuses are declared too (checked by _apply_policy), so that only
-# fields OpenAI does not have are unknown.
-ChatCompletionRequestSchema = type("ChatCompletionRequestSchema", (_HonouredFields,), {
-    "__doc__": "POST /v1/chat/completions; the module docstring's table says what happens to each field.",
-    **{name: fields.Raw(allow_none=True) for name in sorted({*IGNORED, *IGNORED_UNLESS, *REJECTED_UNLESS})}})
-
-
 @dataclass(frozen=True)
 class ChatRequest:
     body: dict                          # a flowcall call body (CallSchema's shape) for call_from_body
@@ -212,7 +68,7 @@ def with_default_limit(call, chat: ChatRequest):
 
 
 
-def _is_one_of(value, allowed) -> bool:
+def is_one_of(value, allowed) -> bool:
     """Equality that never takes a boolean for a number (True == 1 in Python)."""
     return any(value is None if a is None else
                (isinstance(value, bool) == isinstance(a, bool) and value == a) for a in allowed)
@@ -221,45 +77,12 @@ def _is_one_of(value, allowed) -> bool:
 def _apply_policy(data: dict) -> list[str]:
     """Refuse what flowcall cannot answer; say what it ignores. Returns the warnings."""
     errors = {name: why for name, (allowed, why) in REJECTED_UNLESS.items()
-              if name in data and not _is_one_of(data[name], allowed)}
+              if name in data and not is_one_of(data[name], allowed)}
     if errors:
         summary = "; ".join(f"{k}: {v}" for k, v in errors.items())
         raise ValidationError(f"Unsupported request: {summary}", fields=errors)
     return [f"{name} is not supported by flowcall and was ignored." for name, allowed in IGNORED_UNLESS.items()
-            if name in data and not _is_one_of(data[name], allowed)]
-
-
-UNKNOWN_FIELD = "Unknown field: not an OpenAI Chat Completions field flowcall accepts."
-
-
-def _flatten(messages, prefix: str = "") -> dict[str, str]:
-    """marshmallow's nested errors -> {"dotted.path": "message"}, like app.schemas.flatten_errors but
-    without its hints, which point at flowcall's own body (`task` -> "use context.task")."""
-    if isinstance(messages, dict):
-        out: dict[str, str] = {}
-        for key, value in messages.items():
-            out.update(_flatten(value, prefix if key == "_schema" else f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
-        text = " ".join(messages)
-        return {prefix or "body": UNKNOWN_FIELD if text == "Unknown field." else text}
-    if isinstance(messages, list):
-        return {k: v for m in messages for k, v in _flatten(m, prefix).items()}
-    return {prefix or "body": str(messages)}
-
-
-def load_request(body: dict) -> dict:
-    """The body validated by its schema; errors are a 400 with dotted field paths."""
-    schema = ChatCompletionRequestSchema()
-    check_unknown_fields(schema, body)
-    try:
-        return schema.load(body)
-    except MarshmallowError as err:
-        fields_ = _flatten(err.messages)
-        summary = "; ".join(f"{k}: {v}" for k, v in list(fields_.items())[:5])
-        raise ValidationError(f"Invalid request: {summary}", fields=fields_) from None
-    except RecursionError:
-        raise ValidationError("The request body is nested too deeply.") from None
+            if name in data and not is_one_of(data[name], allowed)]
 
 
 def _message(m: dict) -> dict:
