@@ -26,7 +26,7 @@ from app.providers.streams import (AnthropicStream, Delta, GeminiStream, OpenAIC
                                    build_stream_request)
 from app.stream_transport import LineStream
 from app.streaming import StopGuard, StreamingDispatcher
-from fake_stream_provider import FakeStreamProvider
+from fake_provider import FakeProvider
 from conftest import FakeClock
 
 CATALOG = Catalog.load()
@@ -635,7 +635,7 @@ def test_structured_output_streams_the_json_and_is_checked_at_the_end():
 # -- the real transport against a local streaming server -----------------------------------------------
 @pytest.fixture
 def fake():
-    server = FakeStreamProvider().start()
+    server = FakeProvider().start()
     yield server
     server.stop()
 
