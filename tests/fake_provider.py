@@ -16,7 +16,9 @@ Every request is recorded with its number, path, headers, body, mode and `outcom
 "client_left" when the client hung up mid-answer): GET /_fake/requests, or `received`, `count`,
 `outcome` in-process. POST /_fake/reset (or `reset`, which tests/conftest.py calls before each test
 that uses the `fake` fixture) forgets the script and the requests and restores the mode and latency.
-The benchmark has its own fast fake (bench/fake_provider.py), which starts without importing the app.
+The batch and job suites use tests/batch_fakes.py, which also counts the calls in flight and holds
+them on cue; the benchmark has its own fast fake (bench/fake_provider.py), which starts without
+importing the app.
 """
 from __future__ import annotations
 

@@ -11,8 +11,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
+
+if TYPE_CHECKING:
+    from fake_provider import FakeProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "e2e-secret-0123456789-abcdefghijkl"
@@ -100,8 +104,8 @@ def gunicorn(env: dict, workers: int = 2, extra_args: tuple = (), target: str = 
 
 
 @contextmanager
-def e2e_service(tmp: Path, fake=None, *, workers: int = 2, extra_env: dict | None = None,
-                database_url: str | None = None, **gunicorn_options) -> Iterator[dict]:
+def e2e_service(tmp: Path, fake: FakeProvider | None = None, *, workers: int = 2,
+                extra_env: dict | None = None, database_url: str | None = None, **gunicorn_options) -> Iterator[dict]:
     """flowcall under gunicorn (see `gunicorn`) with every provider pointed at `fake` (a running
     tests/fake_provider.py; none when None), its database `database_url` or a SQLite file in `tmp`, and
     `extra_env` over that: the one way the end-to-end modules start the service."""
@@ -121,12 +125,12 @@ def openai_client(service: dict, key: str | None = None):
                          timeout=30, http_client=openai.DefaultHttpxClient(trust_env=False))
 
 
-def received(fake) -> list[dict]:
+def received(fake: FakeProvider) -> list[dict]:
     """What the fake provider was sent since its last reset."""
     return requests.get(f"{fake.url}/_fake/requests", timeout=5).json()
 
 
-def script(fake, steps: list[dict]) -> None:
+def script(fake: FakeProvider, steps: list[dict]) -> None:
     requests.post(f"{fake.url}/_fake/script", json=steps, timeout=5)
 
 
