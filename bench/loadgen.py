@@ -58,7 +58,7 @@ class Conn:
         try:
             self.reader, self.writer = await asyncio.wait_for(
                 asyncio.open_connection(self.host, self.port, limit=256 * 1024), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise HttpError("connect_timeout") from None
         except OSError as exc:
             raise HttpError("connect", str(exc)) from None
@@ -77,7 +77,7 @@ class Conn:
             result = await asyncio.wait_for(self._exchange(payload), timeout)
             self.last_used = time.monotonic()
             return result
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.close()
             raise HttpError("timeout") from None
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
@@ -303,7 +303,7 @@ def run(spec: dict, procs: int = 1) -> dict:
     outs = []
     try:
         deadline = time.monotonic() + hard
-        for proc, reader in children:
+        for _proc, reader in children:
             if not reader.poll(max(0.0, deadline - time.monotonic())):
                 raise RuntimeError("load generator overran its deadline")
             status, payload = reader.recv()

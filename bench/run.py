@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 from . import loadgen, procs, profile, scenarios, wrk
@@ -155,8 +155,8 @@ class Bench:
             gateway["batch_ms"] = {p: gateway["latency_ms"][p] for p in ("p50", "p95", "p99")}
             gateway["batch_ms"]["batches"] = gateway["ok"]
         result = {"name": scn.name, "title": scn.title, "upstream_ms": scn.upstream_ms,
-                  "load": {**vars(scn.load), "gateway_path": scn.gateway_path, "batch_size": scn.batch_size}, "note": scn.note,
-                  "direct": direct, "gateway": gateway}
+                  "load": {**vars(scn.load), "gateway_path": scn.gateway_path, "batch_size": scn.batch_size},
+                  "note": scn.note, "direct": direct, "gateway": gateway}
         result["added_ms"], result["ratio"] = {}, {}
         for p in ("p50", "p95", "p99"):
             d, g = direct["latency_ms"].get(p), gateway["latency_ms"].get(p)
@@ -295,7 +295,8 @@ def parse_args(argv=None):
     ap.add_argument("--c-size", type=int, default=20, help="c_batch: calls per batch")
     ap.add_argument("--c-latency-ms", type=int, default=0, help="c_batch: upstream delay")
     ap.add_argument("--c-mode", choices=("auto", "fanout", "endpoint"), default="auto",
-                    help="c_batch: concurrent single calls, or POST /api/v3/llm/batch (auto: the endpoint if it exists)")
+                    help="c_batch: concurrent single calls, or POST /api/v3/llm/batch "
+                         "(auto: the endpoint if it exists)")
     ap.add_argument("--d-image-mb", type=float, default=5.0, help="d_image: image size in MB")
     ap.add_argument("--d-concurrency", type=int, default=2, help="d_image: connections")
     ap.add_argument("--workers", type=int, help="WEB_CONCURRENCY for this run")
@@ -328,7 +329,7 @@ def parse_args(argv=None):
     unknown = set(args.scenarios) - set(ALL)
     if unknown:
         ap.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
-    args.stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    args.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return args
 
 
@@ -360,7 +361,7 @@ def main(argv=None) -> int:
             sampler.start()
             bench = Bench(args, tmp, fake, gw, sampler)
             args.c_mode_resolved = resolve_batch_mode(args, gw) if "c_batch" in args.scenarios else "fanout"
-            result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+            result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
                       "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
                       "serving": config, "database": (args.database_url or "sqlite (temporary file)").split("@")[-1],
                       "batch_mode": args.c_mode_resolved, "ceiling": None,

@@ -58,7 +58,7 @@ class FakeProvider:
         self.url = f"http://127.0.0.1:{port}"
         self.pid = self.proc.pid
 
-    def wait_ready(self) -> "FakeProvider":
+    def wait_ready(self) -> FakeProvider:
         self._ready_line(15.0)
         return self
 
@@ -130,7 +130,7 @@ class Gateway:
         if fake is not None:
             fake.wait_ready()
         self.log_path = tmp / "gunicorn.log"
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")     # noqa: SIM115 - gunicorn's log for its whole life, closed in stop()
         self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", *extra_args, wsgi], cwd=ROOT,
                                      env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         self.pid = self.proc.pid

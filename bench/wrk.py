@@ -49,7 +49,8 @@ function done(summary, latency, requests)
   for i, x in ipairs(ovs) do ovp[i] = string.format("%%.3f", x) end
   local e = summary.errors
   io.write(string.format(
-    'WRKJSON {"requests":%%d,"duration_us":%%d,"bytes":%%d,"errors":{"connect":%%d,"read":%%d,"write":%%d,"status":%%d,"timeout":%%d},' ..
+    'WRKJSON {"requests":%%d,"duration_us":%%d,"bytes":%%d,' ..
+    '"errors":{"connect":%%d,"read":%%d,"write":%%d,"status":%%d,"timeout":%%d},' ..
     '"latency_us":{"p50":%%d,"p95":%%d,"p99":%%d,"max":%%d,"mean":%%.1f},"statuses":{%%s},"overhead_ms":[%%s]}\n',
     summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
     latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max, latency.mean,

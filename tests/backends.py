@@ -39,3 +39,16 @@ def flush_redis() -> None:
     client = redis.Redis.from_url(REDIS_URL)
     client.flushdb()
     client.close()
+
+
+SERVICE_BACKENDS = ["sqlite", pytest.param("postgresql+redis", marks=pytest.mark.skipif(
+    not (PG_URL and REDIS_URL), reason="FLOWCALL_TEST_DATABASE_URL and FLOWCALL_TEST_REDIS_URL are not both set"))]
+
+
+def service_backend_env(kind: str, tmp_path) -> dict:
+    """The settings that put a service on `kind` of SERVICE_BACKENDS: a fresh SQLite file, or a fresh
+    PostgreSQL database and a flushed Redis."""
+    if kind == "sqlite":
+        return {"FLOWCALL_DATABASE_URL": fresh_database_url("sqlite", tmp_path)}
+    flush_redis()
+    return {"FLOWCALL_DATABASE_URL": fresh_database_url("postgresql", tmp_path), "FLOWCALL_REDIS_URL": REDIS_URL}

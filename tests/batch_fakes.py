@@ -8,12 +8,13 @@ whose body is not JSON. `hold(prompt)` (a predicate) keeps matching requests wai
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from fake_provider import openai_answer
+from fake_answers import openai_answer
 
 # shapes as in tests/providers/test_openai_chat.py (OpenAI's documented error envelope)
 RATE_LIMITED = {"error": {"message": "Rate limit reached for gpt-4o", "type": "requests", "param": None,
@@ -58,10 +59,8 @@ def _reply(handler, status: int, body, headers: dict | None = None) -> None:
         handler.send_header(name, value)
     handler.send_header("Content-Length", str(len(raw)))
     handler.end_headers()
-    try:
+    with contextlib.suppress(OSError):       # the caller is gone (a killed worker): nothing to tell
         handler.wfile.write(raw)
-    except OSError:
-        pass                                 # the caller is gone (a killed worker): nothing to tell
 
 
 class FakeLLM(_Server):

@@ -12,6 +12,7 @@ import jwt
 import pytest
 
 from app import create_app
+from fake_provider import FakeProvider
 
 JWT_SECRET = "test-secret-for-hs256-signing-0123456789"
 _TEMPLATE: Path | None = None
@@ -100,3 +101,19 @@ def make_jwt(tenant_id: str | None, *, secret: str = JWT_SECRET, algorithm: str 
 def jwt_headers(tenant_id, agent_id) -> dict:
     return {"Authorization": f"Bearer {make_jwt(tenant_id)}", "x-tenant-id": tenant_id,
             "x-agent-id": agent_id}
+
+
+@pytest.fixture(scope="module")
+def fake():
+    """The module's fake provider (tests/fake_provider.py); a module that needs other options defines its own."""
+    with FakeProvider() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _fresh_fake(request):
+    """Each test that uses a fake provider finds it as it was made: no script, requests or mode left over."""
+    if "fake" in request.fixturenames:
+        fake = request.getfixturevalue("fake")
+        if isinstance(fake, FakeProvider):
+            fake.reset()

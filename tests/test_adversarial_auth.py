@@ -27,7 +27,7 @@ import responses
 from conftest import JWT_SECRET, make_jwt, migrated_db_url
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from service import clean_env, gunicorn
+from service import e2e_service
 
 from app import create_app
 from app.idempotency import Idempotency, body_hash
@@ -486,10 +486,9 @@ WORKER_CLASSES = {
 def served(request, tmp_path_factory):
     if request.param == "gevent" and find_spec("gevent") is None:
         pytest.skip("gevent is not installed")
-    tmp = tmp_path_factory.mktemp(f"gunicorn-{request.param}")
-    env = clean_env({"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp / 'flowcall.db'}",
-                     "FLOWCALL_MAX_BODY_BYTES": str(MAX_BODY)})
-    with gunicorn(env, workers=1, extra_args=WORKER_CLASSES[request.param]) as svc:
+    with e2e_service(tmp_path_factory.mktemp(f"gunicorn-{request.param}"), workers=1,
+                     extra_args=WORKER_CLASSES[request.param],
+                     extra_env={"FLOWCALL_MAX_BODY_BYTES": str(MAX_BODY)}) as svc:
         yield request.param, svc
 
 

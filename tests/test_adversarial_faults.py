@@ -1,4 +1,4 @@
-"""A misbehaving provider (tests/fault_provider.py) through the real service under gunicorn.
+"""A misbehaving provider (tests/fake_provider.py's fault modes) through the real service under gunicorn.
 
 Each fault yields one defined answer (status and error code asserted exactly), retries and
 fallbacks happen as the README says (counted at the fake), the one worker keeps serving while a
@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 
 import pytest
 import requests
-from fault_provider import FaultProvider, closed_port_url
-from service import ROOT, clean_env, create_key, free_port
+from fake_provider import closed_port_url
+from service import e2e_service
 
 pytestmark = pytest.mark.e2e
 PROVIDER_KEY = f"sk-fault-{uuid.uuid4().hex}"
@@ -30,59 +27,16 @@ SECRET_PROMPT = "private-prompt-text-4f1e"       # content that must never reach
 CALL = "/api/v3/llm/public/call"
 
 
-@contextmanager
-def gunicorn_logged(env: dict, log_dir, workers: int = 1, extra_args: tuple = ()):
-    """Like tests/service.py gunicorn(), but the workers' stdout (our JSON logs) and gunicorn's
-    stderr are kept in files, so the test can read every line the service wrote."""
-    key, tenant = create_key(env)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    out_path, err_path = log_dir / "stdout.log", log_dir / "stderr.log"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
-                                 *extra_args, "wsgi:app"], cwd=ROOT, env=env, stdout=out, stderr=err)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None, err_path.read_text()[-2000:]
-                assert time.monotonic() < deadline, "gunicorn did not become ready"
-                try:
-                    if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                        break
-                except (requests.ConnectionError, requests.Timeout):
-                    time.sleep(0.05)          # not listening yet: poll again until the deadline
-            yield {"url": url, "key": key, "tenant": tenant, "env": env, "proc": proc,
-                   "stdout": out_path, "stderr": err_path}
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
-def fault():
-    fp = FaultProvider().start()
-    yield fp
-    fp.stop()
-
-
-@pytest.fixture(scope="module")
-def service(fault, tmp_path_factory):
+def service(fake, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("adversarial-faults")
-    env = clean_env({
-        "FLOWCALL_DATABASE_URL": f"sqlite:///{tmp / 'flowcall.db'}",
+    with e2e_service(tmp, workers=1, log_dir=tmp, extra_env={
         "FLOWCALL_BREAKER_THRESHOLD": "1000",          # each case stands alone: no circuit opened by the last
-        "OPENAI_API_KEY": PROVIDER_KEY, "OPENAI_BASE_URL": f"{fault.url}/v1",
-        "GROQ_API_KEY": GROQ_KEY, "GROQ_BASE_URL": f"{fault.url}/groq/v1",
+        "OPENAI_API_KEY": PROVIDER_KEY, "OPENAI_BASE_URL": f"{fake.url}/v1",
+        "GROQ_API_KEY": GROQ_KEY, "GROQ_BASE_URL": f"{fake.url}/groq/v1",
         "XAI_API_KEY": XAI_KEY, "XAI_BASE_URL": f"{closed_port_url()}/v1",      # connection refused
-    })
-    with gunicorn_logged(env, tmp) as svc:
+    }) as svc:
         yield svc
-
-
-@pytest.fixture(autouse=True)
-def _fresh(fault):
-    fault.reset()
-    fault.set_mode("ok")
 
 
 def call(service, mode: str, timeout: float = 60, **body):
@@ -128,7 +82,7 @@ FAULTS = [
 
 @pytest.mark.parametrize("mode, extra, status, code, retryable, requests_made, attempts", FAULTS,
                          ids=[f[0] for f in FAULTS])
-def test_each_fault_has_one_defined_answer(service, fault, mode, extra, status, code, retryable,
+def test_each_fault_has_one_defined_answer(service, fake, mode, extra, status, code, retryable,
                                            requests_made, attempts):
     resp, request_id = call(service, "ok" if mode == "refused" else mode, **extra)
     body = strict_json(resp)
@@ -138,7 +92,7 @@ def test_each_fault_has_one_defined_answer(service, fault, mode, extra, status, 
     else:
         assert body["error"]["code"] == code and body["error"]["retryable"] is retryable, body
         assert body["error"]["provider"] == ("xai" if mode == "refused" else "openai")
-    assert fault.count() == requests_made
+    assert fake.count() == requests_made
     assert PROVIDER_KEY not in resp.text and PROVIDER_KEY not in str(resp.headers)   # every mode
     assert ledger_rows(service, request_id) == [
         (service["tenant"], status, code, attempts, "public_call")]
@@ -157,13 +111,13 @@ FALLBACKS = [
 
 @pytest.mark.parametrize("mode, model, fallbacks, status, code, served_by, requests_made, attempts", FALLBACKS,
                          ids=[f"{f[0]}-{f[1]}" for f in FALLBACKS])
-def test_retries_and_fallbacks_as_documented(service, fault, mode, model, fallbacks, status, code, served_by,
+def test_retries_and_fallbacks_as_documented(service, fake, mode, model, fallbacks, status, code, served_by,
                                              requests_made, attempts):
     """Retryable failures: 3 tries, then the next model; non-retryable ones fail at once."""
     resp, request_id = call(service, mode, model=model, fallbacks=fallbacks)
     body = strict_json(resp)
     assert resp.status_code == status, resp.text[:500]
-    assert fault.count() == requests_made
+    assert fake.count() == requests_made
     if status == 200:
         assert body["routing"]["model_chosen"] == served_by and body["routing"]["attempts"] == attempts
         assert any(w.startswith(f"Fell back from {model} to {served_by}") for w in body["warnings"])
@@ -173,16 +127,16 @@ def test_retries_and_fallbacks_as_documented(service, fault, mode, model, fallba
     assert (tenant, row_status, row_code, row_attempts) == (service["tenant"], status, code, attempts)
 
 
-def test_a_429_storm_tries_each_model_three_times_in_order(service, fault):
+def test_a_429_storm_tries_each_model_three_times_in_order(service, fake):
     resp, _ = call(service, "rate_limit_storm", fallbacks=["groq.openai/gpt-oss-120b"])
     assert resp.status_code == 502 and resp.json()["error"]["code"] == "provider_rate_limited"
-    assert [r["path"] for r in fault.received()] == ["/v1/chat/completions"] * 3 + ["/groq/v1/chat/completions"] * 3
-    assert [r["headers"]["Authorization"] for r in fault.received()] == \
+    assert [r["path"] for r in fake.received()] == ["/v1/chat/completions"] * 3 + ["/groq/v1/chat/completions"] * 3
+    assert [r["headers"]["Authorization"] for r in fake.received()] == \
         [f"Bearer {PROVIDER_KEY}"] * 3 + [f"Bearer {GROQ_KEY}"] * 3
 
 
 # -- slow answers: the deadline, and the worker keeps serving ------------------------------------
-def test_a_slow_drip_ends_in_a_504_and_the_worker_keeps_serving(service, fault):
+def test_a_slow_drip_ends_in_a_504_and_the_worker_keeps_serving(service, fake):
     outcome = {}
 
     def slow():
@@ -192,7 +146,7 @@ def test_a_slow_drip_ends_in_a_504_and_the_worker_keeps_serving(service, fault):
     worker.start()
     try:
         deadline = time.monotonic() + 10
-        while fault.count("slow_drip") == 0:            # the slow call has reached the provider
+        while fake.count("slow_drip") == 0:            # the slow call has reached the provider
             assert time.monotonic() < deadline
             time.sleep(0.01)
         quick = requests.post(f"{service['url']}{CALL}", json={"model": "mock.echo", "prompt": "still here?"},
@@ -208,26 +162,26 @@ def test_a_slow_drip_ends_in_a_504_and_the_worker_keeps_serving(service, fault):
     assert (tenant, status) == (service["tenant"], 504)
 
 
-def test_a_slow_drip_is_cut_at_the_attempt_budget_and_falls_back(service, fault):
+def test_a_slow_drip_is_cut_at_the_attempt_budget_and_falls_back(service, fake):
     started = time.monotonic()
     resp, _ = call(service, "slow_drip", options={"timeoutMs": 3000}, fallbacks=["mock.echo"])
     assert resp.status_code == 200 and resp.json()["routing"]["model_chosen"] == "mock.echo", resp.text
     assert time.monotonic() - started < 3.0                                 # inside the call's deadline
     deadline = time.monotonic() + 5                 # the fake notices the hang-up at its next dripped byte
-    while fault.received("slow_drip")[0]["outcome"] != "client_left" and time.monotonic() < deadline:
+    while fake.received("slow_drip")[0]["outcome"] != "client_left" and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert fault.received("slow_drip")[0]["outcome"] == "client_left"       # we hung up on the drip
+    assert fake.received("slow_drip")[0]["outcome"] == "client_left"       # we hung up on the drip
 
 
 # -- a malicious answer ---------------------------------------------------------------------------------
-def test_a_nan_in_a_model_answer_never_makes_the_body_invalid_json(service, fault):
+def test_a_nan_in_a_model_answer_never_makes_the_body_invalid_json(service, fake):
     resp, _ = call(service, "nan_json", response_format={"type": "json_object"})
     assert resp.status_code in (200, 502)
     strict_json(resp)
 
 
 # -- after everything above: what the service wrote ----------------------------------------------------
-def test_no_secret_or_prompt_in_any_log_line_or_metric(service, fault):
+def test_no_secret_or_prompt_in_any_log_line_or_metric(service, fake):
     """Runs last in this module: every fault above (401 echoing the key, 500 dumping headers, the
     HTML page showing Authorization) has been through this service's logs by now."""
     for mode in ("echo_key_401", "echo_key_500_text", "echo_key_html_200", "ok"):

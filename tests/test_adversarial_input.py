@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import responses
 from conftest import make_jwt
-from fake_provider import openai_answer
+from fake_answers import openai_answer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -363,7 +363,8 @@ header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0
     path=st.sampled_from([CALL, "/api/v3/llm/call", "/v1/action/invoke_llm", "/api/v3/llm/usage",
                           "/api/v3/llm/me", "/v1/me", "/api/v3/llm/models"]))
 def test_hostile_header_values(client, headers, path):
-    body = {"instructions": "hi", "llm_engine": "mock.echo"} if "invoke" in path else {"model": "mock.echo", "prompt": "hi"}
+    body = ({"instructions": "hi", "llm_engine": "mock.echo"} if "invoke" in path
+            else {"model": "mock.echo", "prompt": "hi"})
     if path in (CALL, "/api/v3/llm/call", "/v1/action/invoke_llm"):
         resp = post_json(client, body, headers, path=path)
     else:
@@ -681,7 +682,8 @@ def test_an_unresolvable_local_ref_is_a_400(client, key_headers, schema):
 
 
 def test_a_tiny_schema_cannot_make_a_huge_answer(client, key_headers):
-    schema = {"type": "array", "minItems": 300, "items": {"type": "array", "minItems": 300, "items": {"type": "string"}}}
+    schema = {"type": "array", "minItems": 300,
+              "items": {"type": "array", "minItems": 300, "items": {"type": "string"}}}
     request = {"model": "mock.echo", "prompt": "hi", "response_format": {
         "type": "json_schema", "json_schema": {"name": "x", "schema": schema}}}
     resp = post_json(client, request, key_headers)

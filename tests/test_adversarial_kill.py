@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from fault_provider import FaultProvider
-from service import clean_env, gunicorn
+from fake_provider import FakeProvider
+from service import e2e_service
 
 CALLS = int(os.environ.get("FLOWCALL_KILL_CALLS", "1000"))
 CLIENTS = 32
@@ -54,27 +54,23 @@ def one_call(url: str, key: str, i: int):
 
 
 @pytest.fixture(scope="module")
-def fault():
-    fp = FaultProvider(mode="quarter_500", latency_s=0.05).start()
-    yield fp
-    fp.stop()
+def fake():
+    with FakeProvider(mode="quarter_500", latency_ms=50) as fp:
+        yield fp
 
 
 @pytest.fixture(scope="module")
-def service(fault, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("adversarial-kill")
-    env = clean_env({
-        "FLOWCALL_DATABASE_URL": f"sqlite:///{tmp / 'flowcall.db'}",
+def service(fake, tmp_path_factory):
+    with e2e_service(tmp_path_factory.mktemp("adversarial-kill"), workers=2, extra_env={
         "FLOWCALL_MAX_TIMEOUT_MS": str(MAX_TIMEOUT_MS),
         "FLOWCALL_BREAKER_THRESHOLD": "100000",     # the 25 % failures must not open the circuit
-        "OPENAI_API_KEY": "sk-kill-0123456789abcdef", "OPENAI_BASE_URL": f"{fault.url}/v1",
-    })
-    with gunicorn(env, workers=2) as svc:
+        "OPENAI_API_KEY": "sk-kill-0123456789abcdef", "OPENAI_BASE_URL": f"{fake.url}/v1",
+    }) as svc:
         yield svc
 
 
 @pytest.mark.e2e
-def test_killing_a_worker_under_load_loses_nothing_but_its_own_calls(service, fault):
+def test_killing_a_worker_under_load_loses_nothing_but_its_own_calls(service, fake):
     url, key, master = service["url"], service["key"], service["proc"].pid
     results: dict[int, object] = {}
     started = time.monotonic()

@@ -159,7 +159,8 @@ def test_choice_and_reason_follow_the_policy(task, providers, preference, expect
     name = task or "chat_general"
     entries = POLICY["tasks"][name]["models"]
     quality = next(e["quality"] for e in entries if e["id"] == expected)
-    provider_of = lambda e: "ollama" if e["id"] == "@local" else e["id"].split(".")[0]
+    def provider_of(e):
+        return "ollama" if e["id"] == "@local" else e["id"].split(".")[0]
     # the local model is assumed text-only, so the vision task never offers it
     offered = [e for e in entries if provider_of(e) in providers and not (name == "vision" and e["id"] == "@local")]
     assert r.reason.startswith(f"Task {name}" + (" (default)" if task is None else ""))
@@ -187,7 +188,8 @@ def test_the_preference_shifts_the_choice(task, cheap, good):
     by_cost = autoroute.choose(call(task=task), CATALOG, settings(*providers, preference="cost"))
     by_quality = autoroute.choose(call(task=task), CATALOG, settings(*providers, preference="quality"))
     assert (chosen(by_cost), chosen(by_quality)) == (cheap, good)
-    price = lambda m: CATALOG.models[m].price_input + 3 * CATALOG.models[m].price_output
+    def price(m):
+        return CATALOG.models[m].price_input + 3 * CATALOG.models[m].price_output
     assert price(cheap) < price(good)
 
 

@@ -7,7 +7,7 @@ import re
 import uuid
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from app import batch_cli
 from app.db import ledger, make_engine

@@ -27,7 +27,10 @@ def store(request, tmp_path):
     s.close()
 
 
-def principal(tenant_id=None, key_id="k1", limits=Limits()):
+NO_LIMITS = Limits()
+
+
+def principal(tenant_id=None, key_id="k1", limits=NO_LIMITS):
     return Principal(tenant_id=tenant_id or str(uuid.uuid4()), agent_id=None, method="api_key", key_id=key_id,
                      limits=limits)
 

@@ -38,7 +38,10 @@ def target(spec: str):
     return dispatcher().target(CATALOG.resolve(spec).model)
 
 
-def call(model: str, options: Options = Options(), prompt: str = "What is the capital of France?") -> Call:
+DEFAULT_OPTIONS = Options()
+
+
+def call(model: str, options: Options = DEFAULT_OPTIONS, prompt: str = "What is the capital of France?") -> Call:
     return Call(messages=(Message("user", (TextPart(prompt),)),), model=model, options=options)
 
 

@@ -81,8 +81,7 @@ def test_a_cutoff_disarmed_in_time_shuts_nothing():
 
 def test_an_expired_cutoff_shuts_a_socket_watched_late():
     left, right = socket.socketpair()
-    with left, right:
-        with Cutoff(60.0) as cutoff:
-            cutoff._fire()              # the timer's own call, made here so nothing races
-            cutoff.watch(left)
-            assert cutoff.expired is True and left.recv(1) == b""
+    with left, right, Cutoff(60.0) as cutoff:
+        cutoff._fire()              # the timer's own call, made here so nothing races
+        cutoff.watch(left)
+        assert cutoff.expired is True and left.recv(1) == b""

@@ -8,42 +8,23 @@ import pytest
 import requests
 
 from conftest import make_jwt
-from fake_provider import FakeProvider
-from service import JWT_SECRET, clean_env, gunicorn, provider_env
+from service import JWT_SECRET, e2e_service, received, script
 
 pytestmark = pytest.mark.e2e
 SECRET = JWT_SECRET
 
 
 @pytest.fixture(scope="module")
-def fake():
-    fp = FakeProvider().start()
-    yield fp
-    fp.stop()
-
-
-@pytest.fixture(scope="module")
 def service(fake, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e")
-    env = clean_env({"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp / 'flowcall.db'}", "FLOWCALL_JWT_SECRET": SECRET,
-                     "FLOWCALL_ALLOW_PRIVATE_IMAGE_HOSTS": "127.0.0.1", "FLOWCALL_DEFAULT_TIMEOUT_MS": "20000",
-                     **provider_env(fake.url)})
-    with gunicorn(env) as svc:
+    with e2e_service(tmp_path_factory.mktemp("e2e"), fake, extra_env={
+            "FLOWCALL_JWT_SECRET": SECRET, "FLOWCALL_ALLOW_PRIVATE_IMAGE_HOSTS": "127.0.0.1",
+            "FLOWCALL_DEFAULT_TIMEOUT_MS": "20000"}) as svc:
         yield svc
-
-
-@pytest.fixture(autouse=True)
-def _reset(fake):
-    requests.post(f"{fake.url}/_fake/reset", timeout=5)
 
 
 def _call(service, body, **headers):
     return requests.post(f"{service['url']}/api/v3/llm/public/call", json=body,
                          headers={"X-Api-Key": service["key"], **headers}, timeout=30)
-
-
-def _received(fake) -> list[dict]:
-    return requests.get(f"{fake.url}/_fake/requests", timeout=5).json()
 
 
 SUCCESS_KEYS = {"success", "response", "data", "model", "provider", "finish_reason", "usage", "cost",
@@ -68,7 +49,7 @@ def test_openai_family_plain_prompt(service, fake, model, path, auth_header, aut
                             "cached_input_tokens": 0, "cache_write_tokens": 0, "reasoning_tokens": 0}
     assert r.headers["X-Request-Id"] == body["request_id"]
     assert float(r.headers["X-Flowcall-Overhead-Ms"]) >= 0
-    [sent] = _received(fake)
+    [sent] = received(fake)
     assert sent["path"] == path
     assert sent["body"]["model"] == model.split(".", 1)[1]
     assert sent["headers"].get(auth_header) == auth_value
@@ -85,7 +66,7 @@ def test_seed_structured_output_example(service, fake):
                             "name": "person_data", "strict": True, "schema": schema}}})
     assert r.status_code == 200, r.text
     assert r.json()["data"] == {"name": "example", "age": 0, "email": "example"}
-    sent = _received(fake)[0]["body"]
+    sent = received(fake)[0]["body"]
     assert sent["response_format"] == {"type": "json_schema", "json_schema": {
         "name": "person_data", "schema": schema, "strict": True}}
     assert sent["temperature"] == 0.1 and sent["max_completion_tokens"] == 200
@@ -93,14 +74,15 @@ def test_seed_structured_output_example(service, fake):
 
 def test_seed_stop_example_native_and_enforced(service, fake):
     prompt = "List numbers 1 to 20, one per line. Write DONE after number 5."
-    r = _call(service, {"model": "openai.gpt-4.1-nano", "prompt": prompt, "options": {"maxTokens": 500, "stop": ["DONE"]}})
+    r = _call(service, {"model": "openai.gpt-4.1-nano", "prompt": prompt,
+                        "options": {"maxTokens": 500, "stop": ["DONE"]}})
     assert r.status_code == 200 and r.json()["response"] == "Echo: List numbers 1 to 20, one per line. Write "
     assert r.json()["finish_reason"] == "stop"
-    assert _received(fake)[0]["body"]["stop"] == ["DONE"]
+    assert received(fake)[0]["body"]["stop"] == ["DONE"]
     # A reasoning model gets no `stop`; the answer is cut by us, with a warning.
     r = _call(service, {"model": "xai.grok-4.3", "prompt": prompt, "options": {"stop": ["DONE"]}})
     body = r.json()
-    assert "stop" not in _received(fake)[-1]["body"]
+    assert "stop" not in received(fake)[-1]["body"]
     assert body["response"].endswith("Write ") and "DONE" not in body["response"]
     assert any("enforced on the output" in w for w in body["warnings"])
 
@@ -111,7 +93,7 @@ def test_seed_image_example_openai(service, fake):
         {"type": "image_url", "image_url": {"url": "https://example.com/image.jpg"}}]}],
         "options": {"maxTokens": 500}})
     assert r.status_code == 200, r.text
-    assert _received(fake)[0]["body"]["messages"][0]["content"][1] == {
+    assert received(fake)[0]["body"]["messages"][0]["content"][1] == {
         "type": "image_url", "image_url": {"url": "https://example.com/image.jpg"}}
 
 
@@ -126,20 +108,20 @@ def test_agent_ai_openai_family_aliases(service, fake, engine, provider):
                       headers={"Authorization": f"Bearer {service['key']}"}, timeout=30)
     assert r.status_code == 200, r.text
     assert r.json() == {"status": 200, "response": "Echo: What is an AI agent?"}
-    assert f"/{provider}/" in _received(fake)[0]["path"]
+    assert f"/{provider}/" in received(fake)[0]["path"]
 
 
 def test_agent_ai_default_engine_and_mock(service, fake):
     r = requests.post(f"{service['url']}/v1/action/invoke_llm", json={"instructions": "hi"},
                       headers={"Authorization": f"Bearer {service['key']}"}, timeout=30)
     assert r.json() == {"status": 200, "response": "Echo: hi"}
-    assert _received(fake)[0]["body"]["model"] == "gpt-4o"
+    assert received(fake)[0]["body"]["model"] == "gpt-4o"
 
 
 def test_mock_echo_needs_no_provider(service, fake):
     r = _call(service, {"model": "mock.echo", "query": "Summarize this contract"})
     assert r.status_code == 200 and r.json()["response"] == "Summarize this contract"
-    assert r.json()["cost"] == 0.0 and _received(fake) == []
+    assert r.json()["cost"] == 0.0 and received(fake) == []
 
 
 def test_jwt_endpoint_and_tenant_check(service, fake):
@@ -155,22 +137,24 @@ def test_jwt_endpoint_and_tenant_check(service, fake):
     assert r.status_code == 403 and r.json()["error"]["code"] == "tenant_forbidden"
 
 
-@pytest.mark.parametrize("provider, model, script, status", [
+@pytest.mark.parametrize("provider, model, steps, status", [
     ("openai", "gpt-4o", [], "connected"),
     ("groq", "openai/gpt-oss-120b", [], "connected"),
-    ("openai", "gpt-4o", [{"status": 401, "body": {"error": {"message": "Incorrect API key provided: sk-e2e***89",
-                                                            "type": "invalid_request_error", "code": "invalid_api_key"}}}],
+    ("openai", "gpt-4o", [{"status": 401, "body": {"error": {
+        "message": "Incorrect API key provided: sk-e2e***89", "type": "invalid_request_error",
+        "code": "invalid_api_key"}}}],
      "auth_failed"),
     ("xai", "grok-4.3", [{"status": 400, "body": {"code": "Client specified an invalid argument",
                                                    "error": "Incorrect API key provided: xa***89."}}], "auth_failed"),
-    ("openai", "gpt-nope", [{"status": 404, "body": {"error": {"message": "The model `gpt-nope` does not exist",
-                                                              "type": "invalid_request_error", "code": "model_not_found"}}}],
+    ("openai", "gpt-nope", [{"status": 404, "body": {"error": {
+        "message": "The model `gpt-nope` does not exist", "type": "invalid_request_error",
+        "code": "model_not_found"}}}],
      "model_not_found"),
     ("openai", "gpt-4o", [{"status": 429, "body": {"error": {"message": "Rate limit reached", "type": "requests",
                                                             "code": "rate_limit_exceeded"}}}], "rate_limited"),
 ])
-def test_test_connection(service, fake, provider, model, script, status):
-    requests.post(f"{fake.url}/_fake/script", json=script, timeout=5)
+def test_test_connection(service, fake, provider, model, steps, status):
+    script(fake, steps)
     token = make_jwt(service["tenant"], secret=SECRET)
     r = requests.post(f"{service['url']}/api/v3/llm/test-connection", json={"provider": provider, "model": model},
                       headers={"Authorization": f"Bearer {token}", "x-tenant-id": service["tenant"],
@@ -185,12 +169,11 @@ def test_test_connection(service, fake, provider, model, script, status):
 
 
 def test_provider_faults_map_to_clean_errors(service, fake):
-    requests.post(f"{fake.url}/_fake/script", json=[{"status": 500, "body": "<html>oops</html>",
-                                                     "headers": {"Content-Type": "text/html"}}] * 3, timeout=5)
+    script(fake, [{"status": 500, "body": "<html>oops</html>", "headers": {"Content-Type": "text/html"}}] * 3)
     r = _call(service, {"model": "openai.gpt-4o", "prompt": "hi"})
     assert r.status_code == 502 and r.json()["error"]["code"] == "provider_overloaded"
-    assert r.json()["error"]["retryable"] is True and len(_received(fake)) == 3
-    requests.post(f"{fake.url}/_fake/script", json=[{"status": 200, "body": "not json at all"}], timeout=5)
+    assert r.json()["error"]["retryable"] is True and len(received(fake)) == 3
+    script(fake, [{"status": 200, "body": "not json at all"}])
     r = _call(service, {"model": "openai.gpt-4o", "prompt": "hi", "options": {"timeoutMs": 5000}})
     assert r.status_code == 502 and r.json()["error"]["code"] == "invalid_provider_response"
 
@@ -224,7 +207,7 @@ def test_native_providers_plain(service, fake, model, path):
     r = _call(service, {"model": model, "prompt": "What is the capital of France?"})
     assert r.status_code == 200, r.text
     assert r.json()["response"] == "Echo: What is the capital of France?"
-    [sent] = _received(fake)
+    [sent] = received(fake)
     assert sent["path"] == path
 
 
@@ -244,8 +227,9 @@ def test_native_providers_stop(service, fake, model, path):
                         "options": {"maxTokens": 500, "stop": ["DONE"]}})
     assert r.status_code == 200, r.text
     assert r.json()["response"] == "Echo: List numbers 1 to 20. Write " and r.json()["finish_reason"] == "stop"
-    body = _received(fake)[0]["body"]
-    native = {"anthropic": body.get("stop_sequences"), "google": (body.get("generationConfig") or {}).get("stopSequences"),
+    body = received(fake)[0]["body"]
+    native = {"anthropic": body.get("stop_sequences"),
+              "google": (body.get("generationConfig") or {}).get("stopSequences"),
               "perplexity": body.get("stop")}[model.split(".")[0]]
     assert native == (None if model.startswith("perplexity") else ["DONE"])
 
@@ -257,7 +241,7 @@ def test_native_providers_image_by_url(service, fake, model, path):
         {"type": "text", "text": "Describe this image."}, {"type": "image_url", "image_url": {"url": image_url}}]}],
         "options": {"maxTokens": 500}})
     assert r.status_code == 200, r.text
-    body = json.dumps(_received(fake)[-1]["body"])
+    body = json.dumps(received(fake)[-1]["body"])
     if model.startswith("google"):                      # Gemini gets the bytes: we downloaded them
         assert "inlineData" in body and image_url not in body
     else:
@@ -272,14 +256,14 @@ def test_native_providers_image_by_data_uri(service, fake, model):
     r = _call(service, {"model": model, "messages": [{"role": "user", "content": [
         {"type": "text", "text": "What do you see?"}, {"type": "image_url", "image_url": {"url": uri}}]}]})
     assert r.status_code == 200, r.text
-    assert base64.b64encode(PNG_BYTES).decode() in json.dumps(_received(fake)[-1]["body"])
+    assert base64.b64encode(PNG_BYTES).decode() in json.dumps(received(fake)[-1]["body"])
 
 
 def test_image_download_refuses_private_hosts_not_allowed(service, fake):
     r = _call(service, {"model": "google.gemini-3.5-flash", "messages": [{"role": "user", "content": [
         {"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "http://10.0.0.1/x.png"}}]}]})
     assert r.status_code == 400 and r.json()["error"]["code"] == "image_rejected"
-    assert _received(fake) == []
+    assert received(fake) == []
 
 
 @pytest.mark.parametrize("engine, path", [
@@ -295,7 +279,7 @@ def test_agent_ai_aliases_served_by_successors(service, fake, engine, path):
                       headers={"Authorization": f"Bearer {service['key']}"}, timeout=30)
     assert r.status_code == 200, r.text
     assert r.json() == {"status": 200, "response": "Echo: What is an AI agent?"}
-    assert _received(fake)[0]["path"] == path
+    assert received(fake)[0]["path"] == path
 
 
 def test_auto_routes_through_the_service(service, fake):

@@ -14,8 +14,8 @@ import pytest
 import requests
 
 from backends import fresh_database_url
-from fake_provider import FakeProvider, openai_answer
-from service import clean_env, gunicorn, provider_env
+from fake_answers import openai_answer
+from service import e2e_service
 
 pytestmark = pytest.mark.e2e
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(13 * 1024 * 1024)    # 13 MB: 17.3 MB as base64, over the non-image cap
@@ -34,17 +34,10 @@ class ArrivalGate(threading.Event):
 
 
 @pytest.fixture(scope="module")
-def fake():
-    fp = FakeProvider().start()
-    yield fp
-    fp.stop()
-
-
-@pytest.fixture(scope="module")
 def service(fake, tmp_path_factory):
-    env = clean_env({"FLOWCALL_DATABASE_URL": fresh_database_url("sqlite", tmp_path_factory.mktemp("bounds")),
-                     "FLOWCALL_TIMEOUT": "10", "FLOWCALL_WORKER_CLASS": "gevent", **provider_env(fake.url)})
-    with gunicorn(env, workers=1) as svc:
+    tmp = tmp_path_factory.mktemp("bounds")
+    with e2e_service(tmp, fake, workers=1, database_url=fresh_database_url("sqlite", tmp),
+                     extra_env={"FLOWCALL_TIMEOUT": "10", "FLOWCALL_WORKER_CLASS": "gevent"}) as svc:
         yield svc
 
 
@@ -102,7 +95,7 @@ OVERSIZE = [
 def test_each_oversize_shape_is_refused_while_a_call_in_flight_finishes(service, fake):
     fake.release = gate = ArrivalGate()
     held = openai_answer({"model": "gpt-4o", "messages": [{"role": "user", "content": "the call in flight"}]})
-    requests.post(f"{fake.url}/_fake/script", json=[{"hang": 60, "body": held}], timeout=10)
+    fake.script = [{"hang": 60, "body": held}]
     with ThreadPoolExecutor(max_workers=1) as pool:
         in_flight = pool.submit(post, service, {"model": "openai.gpt-4o", "prompt": "the call in flight"})
         assert gate.arrived.wait(30), "the call in flight never reached the provider"
@@ -121,7 +114,6 @@ def test_each_oversize_shape_is_refused_while_a_call_in_flight_finishes(service,
 
 def test_image_bytes_are_counted_apart_from_the_rest(service, fake):
     """A 17.3 MB image passes where 17.3 MB of anything else is a 413."""
-    requests.post(f"{fake.url}/_fake/reset", timeout=10)
     uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
     body = {"model": "openai.gpt-4o", "messages": [{"role": "user", "content": [
         {"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": uri}}]}]}
@@ -137,10 +129,9 @@ def test_a_schema_at_the_limits_is_checked_off_the_event_loop(fake, tmp_path):
     """Checking 9,999 subschemas takes seconds of CPU (0.25 ms each). In the event loop that is
     longer than a 2 s worker timeout and gunicorn kills the worker mid-request; in the hub's thread
     pool the heartbeat goes on and the call is answered."""
-    env = clean_env({"FLOWCALL_DATABASE_URL": fresh_database_url("sqlite", tmp_path), "FLOWCALL_TIMEOUT": "2",
-                     "FLOWCALL_WORKER_CLASS": "gevent", **provider_env(fake.url)})
     schema = {"anyOf": [{"type": "string", "description": f"branch {i}"} for i in range(9_998)]}
-    with gunicorn(env, workers=1) as svc:
+    with e2e_service(tmp_path, fake, workers=1, database_url=fresh_database_url("sqlite", tmp_path),
+                     extra_env={"FLOWCALL_TIMEOUT": "2", "FLOWCALL_WORKER_CLASS": "gevent"}) as svc:
         resp = post(svc, schema_body(schema, model="mock.echo"))
     assert resp.status_code == 200, resp.text[:300]
     assert resp.json()["data"] == "example"

@@ -12,39 +12,23 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from fake_provider import FakeProvider
-from service import clean_env, create_key, gunicorn, provider_env
+from service import create_key, e2e_service, script
 
 pytestmark = pytest.mark.e2e
 OPENAI_429 = {"error": {"message": "Rate limit reached for gpt-4o-mini", "type": "requests",
                         "param": None, "code": "rate_limit_exceeded"}}
 OPENAI_400 = {"error": {"message": "Invalid 'messages[0].content': string too long.",
-                        "type": "invalid_request_error", "param": "messages[0].content", "code": "string_above_max_length"}}
+                        "type": "invalid_request_error", "param": "messages[0].content",
+                        "code": "string_above_max_length"}}
 ANTHROPIC_529 = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"},
                  "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"}
 
 
 @pytest.fixture(scope="module")
-def fake():
-    fp = FakeProvider().start()
-    yield fp
-    fp.stop()
-
-
-@pytest.fixture(scope="module")
 def service(fake, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("breaker-isolation")
-    env = clean_env({"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp / 'flowcall.db'}",
-                     "FLOWCALL_BREAKER_THRESHOLD": "3", "FLOWCALL_BREAKER_COOLDOWN_MS": "30000",
-                     **provider_env(fake.url)})
-    with gunicorn(env, workers=1) as svc:
+    with e2e_service(tmp_path_factory.mktemp("breaker-isolation"), fake, workers=1, extra_env={
+            "FLOWCALL_BREAKER_THRESHOLD": "3", "FLOWCALL_BREAKER_COOLDOWN_MS": "30000"}) as svc:
         yield svc
-
-
-@pytest.fixture(autouse=True)
-def _reset(fake):
-    fake.latency_ms = 0
-    requests.post(f"{fake.url}/_fake/reset", timeout=5)
 
 
 def post(service, key, body):
@@ -57,17 +41,12 @@ def tenant_b_sends(service, key, body, calls=24, at_once=6):
         return list(pool.map(lambda _: post(service, key, body), range(calls)))
 
 
-def script(fake, steps):
-    requests.post(f"{fake.url}/_fake/script", json=steps, timeout=5)
-
-
 def provider_requests(fake) -> int:
     return len(requests.get(f"{fake.url}/_fake/requests", timeout=5).json())
 
 
 def assert_tenant_a_is_served(service, fake, model):
-    requests.post(f"{fake.url}/_fake/reset", timeout=5)      # nothing B scripted is left for A
-    fake.latency_ms = 0
+    fake.reset()                                    # nothing B scripted is left for A, no latency
     r = post(service, service["key"], {"model": model, "prompt": "What is 2+2?"})
     assert r.status_code == 200, r.text
     assert r.json()["routing"]["model_chosen"] == model and r.json()["routing"]["attempts"] == 1

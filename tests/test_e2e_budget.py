@@ -11,38 +11,26 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from backends import PG_URL, REDIS_URL, flush_redis, fresh_database_url
+from backends import SERVICE_BACKENDS, service_backend_env
 from fake_provider import FakeProvider
-from service import ROOT, clean_env, create_key, gunicorn, provider_env
+from service import ROOT, create_key, e2e_service
 
 pytestmark = pytest.mark.e2e
 BODY = {"model": "openai.gpt-4o", "prompt": "hi", "options": {"maxTokens": 50}}
 RESERVATION = (2 * 2.5 + 50 * 10) / 1e6       # "hi" is 2 bytes, 50 output tokens, at gpt-4o prices
 COST_PER_CALL = (12 * 2.5 + 7 * 10) / 1e6      # what the fake's usage costs
 
-BACKENDS = ["sqlite", pytest.param("postgresql+redis", marks=pytest.mark.skipif(
-    not (PG_URL and REDIS_URL), reason="FLOWCALL_TEST_DATABASE_URL and FLOWCALL_TEST_REDIS_URL are not both set"))]
-
 
 @pytest.fixture(scope="module")
 def fake():
-    fp = FakeProvider(latency_ms=50).start()
-    yield fp
-    fp.stop()
+    with FakeProvider(latency_ms=50) as fp:
+        yield fp
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=SERVICE_BACKENDS)
 def service(request, fake, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("budget")
-    extra = {}
-    if request.param == "sqlite":
-        extra["FLOWCALL_DATABASE_URL"] = fresh_database_url("sqlite", tmp)
-    else:
-        flush_redis()
-        extra["FLOWCALL_DATABASE_URL"] = fresh_database_url("postgresql", tmp)
-        extra["FLOWCALL_REDIS_URL"] = REDIS_URL
-    env = clean_env({**extra, **provider_env(fake.url)})
-    with gunicorn(env, workers=4) as svc:
+    with e2e_service(tmp, fake, workers=4, extra_env=service_backend_env(request.param, tmp)) as svc:
         yield svc
 
 

@@ -9,36 +9,18 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from backends import PG_URL, REDIS_URL, flush_redis, fresh_database_url
-from fake_provider import FakeProvider, openai_answer
-from service import clean_env, create_key, gunicorn, provider_env
+from backends import SERVICE_BACKENDS, service_backend_env
+from fake_answers import openai_answer
+from service import create_key, e2e_service
 
 pytestmark = pytest.mark.e2e
 COST_PER_CALL = (12 * 2.5 + 7 * 10) / 1e6          # the fake's usage at gpt-4o prices
 
-BACKENDS = ["sqlite", pytest.param("postgresql+redis", marks=pytest.mark.skipif(
-    not (PG_URL and REDIS_URL), reason="FLOWCALL_TEST_DATABASE_URL and FLOWCALL_TEST_REDIS_URL are not both set"))]
 
-
-@pytest.fixture(scope="module")
-def fake():
-    fp = FakeProvider().start()
-    yield fp
-    fp.stop()
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=SERVICE_BACKENDS)
 def service(request, fake, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("concurrency")
-    extra = {}
-    if request.param == "sqlite":
-        extra["FLOWCALL_DATABASE_URL"] = fresh_database_url("sqlite", tmp)
-    else:
-        flush_redis()
-        extra["FLOWCALL_DATABASE_URL"] = fresh_database_url("postgresql", tmp)
-        extra["FLOWCALL_REDIS_URL"] = REDIS_URL
-    env = clean_env({**extra, **provider_env(fake.url)})
-    with gunicorn(env, workers=4) as svc:
+    with e2e_service(tmp, fake, workers=4, extra_env=service_backend_env(request.param, tmp)) as svc:
         yield svc
 
 
@@ -66,8 +48,8 @@ def test_concurrent_repeats_of_one_idempotency_key_make_one_provider_call(servic
     requests.post(f"{fake.url}/_fake/reset", timeout=5)
     body = {"model": "openai.gpt-4o", "prompt": "invoice 42"}
     fake.release.clear()
-    requests.post(f"{fake.url}/_fake/script", timeout=5, json=[
-        {"hang": 30, "body": openai_answer({"model": "gpt-4o", "messages": [{"role": "user", "content": "invoice 42"}]})}])
+    held = openai_answer({"model": "gpt-4o", "messages": [{"role": "user", "content": "invoice 42"}]})
+    requests.post(f"{fake.url}/_fake/script", timeout=5, json=[{"hang": 30, "body": held}])
     idem = {"Idempotency-Key": f"make-{uuid.uuid4()}"}
     with ThreadPoolExecutor(max_workers=20) as pool:
         first = pool.submit(post, service["url"], key, body, **idem)

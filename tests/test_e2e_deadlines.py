@@ -10,48 +10,41 @@ import uuid
 
 import pytest
 import requests
-from fault_provider import FaultProvider
-from service import clean_env, gunicorn
+from fake_provider import FakeProvider
+from service import e2e_service
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def fault():
+def fake():
     # 0.3 s a byte: a ~130-byte head takes ~40 s; bounded at 8 s, after which the rest comes at once
-    fp = FaultProvider(drip_interval_s=0.3, drip_limit_s=8.0).start()
-    yield fp
-    fp.stop()
+    with FakeProvider(drip_interval_s=0.3, drip_limit_s=8.0) as fp:
+        yield fp
 
 
 @pytest.fixture(scope="module", params=["gevent", "sync"])
-def service(request, fault, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp(f"deadlines-{request.param}")
-    env = clean_env({"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp / 'flowcall.db'}",
-                     "FLOWCALL_WORKER_CLASS": request.param,
-                     "OPENAI_API_KEY": f"sk-deadline-{uuid.uuid4().hex}", "OPENAI_BASE_URL": f"{fault.url}/v1"})
-    with gunicorn(env, workers=1) as svc:
+def service(request, fake, tmp_path_factory):
+    with e2e_service(tmp_path_factory.mktemp(f"deadlines-{request.param}"), workers=1, extra_env={
+            "FLOWCALL_WORKER_CLASS": request.param,
+            "OPENAI_API_KEY": f"sk-deadline-{uuid.uuid4().hex}", "OPENAI_BASE_URL": f"{fake.url}/v1"}) as svc:
         yield svc
 
 
-@pytest.fixture(autouse=True)
-def _fresh(fault):
-    fault.reset()
-
-
-def test_a_provider_dripping_its_headers_is_cut_at_the_deadline(service, fault):
+def test_a_provider_dripping_its_headers_is_cut_at_the_deadline(service, fake):
     resp = requests.post(f"{service['url']}/api/v3/llm/public/call",
-                         json={"model": "openai.gpt-4o", "prompt": "fault:drip_head hi", "options": {"timeoutMs": 1500}},
+                         json={"model": "openai.gpt-4o", "prompt": "fault:drip_head hi",
+                               "options": {"timeoutMs": 1500}},
                          headers={"X-Api-Key": service["key"]}, timeout=60)
     assert resp.status_code == 504, resp.text[:300]
     assert resp.json()["error"]["code"] == "provider_timeout" and resp.json()["error"]["retryable"] is True
-    assert fault.outcome("drip_head") == "client_left"          # we hung up mid-headers, not after them
+    assert fake.outcome("drip_head") == "client_left"          # we hung up mid-headers, not after them
 
 
-def test_a_stream_whose_provider_drips_its_headers_is_cut_at_the_deadline(service, fault):
+def test_a_stream_whose_provider_drips_its_headers_is_cut_at_the_deadline(service, fake):
     resp = requests.post(f"{service['url']}/v1/chat/completions",
                          json={"model": "openai.gpt-4o", "stream": True, "flowcall": {"timeoutMs": 1500},
                                "messages": [{"role": "user", "content": "fault:drip_head hi"}]},
                          headers={"Authorization": f"Bearer {service['key']}"}, timeout=60)
     assert resp.status_code == 504, resp.text[:300]
-    assert fault.outcome("drip_head") == "client_left"
+    assert fake.outcome("drip_head") == "client_left"

@@ -6,8 +6,7 @@ import time
 import pytest
 import requests
 
-from fake_provider import FakeProvider
-from service import clean_env, gunicorn, provider_env
+from service import e2e_service, received, script
 
 pytestmark = pytest.mark.e2e
 OVERLOADED = {"error": {"message": "The server is overloaded", "type": "server_error"}}
@@ -16,33 +15,10 @@ ANTHROPIC_529 = {"type": "error", "error": {"type": "overloaded_error", "message
 
 
 @pytest.fixture(scope="module")
-def fake():
-    fp = FakeProvider().start()
-    yield fp
-    fp.stop()
-
-
-@pytest.fixture(scope="module")
 def service(fake, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("faults")
-    env = clean_env({"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp / 'flowcall.db'}",
-                     "FLOWCALL_BREAKER_THRESHOLD": "3", "FLOWCALL_BREAKER_COOLDOWN_MS": "400",
-                     **provider_env(fake.url)})
-    with gunicorn(env, workers=1) as svc:
+    with e2e_service(tmp_path_factory.mktemp("faults"), fake, workers=1, extra_env={
+            "FLOWCALL_BREAKER_THRESHOLD": "3", "FLOWCALL_BREAKER_COOLDOWN_MS": "400"}) as svc:
         yield svc
-
-
-@pytest.fixture(autouse=True)
-def _reset(fake):
-    requests.post(f"{fake.url}/_fake/reset", timeout=5)
-
-
-def script(fake, steps):
-    requests.post(f"{fake.url}/_fake/script", json=steps, timeout=5)
-
-
-def received(fake):
-    return requests.get(f"{fake.url}/_fake/requests", timeout=5).json()
 
 
 def call(service, **body):
@@ -75,7 +51,8 @@ def test_anthropic_529_is_retried_then_falls_back(service, fake):
 
 
 def test_400_is_not_retried(service, fake):
-    script(fake, [{"status": 400, "body": {"error": {"message": "Invalid 'messages'", "type": "invalid_request_error"}}}])
+    script(fake, [{"status": 400,
+                   "body": {"error": {"message": "Invalid 'messages'", "type": "invalid_request_error"}}}])
     r = call(service, fallbacks=["xai.grok-4.3"])
     assert r.status_code == 502 and r.json()["error"]["code"] == "provider_rejected_request"
     assert r.json()["error"]["retryable"] is False and len(received(fake)) == 1

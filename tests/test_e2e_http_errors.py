@@ -7,17 +7,15 @@ import socket
 
 import pytest
 import requests
-from service import clean_env, gunicorn
+from service import e2e_service
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module", params=["gevent", "sync"])
 def service(request, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp(f"http-errors-{request.param}")
-    env = clean_env({"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp / 'flowcall.db'}",
-                     "FLOWCALL_WORKER_CLASS": request.param})
-    with gunicorn(env, workers=1) as svc:
+    with e2e_service(tmp_path_factory.mktemp(f"http-errors-{request.param}"), workers=1,
+                     extra_env={"FLOWCALL_WORKER_CLASS": request.param}) as svc:
         yield svc
 
 

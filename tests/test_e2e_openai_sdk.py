@@ -1,5 +1,5 @@
 """End to end with the official `openai` package as the client: flowcall under gunicorn as its base
-URL, a streaming fake provider (tests/fake_stream_provider.py) on 127.0.0.1 behind it.
+URL, the fake provider (tests/fake_provider.py) on 127.0.0.1 behind it.
 
 gunicorn serves tests/wsgi_compat.py, which registers the OpenAI-compatible blueprint when the app
 factory does not, so these tests hold before and after create_app registers it.
@@ -12,8 +12,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from sdk_fixtures import _reset, client, fake  # noqa: F401 - pytest fixtures
-from service import gunicorn, received, script, sdk_env, usage_totals
+from service import SDK_ENV, e2e_service, openai_client, received, script, usage_totals
 
 pytestmark = pytest.mark.e2e
 PROMPT = "What is the capital of France?"
@@ -36,8 +35,15 @@ class City(BaseModel):
 
 @pytest.fixture(scope="module")
 def service(fake, tmp_path_factory):
-    with gunicorn(sdk_env(fake, tmp_path_factory.mktemp("e2e-openai-sdk")), target="tests.wsgi_compat:app") as svc:
+    with e2e_service(tmp_path_factory.mktemp("e2e-openai-sdk"), fake, extra_env=SDK_ENV,
+                     target="tests.wsgi_compat:app") as svc:
         yield svc
+
+
+@pytest.fixture
+def client(service):
+    with openai_client(service) as sdk:
+        yield sdk
 
 
 @pytest.mark.parametrize("model, path, _", FAMILIES)

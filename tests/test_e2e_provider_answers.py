@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 import requests
-from fake_provider import FakeProvider
-from service import clean_env, gunicorn, provider_env
+
+from service import e2e_service
 
 pytestmark = pytest.mark.e2e
 CALL = "/api/v3/llm/public/call"
@@ -17,25 +17,10 @@ DEEP = "[" * 200_000 + "]" * 200_000
 
 
 @pytest.fixture(scope="module")
-def fake():
-    fp = FakeProvider().start()
-    yield fp
-    fp.stop()
-
-
-@pytest.fixture(scope="module")
 def service(fake, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("provider-answers")
-    env = clean_env({"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp / 'flowcall.db'}",
-                     "FLOWCALL_BREAKER_THRESHOLD": "1000", **provider_env(fake.url)})
-    with gunicorn(env, workers=1) as svc:
+    with e2e_service(tmp_path_factory.mktemp("provider-answers"), fake, workers=1,
+                     extra_env={"FLOWCALL_BREAKER_THRESHOLD": "1000"}) as svc:
         yield svc
-
-
-@pytest.fixture(autouse=True)
-def _reset(fake):
-    with fake.lock:
-        fake.script, fake.requests = [], []
 
 
 def call(service, **body):
@@ -92,8 +77,8 @@ def test_an_openai_error_inside_a_200_is_retried_like_a_500(service, fake):
 
 
 def test_an_anthropic_rate_limit_inside_a_200_is_retried_then_falls_back(service, fake):
-    limited = {"type": "error", "error": {"type": "rate_limit_error",
-                                          "message": "Number of request tokens has exceeded your per-minute rate limit"},
+    limited = {"type": "error", "error": {
+        "type": "rate_limit_error", "message": "Number of request tokens has exceeded your per-minute rate limit"},
                "request_id": "req_011CSHoEeqs5C35K2UUqR7Fy"}
     fake.script = [{"status": 200, "body": limited}] * 3
     resp, _ = call(service, model="anthropic.claude-sonnet-4-6", fallbacks=["openai.gpt-4.1"])
@@ -117,32 +102,14 @@ def test_a_failed_ledger_write_is_said_counted_and_the_answer_stands(service, fa
 
 
 # -- streams: an error event before the first byte is retried like its HTTP twin ---------------------------
-@pytest.fixture(scope="module")
-def stream_fake():
-    from fake_stream_provider import FakeStreamProvider
-    fp = FakeStreamProvider().start()
-    yield fp
-    fp.stop()
-
-
-@pytest.fixture(scope="module")
-def stream_service(stream_fake, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("provider-answers-stream")
-    env = clean_env({"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp / 'flowcall.db'}",
-                     "FLOWCALL_BREAKER_THRESHOLD": "1000", **provider_env(stream_fake.url)})
-    with gunicorn(env, workers=1) as svc:
-        yield svc
-
-
-def test_an_anthropic_rate_limit_event_before_the_first_byte_is_retried(stream_service, stream_fake):
+def test_an_anthropic_rate_limit_event_before_the_first_byte_is_retried(service, fake):
     limited = ["error", {"type": "error", "error": {"type": "rate_limit_error", "message": "Number of request "
                                                     "tokens has exceeded your per-minute rate limit"}}]
-    with stream_fake.lock:
-        stream_fake.script, stream_fake.requests = [{"fail_after": 0, "error": limited}], []
-    resp = requests.post(f"{stream_service['url']}/v1/chat/completions",
+    fake.script = [{"fail_after": 0, "error": limited}]
+    resp = requests.post(f"{service['url']}/v1/chat/completions",
                          json={"model": "anthropic.claude-sonnet-4-6", "stream": True,
                                "messages": [{"role": "user", "content": "hi"}]},
-                         headers={"Authorization": f"Bearer {stream_service['key']}"}, timeout=60)
+                         headers={"Authorization": f"Bearer {service['key']}"}, timeout=60)
     assert resp.status_code == 200, resp.text[:300]
     assert "data: [DONE]" in resp.text and '"error"' not in resp.text
-    assert [r["path"] for r in stream_fake.requests] == ["/anthropic/v1/messages"] * 2
+    assert [r["path"] for r in fake.requests] == ["/anthropic/v1/messages"] * 2

@@ -1,5 +1,5 @@
 """End to end: the official `openai` package's Responses API client against flowcall under gunicorn,
-a streaming fake provider (tests/fake_stream_provider.py) on 127.0.0.1 behind it, for an OpenAI, an
+the fake provider (tests/fake_provider.py) on 127.0.0.1 behind it, for an OpenAI, an
 Anthropic and a Gemini model: create, stream, previous_response_id, structured output, the stored
 response's retrieve / delete / input_items, and another tenant's id a 404.
 """
@@ -13,8 +13,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from sdk_fixtures import _reset, client, fake  # noqa: F401 - pytest fixtures
-from service import ROOT, create_key, gunicorn, openai_client, received, script, sdk_env, usage_totals
+from service import ROOT, SDK_ENV, create_key, e2e_service, openai_client, received, script, usage_totals
 
 pytestmark = pytest.mark.e2e
 PROMPT = "What is the capital of France?"
@@ -39,16 +38,21 @@ class City(BaseModel):
 
 @pytest.fixture(scope="module")
 def service(fake, tmp_path_factory):
-    with gunicorn(sdk_env(fake, tmp_path_factory.mktemp("e2e-responses-sdk"))) as svc:
+    with e2e_service(tmp_path_factory.mktemp("e2e-responses-sdk"), fake, extra_env=SDK_ENV) as svc:
         svc["other_key"], _ = create_key(svc["env"])        # a second tenant
         yield svc
 
 
 @pytest.fixture
+def client(service):
+    with openai_client(service) as sdk:
+        yield sdk
+
+
+@pytest.fixture
 def other_tenant(service):
-    sdk = openai_client(service, service["other_key"])
-    yield sdk
-    sdk.close()
+    with openai_client(service, service["other_key"]) as sdk:
+        yield sdk
 
 
 def sent_text(body: dict) -> str:
@@ -154,11 +158,11 @@ def test_bad_requests_are_400_before_any_provider(client, fake):
 def test_failure_after_the_first_event_raises_in_the_sdk(client, fake):
     script(fake, [{"fail_after": 3}])
     deltas = []
-    with pytest.raises(openai.APIError) as info:
-        with client.responses.stream(model="openai.gpt-4o", input=PROMPT) as stream:
-            for event in stream:
-                if event.type == "response.output_text.delta":
-                    deltas.append(event.delta)
+    with (pytest.raises(openai.APIError) as info,
+          client.responses.stream(model="openai.gpt-4o", input=PROMPT) as stream):
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
     assert deltas and ECHO.startswith("".join(deltas)) and "".join(deltas) != ECHO
     assert info.value.body["code"] == "provider_overloaded"
     assert len(received(fake)) == 1

@@ -13,8 +13,7 @@ import pytest
 import requests
 import yaml
 
-from sdk_fixtures import _reset, client, fake  # noqa: F401 - pytest fixtures
-from service import gunicorn, received, script, sdk_env, usage_totals
+from service import SDK_ENV, e2e_service, openai_client, received, script, usage_totals
 
 pytestmark = pytest.mark.e2e
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "specs" / "fixtures"
@@ -58,7 +57,7 @@ GEMINI_STREAM_SIGNATURE = json.loads(GEMINI_STREAM.split("\r\n")[0][len("data: "
 GET_COUNTRY = [{"type": "function", "function": {"name": "get_country", "description": "",
                                                  "parameters": {"type": "object", "properties": {}}}}]
 # Streamed first turns: (tools, script for the fake, the call the client must see, the signature to keep).
-# Anthropic's is the fake's own tool_use stream (tests/fake_stream_provider.py), no script.
+# Anthropic's is the fake's own tool_use stream (tests/fake_provider.py), no script.
 STREAMED = {
     "openai": (CALCULATOR, [{"sse_raw": OPENAI_SSE}], ("Calculator", {"input": "12 * 7"}), None),
     "anthropic": (COUNTRY, [], ("get_user_country", {}), None),
@@ -75,8 +74,15 @@ FAMILIES = {
 
 @pytest.fixture(scope="module")
 def service(fake, tmp_path_factory):
-    with gunicorn(sdk_env(fake, tmp_path_factory.mktemp("e2e-tools")), target="tests.wsgi_compat:app") as svc:
+    with e2e_service(tmp_path_factory.mktemp("e2e-tools"), fake, extra_env=SDK_ENV,
+                     target="tests.wsgi_compat:app") as svc:
         yield svc
+
+
+@pytest.fixture
+def client(service):
+    with openai_client(service) as sdk:
+        yield sdk
 
 
 def streamed_message(chunks) -> tuple[str, list[dict], list[str]]:

@@ -181,7 +181,7 @@ def test_the_notes_go_with_their_job(store, worker, client, clock):
     with store.engine.connect() as conn:
         assert conn.execute(select(job_calls.c.starts).where(job_calls.c.job_id == job_id)).scalars().all() == [1]
     import datetime
-    assert worker.store.purge(datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)) == 1
+    assert worker.store.purge(datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)) == 1
     with store.engine.connect() as conn:
         assert conn.execute(select(job_calls).where(job_calls.c.job_id == job_id)).all() == []
 

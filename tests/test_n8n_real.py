@@ -11,7 +11,7 @@ and a Gemini model behind flowcall,
 
 with one n8n credential of type OpenAI whose base URL is flowcall's `/v1`; then the guide's importable
 agent workflow (docs/examples/n8n-flowcall-agent-workflow.json) as it ships. The provider behind flowcall
-is tests/tool_loop_provider.py, which asks for the calculator and then reports the tool's result, so an
+is tests/fake_provider.py in its tool-loop mode, which asks for the calculator and then reports the tool's result, so an
 agent's answer holds 42 only if the whole loop went through flowcall and back on that provider's wire.
 """
 from __future__ import annotations
@@ -19,12 +19,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from pathlib import Path
 
 import pytest
 
-from service import ROOT, clean_env, gunicorn, provider_env
-from tool_loop_provider import SIGNATURE, ToolLoopProvider
+from fake_provider import FakeProvider
+from fake_tool_loop import SIGNATURE
+from service import ROOT, e2e_service
 
 pytestmark = pytest.mark.e2e
 N8N_TOOL = ROOT.parent / "shared" / "tools" / "n8n" / "n8n.py"
@@ -102,30 +102,25 @@ def workflow() -> dict:
 @pytest.fixture(scope="module")
 def n8n_run(tmp_path_factory):
     tool = _n8n()
-    fake = ToolLoopProvider().start()
     tmp = tmp_path_factory.mktemp("n8n-real")
-    env = clean_env({"FLOWCALL_DATABASE_URL": f"sqlite:///{tmp / 'flowcall.db'}", **provider_env(fake.url)})
-    try:
-        with gunicorn(env) as svc:
-            creds = tmp / "credentials.json"
-            creds.write_text(json.dumps([{**CREDENTIAL["openAiApi"], "type": "openAiApi",
-                                          "data": {"apiKey": svc["key"], "url": f"{svc['url']}/v1"}}]))
-            tool.credentials(str(creds))
-            flow = tmp / "workflow.json"
-            flow.write_text(json.dumps(workflow()))
-            rc, run_data, raw = tool.run(str(flow), workflow()["id"])
-            guide = json.loads((ROOT / "docs" / "examples" / "n8n-flowcall-agent-workflow.json").read_text())
-            guide["id"] = "flowcallGuide01"        # `n8n execute --id` needs one; an export may not carry it
-            for node in guide["nodes"]:
-                if "credentials" in node:
-                    node["credentials"] = CREDENTIAL
-            guide_path = tmp / "guide.json"
-            guide_path.write_text(json.dumps(guide))
-            guide_rc, guide_runs, guide_raw = tool.run(str(guide_path), guide["id"])
-            yield {"rc": rc, "runs": run_data, "raw": raw, "fake": fake, "svc": svc,
-                   "guide": {"rc": guide_rc, "runs": guide_runs, "raw": guide_raw}}
-    finally:
-        fake.stop()
+    with FakeProvider(tool_loop=True) as fake, e2e_service(tmp, fake) as svc:
+        creds = tmp / "credentials.json"
+        creds.write_text(json.dumps([{**CREDENTIAL["openAiApi"], "type": "openAiApi",
+                                      "data": {"apiKey": svc["key"], "url": f"{svc['url']}/v1"}}]))
+        tool.credentials(str(creds))
+        flow = tmp / "workflow.json"
+        flow.write_text(json.dumps(workflow()))
+        rc, run_data, raw = tool.run(str(flow), workflow()["id"])
+        guide = json.loads((ROOT / "docs" / "examples" / "n8n-flowcall-agent-workflow.json").read_text())
+        guide["id"] = "flowcallGuide01"        # `n8n execute --id` needs one; an export may not carry it
+        for node in guide["nodes"]:
+            if "credentials" in node:
+                node["credentials"] = CREDENTIAL
+        guide_path = tmp / "guide.json"
+        guide_path.write_text(json.dumps(guide))
+        guide_rc, guide_runs, guide_raw = tool.run(str(guide_path), guide["id"])
+        yield {"rc": rc, "runs": run_data, "raw": raw, "fake": fake, "svc": svc,
+               "guide": {"rc": guide_rc, "runs": guide_runs, "raw": guide_raw}}
 
 
 def output_of(n8n_run, node: str) -> str:

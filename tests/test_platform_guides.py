@@ -268,7 +268,7 @@ def test_n8n_http_nodes_follow_the_guide():
     wf = load_n8n()
     by_name = {n["name"]: n for n in wf["nodes"]}
     bodies = {}
-    for node, req in zip(n8n_http_nodes(wf), n8n_requests(wf)):
+    for node, req in zip(n8n_http_nodes(wf), n8n_requests(wf), strict=False):
         assert node["typeVersion"] == 4.2
         assert node["retryOnFail"] is True and 2 <= node["maxTries"] <= 5 and 0 <= node["waitBetweenTries"] <= 5000
         assert node["onError"] == "continueErrorOutput"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 from sqlalchemy import func, insert, select
@@ -39,7 +39,7 @@ def _remember(engine, key: str, at: float) -> None:
 
 
 def _job(engine, finished_days_ago: float | None) -> None:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     finished = None if finished_days_ago is None else now - timedelta(days=finished_days_ago)
     with engine.begin() as conn:
         conn.execute(insert(jobs).values(id=str(uuid.uuid4()), tenant_id="t", kind="call",
@@ -55,7 +55,7 @@ def _ledger_row(engine, created_at: datetime, tenant: str = "t") -> None:
 
 
 def test_db_purge_deletes_expired_answers_and_old_jobs_only(db, capsys):
-    now = datetime.now(timezone.utc).timestamp()
+    now = datetime.now(UTC).timestamp()
     _remember(db, "old", now - TTL_SECONDS - 60)
     _remember(db, "fresh", now - 60)
     _job(db, finished_days_ago=8)          # past the default 7-day retention
@@ -91,8 +91,8 @@ def test_db_purge_archives_then_deletes_ledger_rows_before_the_date(db, tmp_path
 
 
 def test_the_ledger_of_the_current_month_is_never_purged(db, capsys):
-    _ledger_row(db, datetime.now(timezone.utc))
-    tomorrow = datetime.now(timezone.utc) + timedelta(days=1)
+    _ledger_row(db, datetime.now(UTC))
+    tomorrow = datetime.now(UTC) + timedelta(days=1)
     assert main(["db", "purge", "--ledger-before", f"{tomorrow:%Y-%m-%d}"]) == 2
     assert "budgets" in capsys.readouterr().err
     assert _count(db, ledger) == 1
@@ -106,14 +106,14 @@ def test_answers_stored_by_real_idempotent_calls_are_purged_after_their_ttl(clie
     engine = app.extensions["flowcall"].store.engine
     assert _count(engine, idempotency) == 3
     assert purge_expired(engine, 7)["idempotency"] == 0
-    later = datetime.now(timezone.utc) + timedelta(seconds=TTL_SECONDS + 1)
+    later = datetime.now(UTC) + timedelta(seconds=TTL_SECONDS + 1)
     assert purge_expired(engine, 7, now=later)["idempotency"] == 3
     assert _count(engine, idempotency) == 0
 
 
 def test_the_worker_purges_expired_answers_in_its_recovery_round(app):
     engine = app.extensions["flowcall"].store.engine
-    _remember(engine, "old", datetime.now(timezone.utc).timestamp() - TTL_SECONDS - 60)
+    _remember(engine, "old", datetime.now(UTC).timestamp() - TTL_SECONDS - 60)
     from huey import MemoryHuey
     worker = Jobs(app.extensions["flowcall"], queue=MemoryHuey("test-purge", immediate=False))
     worker.recover()

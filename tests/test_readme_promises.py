@@ -5,8 +5,7 @@ import pytest
 import requests
 
 from conftest import make_jwt, migrated_db_url
-from fake_provider import FakeProvider
-from service import clean_env, gunicorn, provider_env
+from service import e2e_service
 
 READS = ("/api/v3/llm/me", "/api/v3/llm/models", "/api/v3/llm/usage")
 
@@ -55,13 +54,8 @@ def test_test_connection_accepts_an_api_key(client, api_key):
 
 
 @pytest.mark.e2e
-def test_test_connection_with_an_api_key_through_gunicorn(tmp_path):
-    fake = FakeProvider().start()
-    env = clean_env({"FLOWCALL_DATABASE_URL": migrated_db_url(tmp_path), **provider_env(fake.url)})
-    try:
-        with gunicorn(env, workers=1) as svc:
-            resp = requests.post(f"{svc['url']}/api/v3/llm/test-connection", timeout=30,
-                                 json={"provider": "openai", "model": "gpt-4o"}, headers={"X-Api-Key": svc["key"]})
-            assert resp.status_code == 200 and resp.json()["status"] == "connected", resp.text
-    finally:
-        fake.stop()
+def test_test_connection_with_an_api_key_through_gunicorn(fake, tmp_path):
+    with e2e_service(tmp_path, fake, workers=1, database_url=migrated_db_url(tmp_path)) as svc:
+        resp = requests.post(f"{svc['url']}/api/v3/llm/test-connection", timeout=30,
+                             json={"provider": "openai", "model": "gpt-4o"}, headers={"X-Api-Key": svc["key"]})
+        assert resp.status_code == 200 and resp.json()["status"] == "connected", resp.text

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from conftest import migrated_db_url
-from service import ROOT, clean_env, free_port, gunicorn
+from service import ROOT, e2e_service, free_port
 
 pytestmark = pytest.mark.e2e
 NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None)
@@ -73,9 +73,8 @@ def _stall(port: int) -> socket.socket:
 
 @pytest.mark.skipif(NGINX is None, reason="nginx is not installed (Debian: apt-get install nginx-light)")
 def test_stalled_bodies_behind_nginx_do_not_starve_the_service(tmp_path):
-    env = clean_env({"FLOWCALL_DATABASE_URL": migrated_db_url(tmp_path),
-                     "FLOWCALL_WORKER_CONNECTIONS": str(WORKER_CONNECTIONS)})
-    with gunicorn(env, workers=1) as svc:
+    with e2e_service(tmp_path, workers=1, database_url=migrated_db_url(tmp_path),
+                     extra_env={"FLOWCALL_WORKER_CONNECTIONS": str(WORKER_CONNECTIONS)}) as svc:
         port = free_port()
         conf = _nginx_conf(tmp_path, port, svc["url"].removeprefix("http://"))
         check = subprocess.run([NGINX, "-t", "-c", conf], capture_output=True, text=True)

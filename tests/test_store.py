@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 from sqlalchemy import inspect
@@ -60,8 +60,8 @@ def test_ledger_usage_totals_groups_and_isolation(store):
     ledger.write(Row(tenant_id=a, endpoint="call", status=502, model_requested="openai.gpt-4o",
                      error_code="provider_overloaded", attempts=3))
     ledger.write(Row(tenant_id=b, endpoint="call", status=200, input_tokens=999, output_tokens=999, cost=9.0))
-    start = datetime.now(timezone.utc) - timedelta(days=1)
-    end = datetime.now(timezone.utc) + timedelta(days=1)
+    start = datetime.now(UTC) - timedelta(days=1)
+    end = datetime.now(UTC) + timedelta(days=1)
     usage = ledger.usage(a, start, end, "model")
     assert usage["totals"] == {"calls": 3, "errors": 1, "input_tokens": 30, "output_tokens": 15,
                                "total_tokens": 45, "cost": pytest.approx(0.003)}
@@ -70,7 +70,7 @@ def test_ledger_usage_totals_groups_and_isolation(store):
     by_agent = {g["group"]: g["calls"] for g in ledger.usage(a, start, end, "agent")["groups"]}
     assert by_agent == {agent: 1, None: 2}
     [day] = ledger.usage(a, start, end, "day")["groups"]
-    assert day["group"] == datetime.now(timezone.utc).date().isoformat() and day["calls"] == 3
+    assert day["group"] == datetime.now(UTC).date().isoformat() and day["calls"] == 3
     assert ledger.usage(tenant(), start, end, None)["totals"]["calls"] == 0
 
 
@@ -157,7 +157,10 @@ def test_sql_counter_window_expires(store):
     assert storage.get("w") == 0 and storage.incr("w", 60) == 1
 
 
-def principal(key_id="k1", t=None, limits=Limits()):
+NO_LIMITS = Limits()
+
+
+def principal(key_id="k1", t=None, limits=NO_LIMITS):
     return Principal(tenant_id=t or tenant(), agent_id=None, method="api_key", key_id=key_id, limits=limits)
 
 

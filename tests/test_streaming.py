@@ -30,7 +30,7 @@ from app.providers.streams import Delta, SseDecoder, SseEvent
 from app.stream_transport import LineStream
 from app.provider_stream import StopGuard
 from app.streaming import StreamingDispatcher
-from fake_stream_provider import FakeStreamProvider
+from fake_provider import FakeProvider
 from conftest import FakeClock
 
 CATALOG = Catalog.load()
@@ -696,7 +696,7 @@ def test_a_streamed_call_reports_to_the_dispatchers_observer_as_a_whole_one_does
 # -- the real transport against a local streaming server -----------------------------------------------
 @pytest.fixture
 def fake():
-    server = FakeStreamProvider().start()
+    server = FakeProvider().start()
     yield server
     server.stop()
 

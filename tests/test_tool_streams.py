@@ -56,7 +56,7 @@ def test_openai_tool_call_pieces_from_n8ns_recorded_stream():
 
 
 def _anthropic_tool_stream(partials: list[str]) -> str:
-    """Event shapes of anthropic/streaming docs as tests/fake_stream_provider.py sends them: a text
+    """Event shapes of anthropic/streaming docs as tests/fake_streams.py sends them: a text
     block, then a client tool_use block whose input arrives as input_json_delta pieces."""
     start = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6", "content": [],
              "stop_reason": None, "usage": {"input_tokens": 40, "output_tokens": 1}}

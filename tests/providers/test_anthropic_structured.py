@@ -15,14 +15,17 @@ from app.providers import anthropic_structured
         "minimum": {"type": "integer"}}}}}},                   # a property *named* minimum is fine
      {"type": "object", "additionalProperties": False, "properties": {"tags": {"type": "array", "items": {
          "type": "object", "additionalProperties": False, "properties": {"minimum": {"type": "integer"}}}}}}),
-    ({"type": ["object", "null"], "properties": {}}, {"type": ["object", "null"], "properties": {}, "additionalProperties": False}),
+    ({"type": ["object", "null"], "properties": {}},
+     {"type": ["object", "null"], "properties": {}, "additionalProperties": False}),
     ({"anyOf": [{"type": "object", "properties": {"a": {"type": "string", "format": "email"}}}, {"type": "null"}]},
-     {"anyOf": [{"type": "object", "properties": {"a": {"type": "string", "format": "email"}}, "additionalProperties": False},
+     {"anyOf": [{"type": "object", "properties": {"a": {"type": "string", "format": "email"}},
+                 "additionalProperties": False},
                 {"type": "null"}]}),
     ({"$ref": "#/$defs/p", "$defs": {"p": {"type": "object", "properties": {"n": {"enum": [{"minimum": 1}]}}}}},
      {"$ref": "#/$defs/p", "$defs": {"p": {"type": "object", "properties": {"n": {"enum": [{"minimum": 1}]}},
                                            "additionalProperties": False}}}),
-    ({"type": "array", "items": {"type": "string"}, "minItems": 1}, {"type": "array", "items": {"type": "string"}, "minItems": 1}),
+    ({"type": "array", "items": {"type": "string"}, "minItems": 1},
+     {"type": "array", "items": {"type": "string"}, "minItems": 1}),
 ])
 def test_native_schema_closes_every_object(schema, native):
     assert anthropic_structured.native_schema(schema) == native

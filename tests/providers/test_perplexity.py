@@ -645,12 +645,14 @@ def test_dispatch_400_unknown_field_is_rejected_once():
 
 
 def test_dispatch_garbage_body():
-    setup = lambda rsps: rsps.post(URL, body=b"<html>oops</html>", status=200, content_type="text/html")
+    def setup(rsps):
+        return rsps.post(URL, body=b"<html>oops</html>", status=200, content_type="text/html")
     answer, err, calls = execute(setup, call())
     assert isinstance(err, InvalidProviderResponse) and err.retryable is True and len(calls) == 1
 
 
 def test_dispatch_5xx_three_times_gives_up_retryable():
-    setup = lambda rsps: rsps.post(URL, status=503, body=b"Service Unavailable")
+    def setup(rsps):
+        return rsps.post(URL, status=503, body=b"Service Unavailable")
     _, err, calls = execute(setup, call())
     assert isinstance(err, ProviderOverloaded) and err.retryable and len(calls) == 3

@@ -108,9 +108,8 @@ def check_openai_family(spec: str, name: str, body: dict, warnings: tuple[str, .
     errors = [e.message for e in openai_request_validator().iter_errors(shape)]
     assert errors == [], errors
     fmt = body.get("response_format")
-    if fmt and fmt["type"] == "json_schema" and fmt["json_schema"]["strict"]:
-        if spec != "ollama.llama3.2":
-            assert_openai_strict(fmt["json_schema"]["schema"])
+    if fmt and fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] and spec != "ollama.llama3.2":
+        assert_openai_strict(fmt["json_schema"]["schema"])
     if name == "stop" and "stop" in body:
         limit = None if spec == "ollama.llama3.2" else 4
         assert body["stop"] == list(FIVE_STOPS[:limit])

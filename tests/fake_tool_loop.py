@@ -1,4 +1,4 @@
-"""A scripted fake of three providers' wire formats that drives one tool loop, for real clients.
+"""Answers of the fake provider's tool-loop mode (tests/fake_provider.py): one tool loop, for real clients.
 
 OpenAI chat completions (`/openai/v1/chat/completions`), Anthropic messages (`/anthropic/v1/messages`)
 and Gemini generateContent (`/gemini/v1beta/models/{model}:generateContent`), non-streamed, answered
@@ -11,14 +11,12 @@ the way each provider answers (shapes from ../shared/specs and its recorded fixt
 
 Gemini's call carries a `thoughtSignature`, and a later turn that sends the call back without it gets
 the 400 Gemini gives ("Function call is missing a thought_signature"), so the round trip of provider
-state is tested, not assumed. Every request is kept for assertions (`requests`).
+state is tested, not assumed. Pure: (status, answer) from (path, body).
 """
 from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ARGUMENTS = {"input": "6 * 7"}
 SIGNATURE = "Q2lYQVk0K2Z0aG91Z2h0LXNpZ25hdHVyZQ=="
@@ -105,48 +103,13 @@ def gemini_turn(body: dict, model: str) -> tuple[int, dict]:
                  "modelVersion": model, "responseId": "fake-response"}
 
 
-class ToolLoopProvider:
-    def __init__(self):
-        self.requests: list[dict] = []
-        self._lock = threading.Lock()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                with owner._lock:
-                    owner.requests.append({"path": self.path, "body": body})
-                gemini = re.match(r"^/gemini/v1beta/models/([^:/]+):generateContent", self.path)
-                if self.path.startswith("/openai/v1/chat/completions"):
-                    status, answer = openai_turn(body)
-                elif self.path.startswith("/anthropic/v1/messages"):
-                    status, answer = anthropic_turn(body)
-                elif gemini:
-                    status, answer = gemini_turn(body, gemini.group(1))
-                else:
-                    status, answer = 404, {"error": {"message": f"no route {self.path}"}}
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def start(self) -> "ToolLoopProvider":
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def seen(self, prefix: str) -> list[dict]:
-        with self._lock:
-            return [r for r in self.requests if r["path"].startswith(prefix)]
+def answer(path: str, body: dict) -> tuple[int, dict]:
+    """(status, answer) of the provider whose route `path` is."""
+    gemini = re.match(r"^/gemini/v1beta/models/([^:/]+):generateContent", path)
+    if path.startswith("/openai/v1/chat/completions"):
+        return openai_turn(body)
+    if path.startswith("/anthropic/v1/messages"):
+        return anthropic_turn(body)
+    if gemini:
+        return gemini_turn(body, gemini.group(1))
+    return 404, {"error": {"message": f"no route {path}"}}
