@@ -27,7 +27,7 @@ from .http import HttpResponse
 from .idempotency import Replay
 from .observe import Observer
 from .providers.streams import SseDecoder, ToolCallDelta, broke_off, build_stream_request, parser_for
-from .stream_transport import LineStream, StreamTransport
+from .transport import LineStream, StreamTransport
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The whole-exchange deadline (app/cutoff.py) on the transports outside a provider call: a job
+"""The whole-exchange deadline (app/transport/watchdog.py) on the transports outside a provider call: a job
 callback receiver that drips its status line is cut off at the attempt's timeout. (Provider calls
 and streams are proven through gunicorn in test_e2e_deadlines.py; image downloads in
 test_image_fetch.py.) The dripping server records whether we hung up on it: no stopwatch."""
@@ -11,7 +11,7 @@ import time
 import pytest
 
 from app import callbacks
-from app.cutoff import Cutoff
+from app.transport.watchdog import Cutoff
 
 
 class DrippingReceiver:
@@ -81,8 +81,7 @@ def test_a_cutoff_disarmed_in_time_shuts_nothing():
 
 def test_an_expired_cutoff_shuts_a_socket_watched_late():
     left, right = socket.socketpair()
-    with left, right:
-        with Cutoff(60.0) as cutoff:
-            cutoff._fire()              # the timer's own call, made here so nothing races
-            cutoff.watch(left)
-            assert cutoff.expired is True and left.recv(1) == b""
+    with left, right, Cutoff(60.0) as cutoff:
+        cutoff._fire()              # the timer's own call, made here so nothing races
+        cutoff.watch(left)
+        assert cutoff.expired is True and left.recv(1) == b""

@@ -24,7 +24,7 @@ from app.postprocess import enforce_stop
 from app.providers import anthropic, gemini, openai_chat
 from app.providers.streams import (AnthropicStream, Delta, GeminiStream, OpenAIChatStream, SseDecoder, SseEvent,
                                    build_stream_request)
-from app.stream_transport import LineStream
+from app.transport import LineStream
 from app.streaming import StopGuard, StreamingDispatcher
 from fake_stream_provider import FakeStreamProvider
 from conftest import FakeClock

@@ -1,4 +1,5 @@
-"""One deadline over a whole outbound HTTP exchange: connect, TLS, status line, headers and body.
+"""The deadline watchdog of every outbound exchange (provider calls, streams, image downloads,
+job callbacks): one deadline over connect, TLS, status line, headers and body.
 
 Socket timeouts bound each recv, not their sum: a server that sends its status line and headers
 one byte at a time resets them with every byte, inside http.client where nobody can look at the
@@ -6,11 +7,13 @@ clock. A `Cutoff` is a timer that, when the deadline passes, shuts down every so
 has used, so whatever read is blocked returns at once and `expired` says why.
 
 Sockets join the exchange that is current in this thread (greenlet, under gevent) through
-`watch_current`; `WatchedHTTPAdapter` does it for a requests session: its connections register
-their socket when they dial, and a reused keep-alive connection when it sends a request.
+`watch_current`: the Watched connections register their socket when they dial (before a TLS
+handshake, which a server can drip too) and a reused keep-alive connection when it sends a
+request; `WatchedHTTPAdapter` gives a requests session such connections.
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -73,16 +76,15 @@ def watch_current(sock) -> None:
 
 
 def _shut(sock) -> None:
-    try:    # the base-class call: SSLSocket.shutdown would drop TLS state the reader still uses
+    # the base-class call: SSLSocket.shutdown would drop TLS state the reader still uses
+    with contextlib.suppress(OSError, TypeError, ValueError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
-    except (OSError, TypeError, ValueError):
-        pass
 
 
 class _Watched:
     def _new_conn(self):
         sock = super()._new_conn()
-        watch_current(sock)          # before the TLS handshake, which a server can drip too
+        watch_current(sock)          # before the TLS handshake
         return sock
 
     def request(self, *args, **kwargs):
