@@ -3,8 +3,9 @@ job callbacks): one deadline over connect, TLS, status line, headers and body.
 
 Socket timeouts bound each recv, not their sum: a server that sends its status line and headers
 one byte at a time resets them with every byte, inside http.client where nobody can look at the
-clock. A `Cutoff` is a timer that, when the deadline passes, shuts down every socket the exchange
-has used, so whatever read is blocked returns at once and `expired` says why.
+clock. A `Cutoff` is a deadline that, when it passes, shuts down every socket the exchange has
+used, so whatever read is blocked returns at once and `expired` says why. One watchdog thread per
+process (a greenlet under gevent) fires every armed Cutoff, instead of a timer thread per exchange.
 
 Sockets join the exchange that is current in this thread (greenlet, under gevent) through
 `watch_current`: the Watched connections register their socket when they dial (before a TLS
@@ -14,14 +15,20 @@ request; `WatchedHTTPAdapter` gives a requests session such connections.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
+import logging
+import os
 import socket
 import threading
+import time
 
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 _local = threading.local()
+log = logging.getLogger(__name__)
 
 
 class Cutoff:
@@ -29,17 +36,16 @@ class Cutoff:
 
     def __init__(self, seconds: float):
         self.expired = False
+        self.disarmed = False
+        self._seconds = seconds
         self._sockets: list = []
         self._lock = threading.Lock()
-        self._disarmed = False
-        self._timer = threading.Timer(max(seconds, 0.0), self._fire)
-        self._timer.daemon = True
         self._previous = None
 
     def __enter__(self) -> Cutoff:
         self._previous = getattr(_local, "cutoff", None)
         _local.cutoff = self
-        self._timer.start()
+        _watchdog.arm(self, time.monotonic() + self._seconds)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -49,23 +55,80 @@ class Cutoff:
     def disarm(self) -> None:
         """No socket is shut after this returns: call it before a connection goes back to the pool,
         where another exchange may pick it up."""
-        self._timer.cancel()
         with self._lock:
-            self._disarmed = True
+            self.disarmed = True
+            self._sockets.clear()
 
     def watch(self, sock) -> None:
         with self._lock:
             self._sockets.append(sock)
-            if self.expired and not self._disarmed:
+            if self.expired and not self.disarmed:
                 _shut(sock)
 
     def _fire(self) -> None:
-        with self._lock:        # held while shutting, so disarm() waits for a firing timer
-            if self._disarmed:
+        with self._lock:        # held while shutting, so disarm() waits for a firing watchdog
+            if self.disarmed:
                 return
             self.expired = True
             for sock in self._sockets:
                 _shut(sock)
+
+
+class _Watchdog:
+    """Fires each armed Cutoff at its deadline: a heap of deadlines and one thread waiting for the
+    earliest. A disarmed Cutoff stays in the heap until it comes up or the heap is compacted (when
+    it has doubled since the last compaction), so disarming costs no lock but the Cutoff's own."""
+
+    _COMPACT_MIN = 1024
+
+    def __init__(self):
+        self._start_over()
+        os.register_at_fork(after_in_child=self._start_over)   # the thread and lock stay behind
+
+    def _start_over(self) -> None:
+        self._wake = threading.Condition()
+        self._due: list[tuple[float, int, Cutoff]] = []
+        self._order = itertools.count()
+        self._compact_at = self._COMPACT_MIN
+        self._running = False
+
+    def arm(self, cutoff: Cutoff, at: float) -> None:
+        with self._wake:
+            if not self._running:       # first use in this process, after any gevent patching
+                threading.Thread(target=self._run, name="flowcall-cutoff-watchdog", daemon=True).start()
+                self._running = True
+            if len(self._due) >= self._compact_at:
+                self._due = [entry for entry in self._due if not entry[2].disarmed]
+                heapq.heapify(self._due)
+                self._compact_at = max(self._COMPACT_MIN, 2 * len(self._due))
+            heapq.heappush(self._due, (at, next(self._order), cutoff))
+            if self._due[0][2] is cutoff:
+                self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                cutoff = self._next_due()
+            try:
+                cutoff._fire()
+            except Exception:  # noqa: BLE001 - one failed shutdown must not stop every later cutoff
+                log.exception("a cutoff failed to fire")
+
+    def _next_due(self) -> Cutoff:
+        """The next Cutoff whose deadline has passed, waiting for it (called with the lock held)."""
+        while True:
+            while self._due and self._due[0][2].disarmed:
+                heapq.heappop(self._due)
+            if not self._due:
+                self._wake.wait()
+                continue
+            wait = self._due[0][0] - time.monotonic()
+            if wait <= 0:
+                return heapq.heappop(self._due)[2]
+            self._wake.wait(wait)
+
+
+_watchdog = _Watchdog()
 
 
 def watch_current(sock) -> None:
