@@ -4,8 +4,8 @@ The URL comes from whoever submits a job and we POST to it from inside the opera
 it gets the image downloads' guard (app/transport/address_policy.py, pinned.py): http(s) only, no
 `user@host`, the host resolved once and refused if any address is not public (unless
 FLOWCALL_ALLOW_PRIVATE_CALLBACK_HOSTS names it), and the connection made to the address we checked,
-never to the name again (DNS rebinding), all of it under one Cutoff (watchdog.py). Redirects are not followed: a receiver that answers 3xx has
-not taken the result.
+never to the name again (DNS rebinding), all of it under one Cutoff (watchdog.py). Redirects are
+not followed: a receiver that answers 3xx has not taken the result.
 
 Signature, so the receiver knows the POST is ours and fresh (Stripe's scheme):
 

@@ -9,6 +9,7 @@ a slow drip cannot outlive the deadline even when no watchdog is armed (a stream
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from collections.abc import Callable, Iterator
 
@@ -23,7 +24,8 @@ class CappedRead:
 
     def __init__(self, read: Callable[[int], bytes], *, max_bytes: int, deadline: float,
                  too_large: Callable[[], Exception], late: Callable[[], Exception],
-                 sock=None, read_timeout: float = float("inf"), declared_length: str | None = None):
+                 sock: socket.socket | None = None, read_timeout: float = float("inf"),
+                 declared_length: str | None = None):
         self.read = read
         self.max_bytes = max_bytes
         self.deadline = deadline
@@ -62,7 +64,7 @@ class CappedRead:
         return b"".join(self)
 
 
-def _bound_next_read(sock, seconds: float) -> None:
+def _bound_next_read(sock: socket.socket | None, seconds: float) -> None:
     """The socket's timeout for the next recv. No socket: a test double, or a connection urllib3 no
     longer holds; a closed one (http.client closes it after the last byte) has nothing left to bound."""
     if sock is not None:

@@ -142,6 +142,6 @@ def read_whole(response: requests.Response, provider: str, deadline: float, cuto
     return HttpResponse(status=response.status_code, body=body, headers=headers)
 
 
-def connection_socket(response: requests.Response):
+def connection_socket(response: requests.Response) -> socket.socket | None:
     """The socket under `response` while urllib3 holds its connection (None once released)."""
     return getattr(getattr(response.raw, "connection", None), "sock", None)

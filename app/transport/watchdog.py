@@ -59,7 +59,7 @@ class Cutoff:
             self.disarmed = True
             self._sockets.clear()
 
-    def watch(self, sock) -> None:
+    def watch(self, sock: socket.socket) -> None:
         with self._lock:
             self._sockets.append(sock)
             if self.expired and not self.disarmed:
@@ -131,14 +131,14 @@ class _Watchdog:
 _watchdog = _Watchdog()
 
 
-def watch_current(sock) -> None:
+def watch_current(sock: socket.socket | None) -> None:
     """Put `sock` under the exchange running in this thread, if any."""
     cutoff = getattr(_local, "cutoff", None)
     if cutoff is not None and sock is not None:
         cutoff.watch(sock)
 
 
-def _shut(sock) -> None:
+def _shut(sock: socket.socket) -> None:
     # the base-class call: SSLSocket.shutdown would drop TLS state the reader still uses
     with contextlib.suppress(OSError, TypeError, ValueError):
         socket.socket.shutdown(sock, socket.SHUT_RDWR)
