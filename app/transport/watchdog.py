@@ -61,8 +61,10 @@ class Cutoff:
 
     def watch(self, sock: socket.socket) -> None:
         with self._lock:
+            if self.disarmed:
+                return
             self._sockets.append(sock)
-            if self.expired and not self.disarmed:
+            if self.expired:
                 _shut(sock)
 
     def _fire(self) -> None:
