@@ -24,7 +24,7 @@ from .quotas import Quotas, make_storage
 from .response_store import ResponseStore
 from .response_store import retention_days as response_retention_days
 from .store import Store
-from .transport import Transport, pool_size
+from .transport import Transport
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -54,7 +54,7 @@ def create_app(config: dict | None = None) -> Flask:
     catalog = Catalog.load(settings.models_file)
     startup.check(settings, catalog)               # settings read late, parsed now: a typo stops the start
     store = Store(settings.database_url)          # refuses an unmigrated database
-    dispatcher = Dispatcher(settings, catalog, transport=Transport(pool_size(settings.environ)),
+    dispatcher = Dispatcher(settings, catalog, transport=Transport(settings.http_pool_size),
                             fetch_image=_image_fetcher(settings),
                             observer=metrics.PrometheusObserver())
     ledger = Ledger(store.engine, log_content=settings.log_content)

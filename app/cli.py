@@ -174,7 +174,7 @@ def cmd_models_check(args) -> int:
     settings = Settings.from_env()
     catalog = Catalog.load(settings.models_file)
     today = dt.date.fromisoformat(args.today) if args.today else dt.datetime.now(dt.timezone.utc).date()
-    reports = run(settings, catalog, Transport(), today, providers=args.provider or None)
+    reports = run(settings, catalog, Transport(settings.http_pool_size), today, providers=args.provider or None)
     if args.json:
         print(json.dumps({"checked_on": today.isoformat(), "window_days": WINDOW_DAYS,
                           "providers": [r.as_dict() for r in reports]}, indent=2))

@@ -70,6 +70,9 @@ class Settings:
     breaker_threshold: int = 5
     breaker_cooldown_s: float = 30.0
     log_level: str = "INFO"
+    # Keep-alive connections per provider per worker: as many as calls a worker holds at once
+    # (gunicorn.conf.py: 1,000 gevent connections), else every call past it opens a new TLS connection.
+    http_pool_size: int = 1000
     environ: Mapping = field(default_factory=dict)   # snapshot for provider keys and base URLs
 
     @classmethod
@@ -97,6 +100,7 @@ class Settings:
             breaker_threshold=_int(env, "FLOWCALL_BREAKER_THRESHOLD", 5, 1),
             breaker_cooldown_s=_int(env, "FLOWCALL_BREAKER_COOLDOWN_MS", 30_000, 0) / 1000,
             log_level=env.get("FLOWCALL_LOG_LEVEL", "INFO").upper(),
+            http_pool_size=_int(env, "FLOWCALL_PROVIDER_POOL_SIZE", 1000, 1),
             environ=env,
         )
 

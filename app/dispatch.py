@@ -101,7 +101,7 @@ class Dispatcher:
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
         self.settings = settings
         self.catalog = catalog
-        self.transport = transport or Transport()
+        self.transport = transport or Transport(settings.http_pool_size)
         self.fetch_image = fetch_image
         self.breaker = breaker or CircuitBreaker(settings.breaker_threshold, settings.breaker_cooldown_s, clock=clock)
         self.sleep = sleep

@@ -40,7 +40,7 @@ from .resume import answer_lost, answered, record_interrupted
 from .db import metadata
 from .errors import FlowcallError, ServiceUnavailable, Unauthorized
 from .idempotency import body_hash
-from .image_fetch import parse_allow_list
+from .transport import parse_allow_list
 from .schemas import CallSchema, load
 from .store import Limits
 

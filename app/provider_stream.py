@@ -17,7 +17,7 @@ from .calls import Completion, ToolCall, Usage
 from .errors import InvalidProviderResponse, ProviderError
 from .providers import Target
 from .providers.streams import SseDecoder, StreamParser, ToolCallDelta, broke_off
-from .stream_transport import LineStream
+from .transport import LineStream
 
 
 class StopGuard:

@@ -1,6 +1,6 @@
 """Every setting read outside `Settings` is parsed here, when the process starts.
 
-Batch limits, job settings, the provider pool size and the routing policy are used deep inside a
+Batch limits, job settings and the routing policy are used deep inside a
 request; without this check a typo in one of them started fine and then failed a caller's request
 (a batch raising SystemExit, the first `"model": "auto"` call a 500). `check` raises SystemExit
 naming the variable, so the start fails instead and says why.
@@ -20,11 +20,9 @@ def check(settings: Settings, catalog: Catalog) -> None:
     from .autoroute import ROUTING_FILE_ENV, LOCAL, load_policy, local_model
     from .batch import BatchLimits
     from .jobs import JobSettings
-    from .transport import pool_size
 
     BatchLimits.from_settings(settings)
     JobSettings.from_settings(settings)
-    pool_size(settings.environ)
     path = settings.environ.get(ROUTING_FILE_ENV) or None
     try:
         policy = load_policy(path)

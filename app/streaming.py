@@ -21,7 +21,7 @@ from .http import HttpResponse
 from .idempotency import Replay
 from .provider_stream import Piece, ProviderStream, StopGuard
 from .providers import Adapter, Target
-from .stream_transport import StreamTransport
+from .transport import StreamTransport
 
 
 class Streamed:

@@ -1,4 +1,4 @@
-"""The whole-exchange deadline (app/cutoff.py) on the transports outside a provider call: a job
+"""The whole-exchange deadline (app/transport/watchdog.py) on the transports outside a provider call: a job
 callback receiver that drips its status line is cut off at the attempt's timeout. (Provider calls
 and streams are proven through gunicorn in test_e2e_deadlines.py; image downloads in
 test_image_fetch.py.) The dripping server records whether we hung up on it: no stopwatch."""
@@ -11,7 +11,7 @@ import time
 import pytest
 
 from app import callbacks
-from app.cutoff import Cutoff
+from app.transport.watchdog import Cutoff
 
 
 class DrippingReceiver:
@@ -85,3 +85,36 @@ def test_an_expired_cutoff_shuts_a_socket_watched_late():
         cutoff._fire()              # the timer's own call, made here so nothing races
         cutoff.watch(left)
         assert cutoff.expired is True and left.recv(1) == b""
+
+
+def _blocked_read_ends(sock, within_s: float = 10.0) -> bool:
+    """True when a read on `sock` returns (shut down) rather than timing out after `within_s`."""
+    sock.settimeout(within_s)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+
+
+def test_the_watchdog_fires_an_armed_cutoff_at_its_deadline():
+    left, right = socket.socketpair()
+    with left, right, Cutoff(0.05) as cutoff:
+        cutoff.watch(left)
+        assert _blocked_read_ends(left) and cutoff.expired is True
+
+
+def test_a_nearer_deadline_armed_later_wakes_the_watchdog():
+    left, right = socket.socketpair()
+    with left, right, Cutoff(60.0) as far:
+        with Cutoff(0.05) as near:
+            near.watch(left)
+            assert _blocked_read_ends(left) and near.expired is True
+        assert far.expired is False
+
+
+def test_disarmed_cutoffs_do_not_pile_up_in_the_watchdog():
+    from app.transport.watchdog import _watchdog
+    for _ in range(5 * _watchdog._COMPACT_MIN):
+        with Cutoff(60.0):
+            pass
+    assert len(_watchdog._due) <= 2 * _watchdog._COMPACT_MIN

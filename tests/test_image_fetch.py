@@ -21,18 +21,11 @@ from urllib.parse import parse_qs, quote
 import pytest
 import urllib3
 
-from app import image_fetch
 from app.config import Settings
 from app.errors import ImageRejected
-from app.image_fetch import (
-    address_problem,
-    embedded_ipv4,
-    fetch_image,
-    literal_address,
-    make_fetcher,
-    parse_allow_list,
-    parse_target,
-)
+from app.image_fetch import fetch_image, make_fetcher
+from app.transport import pinned, watchdog
+from app.transport.address_policy import address_problem, embedded_ipv4, literal_address, parse_allow_list
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(17)
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(20)
@@ -247,8 +240,8 @@ def no_connections(monkeypatch):
     """For refusals that must happen before any socket is opened."""
     def forbidden(*args, **kwargs):
         raise AssertionError(f"connection attempted: {args}")
-    monkeypatch.setattr(image_fetch, "HTTPConnection", forbidden)
-    monkeypatch.setattr(image_fetch, "HTTPSConnection", forbidden)
+    monkeypatch.setattr(pinned, "WatchedHTTPConnection", forbidden)
+    monkeypatch.setattr(pinned, "WatchedHTTPSConnection", forbidden)
 
 
 # -- the address check, as tables -------------------------------------------------------------
@@ -341,7 +334,7 @@ def test_literal_address_normalises_legacy_spellings(host, address):
     ("http://example.com/caf\u00e9%20x.png?q=\u00e9", "example.com", 80, "/caf%C3%A9%20x.png?q=%C3%A9", "example.com"),
 ])
 def test_parse_target(url, host, port, path, host_header):
-    target = parse_target(url)
+    target = pinned.parse_target(url, refuse=lambda message, reason: ValueError(message), subject="image URL")
     assert (target.host, target.port, target.path, target.host_header) == (host, port, path, host_header)
 
 
@@ -583,7 +576,7 @@ def test_the_deadline_holds_without_the_watchdog(server, path, monkeypatch):
     """Two layers: per-read socket timeouts capped by the time left, and the clock checked between
     chunks; the watchdog thread is the backstop for what those cannot see (a drip inside headers
     or the TLS handshake)."""
-    monkeypatch.setattr(image_fetch._Watchdog, "_fire", lambda self: None)
+    monkeypatch.setattr(watchdog.Cutoff, "_fire", lambda self: None)
     err = refused(server.url(path), allow_private=LOOPBACK_ONLY, read_timeout=30.0, total_timeout=0.3)
     assert err.message == "image download timed out"
     assert server.hung_up.wait(BOUNDED_WAIT_S)
@@ -634,8 +627,8 @@ class RecordingConnection:
 def recording(monkeypatch):
     made: list[RecordingConnection] = []
     monkeypatch.setattr(RecordingConnection, "made", made, raising=False)
-    monkeypatch.setattr(image_fetch, "HTTPConnection", RecordingConnection)
-    monkeypatch.setattr(image_fetch, "HTTPSConnection", RecordingConnection)
+    monkeypatch.setattr(pinned, "WatchedHTTPConnection", RecordingConnection)
+    monkeypatch.setattr(pinned, "WatchedHTTPSConnection", RecordingConnection)
     return made
 
 

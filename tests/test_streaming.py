@@ -27,7 +27,7 @@ from app.providers.anthropic_stream import AnthropicStream
 from app.providers.gemini_stream import GeminiStream
 from app.providers.openai_chat_stream import OpenAIChatStream
 from app.providers.streams import Delta, SseDecoder, SseEvent
-from app.stream_transport import LineStream
+from app.transport import LineStream
 from app.provider_stream import StopGuard
 from app.streaming import StreamingDispatcher
 from fake_provider import FakeProvider
