@@ -6,7 +6,7 @@ bodies of ours. Everything here is plain data so translation stays pure and test
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal, Union
+from typing import Literal
 
 DEFAULT_TEMPERATURE = 0.7
 DEFAULT_MAX_TOKENS = 1000
@@ -65,7 +65,7 @@ class ToolResultPart:
     is_error: bool = False
 
 
-Part = Union[TextPart, ImagePart, ToolCallPart, ToolResultPart]
+Part = TextPart | ImagePart | ToolCallPart | ToolResultPart
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ class Call:
     def has_images(self) -> bool:
         return any(m.has_images for m in self.messages)
 
-    def with_messages(self, messages: tuple[Message, ...]) -> "Call":
+    def with_messages(self, messages: tuple[Message, ...]) -> Call:
         return replace(self, messages=messages)
 
 

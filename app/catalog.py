@@ -31,7 +31,7 @@ class Capabilities:
     tools: bool = False             # takes function tools (tools, tool_choice, tool turns)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Capabilities":
+    def from_dict(cls, d: dict) -> Capabilities:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
@@ -52,7 +52,7 @@ class ProviderConfig:
     aliases: tuple[str, ...] = ()
 
     @classmethod
-    def from_dict(cls, name: str, d: dict) -> "ProviderConfig":
+    def from_dict(cls, name: str, d: dict) -> ProviderConfig:
         return cls(
             name=name, format=d["format"], label=d.get("label", name),
             key_env=tuple(d.get("key_env", ())), base_url_env=d.get("base_url_env"),
@@ -176,7 +176,7 @@ class Catalog:
                 raise ValueError(f"model {model.id}: successor {model.successor} is not in the catalog")
 
     @classmethod
-    def load(cls, override_path: str | None = None) -> "Catalog":
+    def load(cls, override_path: str | None = None) -> Catalog:
         raw = json.loads(resources.files("app").joinpath("data/models.json").read_text("utf-8"))
         if override_path:
             with open(override_path, encoding="utf-8") as f:

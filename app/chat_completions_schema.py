@@ -9,7 +9,8 @@ from marshmallow import ValidationError as MarshmallowError
 
 from . import reasoning, tool_ids
 from . import tools as tooling
-from .schemas import MAX_FALLBACKS, MAX_STOP_SEQUENCES, Content, JsonSchemaSpec, Number, PartSchema, ResponseFormatSchema, StrictString, WholeNumber, load
+from .schemas import (MAX_FALLBACKS, MAX_STOP_SEQUENCES, Content, JsonSchemaSpec, Number, PartSchema,
+                      ResponseFormatSchema, StrictString, WholeNumber, load)
 
 IGNORED = frozenset({"user", "metadata", "store", "seed", "service_tier", "prompt_cache_key",
                      "prompt_cache_options", "prompt_cache_retention", "safety_identifier"})
@@ -134,7 +135,8 @@ class _HonouredFields(Schema):
     tools = tooling.ToolsField(allow_none=True)
     tool_choice = tooling.ToolChoiceField(allow_none=True)
     parallel_tool_calls = fields.Boolean(allow_none=True, truthy={True}, falsy={False})
-    reasoning_effort = StrictString(allow_none=True, validate=validate.OneOf(reasoning.EFFORTS, error=reasoning.INVALID))
+    reasoning_effort = StrictString(allow_none=True,
+                                    validate=validate.OneOf(reasoning.EFFORTS, error=reasoning.INVALID))
 
 
 # The fields flowcall ignores or refuses are declared too (checked by _apply_policy), so that only

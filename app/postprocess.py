@@ -69,7 +69,7 @@ _validators_bytes = 0
 _validators_lock = threading.Lock()
 
 
-def _validator(canonical_schema: str):
+def validator_for(canonical_schema: str):
     global _validators_bytes
     size = len(canonical_schema)
     digest = hashlib.sha256(canonical_schema.encode("utf-8", "surrogatepass")).digest()
@@ -96,7 +96,7 @@ def without_added_nulls(data, schema: dict):
     """`data` (a structured answer or a tool call's arguments, asked for with `strict_schema.to_strict`)
     without the nulls that stand for optional properties left out: the caller's own shape."""
     try:
-        return strip_added_nulls(data, schema, _validator(json.dumps(schema, sort_keys=True)))
+        return strip_added_nulls(data, schema, validator_for(json.dumps(schema, sort_keys=True)))
     except Unresolvable:
         return strip_added_nulls(data, schema)
 
@@ -145,7 +145,7 @@ def parse_structured(completion: Completion, fmt: ResponseFormat, provider: str)
         # Strict providers answer an optional property the caller's schema does not let be null
         # with null (app.strict_schema made it required and nullable): that null means "absent".
         # Then the answer is checked against the caller's own schema, whatever the provider.
-        validator = _validator(json.dumps(fmt.schema, sort_keys=True))
+        validator = validator_for(json.dumps(fmt.schema, sort_keys=True))
         try:
             data = strip_added_nulls(data, fmt.schema, validator)
             error = jsonschema.exceptions.best_match(validator.iter_errors(data))

@@ -119,9 +119,9 @@ def _parse_request(body: dict) -> ResponsesRequest:
     text_format = text_format_of(body.get("text"), warnings)
     limit = _int_or_none(body, "max_output_tokens", 1, 1_000_000)
     temperature = body.get("temperature")
-    if temperature is not None:
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
-            fail("temperature", "Must be a number from 0 to 2.")
+    if temperature is not None and (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+                                    or not 0 <= temperature <= 2):
+        fail("temperature", "Must be a number from 0 to 2.")
     for name in ("stream", "store", "parallel_tool_calls", "background"):
         if body.get(name) is not None and not isinstance(body[name], bool):
             fail(name, "Must be true or false.")

@@ -113,7 +113,8 @@ def _message(item: dict, path: str) -> dict:
             if not isinstance(part.get("image_url"), str):
                 fail(f"{where}.image_url", "Required: an http(s) URL or a data:image/...;base64 URI (file_id is "
                                             "not supported).")
-            parts.append({"type": "input_image", "image_url": part["image_url"], "detail": part.get("detail") or "auto"})
+            parts.append({"type": "input_image", "image_url": part["image_url"],
+                          "detail": part.get("detail") or "auto"})
         elif part["type"] == "refusal":
             parts.append({"type": "refusal", "refusal": _text(part.get("refusal"), f"{where}.refusal")})
         else:

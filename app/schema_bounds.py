@@ -33,8 +33,8 @@ MAX_LARGE_ENUM_CHARS = 15_000       # ...may total at most this many characters
 MAX_SUBSCHEMAS = 10_000             # about 2 subschemas per property at OpenAI's property limit
 MAX_SCHEMA_DEPTH = 100              # JSON nesting of the schema document (10 object levels need ~50)
 
-# Of the keywords that hold subschemas (app/json_schema.py), the ones that apply to the same instance (not to a property or an item of it): a cycle
-# through only these, and $ref / $dynamicRef, never ends.
+# Of the keywords that hold subschemas (app/json_schema.py), the ones that apply to the same instance
+# (not to a property or an item of it): a cycle through only these, and $ref / $dynamicRef, never ends.
 _SAME_INSTANCE_ONE = ("if", "then", "else", "not")
 _SAME_INSTANCE_LIST = ("allOf", "anyOf", "oneOf")
 _SAME_INSTANCE_MAP = ("dependentSchemas", "dependencies")
@@ -83,8 +83,9 @@ def _check(canonical: str) -> str | None:
 
 def _meta_problem(canonical: str) -> str | None:
     """Why a JSON Schema is invalid against the meta-schema or by its `$ref`s (None if it is fine).
-    Every `$ref` must point inside the schema and resolve: a remote one would make us fetch a caller-chosen URL (server-side request
-    forgery), a dangling one would fail only when the answer is validated."""
+    Every `$ref` must point inside the schema and resolve: a remote one would make us fetch a
+    caller-chosen URL (server-side request forgery), a dangling one would fail only when the answer
+    is validated."""
     from .postprocess import local_resolver
     schema = json.loads(canonical)
     try:

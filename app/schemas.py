@@ -204,7 +204,8 @@ class ResponseFormatSchema(Schema):
     @validates_schema
     def _schema_when_needed(self, data, **kwargs):
         if data.get("type") == "json_schema" and "json_schema" not in data:
-            raise MarshmallowError({"json_schema": ["Required when type is json_schema: {\"name\", \"strict\", \"schema\"}."]})
+            raise MarshmallowError(
+                {"json_schema": ["Required when type is json_schema: {\"name\", \"strict\", \"schema\"}."]})
 
 
 class CallSchema(Schema):
@@ -324,7 +325,8 @@ def call_from_body(data: dict, *, request_id: str | None = None, tenant_id: str 
         content = m.get("content")
         parts = content_parts(content, f"messages.{i}.content", max_image_bytes) if content is not None else ()
         if role != "user" and any(isinstance(p, ImagePart) for p in parts):
-            raise ValidationError("Images go in user messages.", fields={f"messages.{i}.content": "images only in user messages"})
+            raise ValidationError("Images go in user messages.",
+                                  fields={f"messages.{i}.content": "images only in user messages"})
         if role == "assistant" and m.get("tool_calls"):
             parts = tooling.assistant_parts(m, parts, f"messages.{i}")
         elif role == "tool":

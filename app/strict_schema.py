@@ -296,9 +296,7 @@ def _accepts_null(node, root: dict, hops: int, budget: list[int]) -> bool:
         if isinstance(branches, list) and not any(_accepts_null(s, root, hops - 1, budget) for s in branches):
             return False
     branches = node.get("allOf")
-    if isinstance(branches, list) and not all(_accepts_null(s, root, hops - 1, budget) for s in branches):
-        return False
-    return True
+    return not isinstance(branches, list) or all(_accepts_null(s, root, hops - 1, budget) for s in branches)
 
 
 def strip_added_nulls(data, schema: dict, validator=None):

@@ -61,7 +61,8 @@ class ToolsField(fields.Field):
             raise MarshmallowError(errors)
         total = sum(len(json.dumps(t.parameters)) for t in tools if t.parameters is not None)
         if total > MAX_TOOLS_SCHEMA_BYTES:
-            raise MarshmallowError(f"At most {MAX_TOOLS_SCHEMA_BYTES} bytes of parameter schemas for all tools together.")
+            raise MarshmallowError(
+                f"At most {MAX_TOOLS_SCHEMA_BYTES} bytes of parameter schemas for all tools together.")
         return tuple(tools)
 
 
@@ -201,7 +202,7 @@ def check_conversation(messages: list[Message], tools: tuple[Tool, ...], choice:
     calls: dict[str, ToolCall] = {}
     pending: dict[str, str] = {}      # call id -> where the call was made, until its result comes
     checked = []
-    for m, where in zip(messages, fields_of):
+    for m, where in zip(messages, fields_of, strict=False):
         if m.role != "tool" and pending:
             _unanswered(pending)
         for call in m.tool_calls:

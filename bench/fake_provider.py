@@ -123,20 +123,12 @@ def anthropic_answer(body: dict) -> dict:
     return {**base, "stop_reason": "end_turn", "content": [{"type": "text", "text": text}]}
 
 
-def _lower_types(schema):
-    if isinstance(schema, dict):
-        return {k: (v.lower() if k == "type" and isinstance(v, str) else _lower_types(v)) for k, v in schema.items()}
-    if isinstance(schema, list):
-        return [_lower_types(x) for x in schema]
-    return schema
-
-
 def gemini_answer(body: dict, model: str) -> dict:
     def text_of(c):
         return " ".join(p.get("text", "") for p in c.get("parts", []) if isinstance(p, dict) and "text" in p)
     cfg = body.get("generationConfig") or {}
-    schema = cfg.get("responseJsonSchema") or cfg.get("responseSchema")
-    text = _text(_last_user(body.get("contents"), text_of), _lower_types(schema) if schema else None,
+    schema = cfg.get("responseJsonSchema")
+    text = _text(_last_user(body.get("contents"), text_of), schema,
                  cfg.get("responseMimeType") == "application/json")
     return {"candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP",
                             "index": 0}],

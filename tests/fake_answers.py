@@ -84,8 +84,8 @@ def gemini_answer(body: dict, model: str) -> dict:
         return " ".join(p.get("text", "") for p in c.get("parts", []) if "text" in p)
     prompt = _last_user_text(body.get("contents"), text_of)
     cfg = body.get("generationConfig") or {}
-    schema = cfg.get("responseJsonSchema") or cfg.get("responseSchema")
-    text = _answer_text(prompt, _lower_types(schema) if schema else None,
+    schema = cfg.get("responseJsonSchema")
+    text = _answer_text(prompt, schema,
                         cfg.get("responseMimeType") == "application/json")
     text, _ = _cut(text, cfg.get("stopSequences"))
     return {"candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP",
@@ -93,15 +93,6 @@ def gemini_answer(body: dict, model: str) -> dict:
             "usageMetadata": {"promptTokenCount": 12, "candidatesTokenCount": 7, "totalTokenCount": 19,
                               "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 12}]},
             "modelVersion": model, "responseId": "fake-response-id"}
-
-
-def _lower_types(schema):
-    """Gemini's OpenAPI-style schemas spell types in capitals; example_for wants JSON Schema's."""
-    if isinstance(schema, dict):
-        return {k: (v.lower() if k == "type" and isinstance(v, str) else _lower_types(v)) for k, v in schema.items()}
-    if isinstance(schema, list):
-        return [_lower_types(x) for x in schema]
-    return schema
 
 
 def perplexity_answer(body: dict) -> dict:

@@ -119,10 +119,10 @@ def test_the_validator_cache_shared_by_tenants_is_bounded_by_bytes():
     a schema over the per-entry size is not kept, and the total stays under the byte bound."""
     from app import postprocess
     big = json.dumps({"type": "object", "description": "x" * (postprocess._VALIDATOR_ENTRY_MAX_BYTES + 1)})
-    postprocess._validator(big)
+    postprocess.validator_for(big)
     assert all(size <= postprocess._VALIDATOR_ENTRY_MAX_BYTES for size, _ in postprocess._VALIDATORS.values())
     for i in range(40):
-        postprocess._validator(json.dumps({"type": "object", "description": f"{i}" + "y" * 600_000}))
+        postprocess.validator_for(json.dumps({"type": "object", "description": f"{i}" + "y" * 600_000}))
     assert postprocess._validators_bytes <= postprocess._VALIDATORS_MAX_BYTES
     assert postprocess._validators_bytes == sum(size for size, _ in postprocess._VALIDATORS.values())
     assert len(postprocess._VALIDATORS) <= postprocess._VALIDATORS_MAX

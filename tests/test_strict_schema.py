@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 from openai.lib._pydantic import _ensure_strict_json_schema
 
-from app.postprocess import _validator
+from app.postprocess import validator_for
 from app.strict_schema import accepts_null, strip_added_nulls, to_strict
 
 # One schema with everything the acceptance asks for: optional fields, nested objects, enums, arrays.
@@ -95,7 +95,7 @@ def test_the_strict_schema_is_a_valid_json_schema_that_only_narrows_the_callers(
     answer = {"name": "Ada", "email": None, "age": 36, "plan": "pro", "tags": None,
               "address": {"city": "London", "zip": None}, "nickname": None}
     jsonschema.validate(answer, STRICT_CONTACT)
-    mapped = strip_added_nulls(answer, CONTACT, _validator(json.dumps(CONTACT, sort_keys=True)))
+    mapped = strip_added_nulls(answer, CONTACT, validator_for(json.dumps(CONTACT, sort_keys=True)))
     assert mapped == {"name": "Ada", "age": 36, "plan": "pro", "address": {"city": "London"}, "nickname": None}
     jsonschema.validate(mapped, CONTACT)
 
@@ -225,7 +225,7 @@ def test_strip_added_nulls_keeps_required_and_nullable_and_follows_unions_and_re
                                  "required": ["k"]}}}
     data = {"must": None, "opt": None, "items": [{"k": 1, "v": None}, {"k": 2, "v": "x"}],
             "either": {"k": 3, "v": None}}
-    validator = _validator(json.dumps(schema, sort_keys=True))
+    validator = validator_for(json.dumps(schema, sort_keys=True))
     assert strip_added_nulls(data, schema, validator) == {
         "must": None, "items": [{"k": 1}, {"k": 2, "v": "x"}], "either": {"k": 3}}
     assert data["opt"] is None                              # not mutated
@@ -272,7 +272,7 @@ def test_hostile_schemas_are_bounded_not_expanded():
     unions["anyOf"][2]["properties"]["n"] = {"$ref": "#"}
     # `{"anyOf": [{"$ref": "#"}, ...]}` refers to itself without consuming anything: jsonschema
     # recurses without end on it, so that branch simply matches nothing here.
-    assert strip_added_nulls(data, unions, _validator(json.dumps(unions, sort_keys=True))) == data
+    assert strip_added_nulls(data, unions, validator_for(json.dumps(unions, sort_keys=True))) == data
 
 
 def test_a_schema_that_refers_to_itself_without_end_is_a_clear_502_not_a_crash():

@@ -27,7 +27,7 @@ from .anthropic_thinking import add_thinking, thinking_blocks, with_thinking
 from .common import empty_answer_warnings, int_or_zero, json_object, merge_consecutive, split_system
 
 API_VERSION = "2023-06-01"
-_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "content_filter",
+FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "content_filter",
            "tool_use": "tool_calls", "model_context_window_exceeded": "length", "pause_turn": "other"}
 # errors.md: the status each error type comes with, for an error body that arrives inside a 200.
 _ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
@@ -234,7 +234,7 @@ def _tools(call: Call, structured: Structured, model, warnings: list[str]) -> di
 
 
 # -- the answer -------------------------------------------------------------------------------------
-def _usage(raw) -> Usage:
+def parse_usage(raw) -> Usage:
     """Total input is input + cache writes + cache reads (messages_create.md `usage`); writes are
     billed by TTL, so the 1-hour part (`cache_creation.ephemeral_1h_input_tokens`) is kept apart."""
     if not isinstance(raw, dict):
@@ -262,7 +262,7 @@ def _tool_calls(blocks: list, answer_tool: str | None, provider: str) -> tuple[T
     for b in blocks:
         if not (isinstance(b, dict) and b.get("type") == "tool_use") or b.get("name") == answer_tool:
             continue
-        if not isinstance(b.get("id"), str) or not isinstance(b.get("name"), str) or not isinstance(b.get("input"), dict):
+        if not (isinstance(b.get("id"), str) and isinstance(b.get("name"), str) and isinstance(b.get("input"), dict)):
             raise InvalidProviderResponse(f"{provider} answered with a malformed tool_use block.", provider=provider,
                                           retryable=True)
         calls.append(ToolCall(b["id"], b["name"], b["input"]))
@@ -276,7 +276,7 @@ def _answer_tool_input(blocks: list, name: str):
     return None
 
 
-def _refusal(body: dict, model_id: str, provider: str) -> ContentBlocked:
+def refusal_error(body: dict, model_id: str, provider: str) -> ContentBlocked:
     details = body.get("stop_details") if isinstance(body.get("stop_details"), dict) else {}
     why = details.get("explanation") or (f"category {details['category']}" if details.get("category") else
                                          "no explanation given")
@@ -294,7 +294,7 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
                                       retryable=True)
     text = _text(blocks)
     raw_finish = body.get("stop_reason")
-    finish = _FINISH.get(raw_finish, "other")
+    finish = FINISH_REASONS.get(raw_finish, "other")
     data = None
     structured = structured_output(call, target.model)
     answer_tool = structured.tool["name"] if structured.tool is not None else None
@@ -307,8 +307,8 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
                 data = data.get("value")
             text = text or json.dumps(data, ensure_ascii=False)
     if raw_finish == "refusal" and not text:
-        raise _refusal(body, target.model.id, provider)
-    usage = _usage(body.get("usage"))
+        raise refusal_error(body, target.model.id, provider)
+    usage = parse_usage(body.get("usage"))
     warnings = empty_answer_warnings(finish, text, usage)
     return Completion(text=text, finish_reason=finish, usage=usage,
                       model=body.get("model") if isinstance(body.get("model"), str) else target.model.name,

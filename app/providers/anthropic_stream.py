@@ -51,7 +51,7 @@ class AnthropicStream:
             message = body.get("message") if isinstance(body.get("message"), dict) else {}
             self._add_usage(message.get("usage"))
             model = message.get("model") if isinstance(message.get("model"), str) else None
-            return Delta(usage=anthropic._usage(self.usage), model=model)
+            return Delta(usage=anthropic.parse_usage(self.usage), model=model)
         if kind == "content_block_start":
             return self._block_start(body)
         if kind == "content_block_delta":
@@ -132,14 +132,14 @@ class AnthropicStream:
         self._add_usage(body.get("usage"))
         delta = body.get("delta") if isinstance(body.get("delta"), dict) else {}
         raw = delta.get("stop_reason")
-        finish = anthropic._FINISH.get(raw, "other") if raw else None
+        finish = anthropic.FINISH_REASONS.get(raw, "other") if raw else None
         if raw == "tool_use" and self.answered_by_tool and not self.tool_index:
             finish = "stop"     # our own answer tool: the model finished; no tool call for the caller
         if raw == "refusal":
             self.refusal = delta
-        return Delta(finish_reason=finish, usage=anthropic._usage(self.usage))
+        return Delta(finish_reason=finish, usage=anthropic.parse_usage(self.usage))
 
     def check_end(self, text: str) -> None:
         if self.refusal is not None and not text:
-            raise anthropic._refusal(self.refusal, self.target.model.id, self.target.provider.name)
+            raise anthropic.refusal_error(self.refusal, self.target.model.id, self.target.provider.name)
 

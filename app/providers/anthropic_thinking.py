@@ -68,9 +68,8 @@ def add_thinking(call: Call, model, structured: Structured, body: dict, warnings
     if model.max_output_tokens:
         total = max(body["max_tokens"], min(total, model.max_output_tokens))
     budget = min(reasoning.ANTHROPIC_BUDGETS[effort], total - 1)
-    if blocker is None and not adaptive:
-        if budget < reasoning.ANTHROPIC_MIN_BUDGET:
-            blocker = f"{model.id}'s output limit leaves no room for a thinking budget"
+    if blocker is None and not adaptive and budget < reasoning.ANTHROPIC_MIN_BUDGET:
+        blocker = f"{model.id}'s output limit leaves no room for a thinking budget"
     if blocker:
         warnings.append(f"Reasoning effort {effort!r} was not sent: {blocker}.")
         return

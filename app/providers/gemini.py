@@ -206,7 +206,7 @@ def build_request(call: Call, target) -> Plan:
 
 
 # -- answer -----------------------------------------------------------------------------------------
-def _usage(raw) -> Usage:
+def parse_usage(raw) -> Usage:
     """Gemini counts thinking outside `candidatesTokenCount`; ours includes it in output."""
     if not isinstance(raw, dict):
         return Usage(reported=False)
@@ -218,7 +218,7 @@ def _usage(raw) -> Usage:
         cached_input_tokens=int_or_zero(raw.get("cachedContentTokenCount")))
 
 
-def _text(candidate: dict) -> str:
+def candidate_text(candidate: dict) -> str:
     content = candidate.get("content")
     parts = content.get("parts") if isinstance(content, dict) else None
     if not isinstance(parts, list):
@@ -254,7 +254,7 @@ def function_calls(candidate: dict, response_id: str, provider: str, first: int 
     return tuple(calls)
 
 
-def _finish(raw) -> str:
+def finish_of(raw) -> str:
     if raw is None:
         return "stop"
     if raw in _FILTERED:
@@ -262,7 +262,7 @@ def _finish(raw) -> str:
     return _FINISH.get(raw, "other")
 
 
-def _blocked_prompt(body: dict, target, status: int) -> ProviderError:
+def blocked_prompt_error(body: dict, target, status: int) -> ProviderError:
     feedback = body.get("promptFeedback") if isinstance(body.get("promptFeedback"), dict) else {}
     reason = feedback.get("blockReason")
     if not reason:
@@ -280,14 +280,14 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
     if not isinstance(candidates, list) or not candidates:
         if isinstance(body.get("error"), dict):
             raise parse_error(resp, target)
-        raise _blocked_prompt(body, target, resp.status)
+        raise blocked_prompt_error(body, target, resp.status)
     candidate = candidates[0]
     if not isinstance(candidate, dict):
         raise InvalidProviderResponse(f"{provider} answered with a malformed candidate.", provider=provider,
                                       retryable=True, upstream_status=resp.status)
-    text = _text(candidate)
+    text = candidate_text(candidate)
     raw_finish = candidate.get("finishReason")
-    finish = _finish(raw_finish)
+    finish = finish_of(raw_finish)
     tool_calls = function_calls(candidate, str(body.get("responseId") or ""), provider) if call.tools else ()
     if tool_calls and finish == "stop":     # Gemini says STOP after a function call
         finish = "tool_calls"
@@ -297,7 +297,7 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
         detail = candidate.get("finishMessage")
         raise ContentBlocked(f"Google Gemini withheld the answer ({raw_finish})" + (f": {detail}" if detail else "."),
                              provider=provider, upstream_status=resp.status)
-    usage = _usage(body.get("usageMetadata"))
+    usage = parse_usage(body.get("usageMetadata"))
     warnings = empty_answer_warnings(finish, text, usage)
     if finish == "content_filter":
         warnings.append(f"Gemini stopped the answer early ({raw_finish}); the text is what came before.")

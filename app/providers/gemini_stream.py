@@ -38,17 +38,17 @@ class GeminiStream:
         if isinstance(body.get("error"), dict):
             status = status_in(body["error"].get("code"), 500)
             raise gemini.parse_error(error_response(status, body), self.target)
-        usage = gemini._usage(body["usageMetadata"]) if isinstance(body.get("usageMetadata"), dict) else None
+        usage = gemini.parse_usage(body["usageMetadata"]) if isinstance(body.get("usageMetadata"), dict) else None
         model = body.get("modelVersion") if isinstance(body.get("modelVersion"), str) and body["modelVersion"] else None
         candidates = body.get("candidates")
         if not isinstance(candidates, list) or not candidates:
             feedback = body.get("promptFeedback")
             if isinstance(feedback, dict) and feedback.get("blockReason"):
-                raise gemini._blocked_prompt(body, self.target, 200)
+                raise gemini.blocked_prompt_error(body, self.target, 200)
             return Delta(usage=usage, model=model)      # a usage-only chunk
         candidate = candidates[0] if isinstance(candidates[0], dict) else {}
         raw = candidate.get("finishReason")
-        finish = gemini._finish(raw) if raw else None
+        finish = gemini.finish_of(raw) if raw else None
         if finish == "content_filter":
             self.filtered = (raw, candidate.get("finishMessage"))
         calls = gemini.function_calls(candidate, str(body.get("responseId") or ""), self.target.provider.name,
@@ -57,7 +57,7 @@ class GeminiStream:
         deltas = tuple(ToolCallDelta(self.calls - len(calls) + i, c.id, c.name,
                                      json.dumps(c.arguments, ensure_ascii=False), c.state)
                        for i, c in enumerate(calls))
-        return Delta(text=gemini._text(candidate), finish_reason=finish, usage=usage, model=model,
+        return Delta(text=gemini.candidate_text(candidate), finish_reason=finish, usage=usage, model=model,
                      tool_calls=deltas)
 
     def check_end(self, text: str) -> None:

@@ -129,9 +129,9 @@ def _unsatisfied(schema: dict, example) -> str | None:
     constrained to the schema cannot, with the reason, instead of an answer that fails validation."""
     import jsonschema
 
-    from ..postprocess import _validator
+    from ..postprocess import validator_for
     try:
-        error = jsonschema.exceptions.best_match(_validator(json.dumps(schema, sort_keys=True)).iter_errors(example))
+        error = jsonschema.exceptions.best_match(validator_for(json.dumps(schema, sort_keys=True)).iter_errors(example))
     except RecursionError:
         return "the schema nests too deeply"
     if error is None:

@@ -20,7 +20,7 @@ from ..http import HttpRequest, HttpResponse, Plan, drop_none, retry_after_secon
 from .. import reasoning, strict_schema
 from .common import empty_answer_warnings, int_or_zero, json_object, schema_instruction
 
-_FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter",
+FINISH_REASONS = {"stop": "stop", "length": "length", "content_filter": "content_filter",
            "tool_calls": "tool_calls", "function_call": "tool_calls"}
 
 
@@ -181,7 +181,7 @@ def _reasoning_effort(call: Call, model, provider, warnings: list[str]) -> str |
     return effort
 
 
-def _usage(raw, reasoning_outside: bool) -> Usage:
+def parse_usage(raw, reasoning_outside: bool) -> Usage:
     """`prompt_tokens` includes `prompt_tokens_details.cached_tokens` (reads) and `cache_write_tokens`
     (providers.md §2.1); no usage object at all is reported as such, never as a free call."""
     if not isinstance(raw, dict):
@@ -223,10 +223,10 @@ def parse_response(resp: HttpResponse, call: Call, target) -> Completion:
         # finish_reason: "content_filter if content was omitted due to a flag from our content filters").
         raise ContentBlocked(f"{target.model.id}'s answer was withheld by {target.provider.label}'s content "
                              "filter.", provider=provider, upstream_status=resp.status)
-    finish = _FINISH.get(raw_finish, "other" if raw_finish else "stop")
+    finish = FINISH_REASONS.get(raw_finish, "other" if raw_finish else "stop")
     if tool_calls and finish == "stop":     # some compatible servers say stop after a tool call
         finish = "tool_calls"
-    usage = _usage(body.get("usage"), target.provider.reasoning_tokens_outside_completion)
+    usage = parse_usage(body.get("usage"), target.provider.reasoning_tokens_outside_completion)
     warnings = empty_answer_warnings(finish, content, usage, doing="reasoning")
     return Completion(text=content or "", finish_reason=finish, usage=usage,
                       model=body.get("model") if isinstance(body.get("model"), str) else target.model.name,

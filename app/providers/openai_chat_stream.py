@@ -52,7 +52,7 @@ class OpenAIChatStream:
             if isinstance(delta.get("refusal"), str):
                 self.refusal.append(delta["refusal"])
             raw = choice.get("finish_reason")
-            finish = openai_chat._FINISH.get(raw, "other") if raw else None
+            finish = openai_chat.FINISH_REASONS.get(raw, "other") if raw else None
             self.filtered = self.filtered or raw == "content_filter"
         else:
             calls = ()
@@ -60,7 +60,7 @@ class OpenAIChatStream:
         if not isinstance(raw_usage, dict):
             groq = body.get("x_groq")
             raw_usage = groq.get("usage") if isinstance(groq, dict) else None
-        usage = openai_chat._usage(raw_usage, self.target.provider.reasoning_tokens_outside_completion) \
+        usage = openai_chat.parse_usage(raw_usage, self.target.provider.reasoning_tokens_outside_completion) \
             if isinstance(raw_usage, dict) else None
         model = body.get("model") if isinstance(body.get("model"), str) and body.get("model") else None
         return Delta(text=text, finish_reason=finish, usage=usage, model=model, tool_calls=calls)

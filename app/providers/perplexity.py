@@ -70,10 +70,7 @@ def _part(part, warnings: list[str]) -> dict:
 
 
 def _item(message: Message, warnings: list[str]) -> dict:
-    if message.has_images:
-        content = [_part(p, warnings) for p in message.parts]
-    else:
-        content = message.text
+    content = [_part(p, warnings) for p in message.parts] if message.has_images else message.text
     return {"type": "message", "role": message.role, "content": content}
 
 
