@@ -18,29 +18,25 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from sqlalchemy import (Column, DateTime, Float, Index, Integer, String, Table, Text, and_, delete, func, or_, select,
                         update)
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
-from .config import env_number
 from . import callbacks
 from .auth import Principal
-from .batch import (BatchLimits, ItemContext, batch_body, error_body, execute_item, item_request_id, parse_envelope,
+from .batch import (ItemContext, batch_body, error_body, execute_item, item_request_id, parse_envelope,
                     run_envelope)
 from .job_calls import forget, note_started, unrecorded
 from .resume import answer_lost, answered, record_interrupted
+from .config import JobSettings
 from .db import metadata
 from .errors import FlowcallError, ServiceUnavailable, Unauthorized
 from .idempotency import body_hash
-from .image_fetch import parse_allow_list
 from .schemas import CallSchema, load
 from .store import Limits
 
@@ -87,48 +83,6 @@ DELIVER_TASK = "flowcall.deliver_callback"
 CALLBACK_MAX_DELAY_S = 3600.0
 CALLBACK_LEASE_S = 3 * callbacks.TIMEOUT_S       # one attempt dials at most a few addresses
 SCHEDULE_SLACK_S = 1.0                           # a scheduled attempt may fire a hair early
-
-
-def default_queue_path(database_url: str) -> str:
-    """`flowcall-jobs.db` beside the SQLite store (or in the working directory)."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return os.path.join(os.path.dirname(url.database), "flowcall-jobs.db")
-    return "flowcall-jobs.db"
-
-
-@dataclass(frozen=True)
-class JobSettings:
-    queue_path: str
-    redis_url: str | None = None
-    lease_s: float = 60.0
-    workers: int = 4
-    callback_secret: str | None = None
-    callback_attempts: int = 8
-    callback_delay_s: float = 10.0
-    allow_private_callback_hosts: tuple[str, ...] = ()
-    retention_days: int = 7
-
-    @classmethod
-    def from_settings(cls, settings) -> "JobSettings":
-        env = settings.environ
-        allow = tuple(x.strip() for x in (env.get("FLOWCALL_ALLOW_PRIVATE_CALLBACK_HOSTS") or "").split(",")
-                      if x.strip())
-        try:
-            parse_allow_list(allow)
-        except ValueError as exc:
-            raise SystemExit(f"FLOWCALL_ALLOW_PRIVATE_CALLBACK_HOSTS: {exc}") from None
-        return cls(
-            queue_path=env.get("FLOWCALL_JOBS_PATH") or default_queue_path(settings.database_url),
-            redis_url=settings.redis_url,
-            lease_s=env_number(env, "FLOWCALL_JOB_LEASE_S", 60.0, 1.0),
-            workers=env_number(env, "FLOWCALL_JOB_WORKERS", 4, 1, int),
-            callback_secret=env.get("FLOWCALL_CALLBACK_SECRET") or None,
-            callback_attempts=env_number(env, "FLOWCALL_CALLBACK_ATTEMPTS", 8, 1, int),
-            callback_delay_s=env_number(env, "FLOWCALL_CALLBACK_RETRY_DELAY_S", 10.0, 0.0),
-            allow_private_callback_hosts=allow,
-            retention_days=env_number(env, "FLOWCALL_JOB_RETENTION_DAYS", 7, 1, int),
-        )
 
 
 def make_queue(settings: JobSettings):
@@ -289,8 +243,8 @@ class Jobs:
     def __init__(self, services, settings: JobSettings | None = None, queue=None, clock=time.time):
         from huey.signals import SIGNAL_INTERRUPTED
         self.services = services
-        self.settings = settings or JobSettings.from_settings(services.settings)
-        self.limits = BatchLimits.from_settings(services.settings)
+        self.settings = settings or services.settings.jobs
+        self.limits = services.settings.batch
         self.store = JobStore(services.store.engine, clock)
         self.clock = clock
         self.queue = queue if queue is not None else make_queue(self.settings)

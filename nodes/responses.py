@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from app import responses_api as api
@@ -20,8 +20,8 @@ from app.idempotency import Replay
 from app.openapi import CALL_ERRORS, doc
 from app.schemas import parse_json_body
 
-from . import openai_compat as compat_node
-from ._common import read_body, services
+from . import chat_completions as compat_node
+from ._common import idempotency_key, read_body, services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("openai_responses", __name__)
@@ -51,10 +51,6 @@ REQUEST_EXAMPLE = {"model": "anthropic.claude-sonnet-4-6", "instructions": "Answ
                    "input": "What is the capital of France?"}
 
 
-def response_store():
-    return current_app.extensions["flowcall_responses"]
-
-
 def _not_found(response_id: str) -> NotFound:
     return NotFound(f"Response with id {response_id!r} not found.", code="response_not_found")
 
@@ -68,11 +64,11 @@ def _not_found(response_id: str) -> NotFound:
                  "is the spec's server-sent events, ending in `response.completed`. " + compat_node._ERRORS_TEXT)
 def create_response():
     svc = services()
-    store = response_store()
+    store = services().responses
     principal = compat_node._principal()
     body = parse_json_body(read_body())
     req = api.parse_request(body)
-    key = compat_node._idempotency_key()
+    key = idempotency_key()
     created = int(time.time())
     response_id = api.new_id("resp")
     history: list = []
@@ -127,7 +123,7 @@ class _Closing:
 def _stream(principal, body: dict, req: api.ResponsesRequest, make_call, save, key, response_id: str,
             created: int) -> Response:
     closing = _Closing(api.EventWriter(req, response_id, created, req.model))
-    started = streaming.start(services().gateway, compat_node._streaming_dispatcher(), principal, ENDPOINT, body,
+    started = streaming.start(services().gateway, services().streaming, principal, ENDPOINT, body,
                               make_call, closing.render, idempotency_key=key)
     if isinstance(started, Replay):
         response = compat_node._event_stream(iter(api.replay_events(req, started.body)))
@@ -164,7 +160,7 @@ def retrieve_response(response_id: str):
     principal = compat_node._principal()
     if request.args.get("stream") in ("true", "1"):
         raise ValidationError("Streaming a stored response is not supported.", fields={"stream": "must be false"})
-    found = response_store().get(principal.tenant_id, response_id)
+    found = services().responses.get(principal.tenant_id, response_id)
     if found is None:
         raise _not_found(response_id)
     return jsonify(found)
@@ -175,7 +171,7 @@ def retrieve_response(response_id: str):
      errors=(401, 404), error_schema="OpenAIError", description=compat_node._ERRORS_TEXT)
 def delete_response(response_id: str):
     principal = compat_node._principal()
-    if not response_store().delete(principal.tenant_id, response_id):
+    if not services().responses.delete(principal.tenant_id, response_id):
         raise _not_found(response_id)
     return jsonify({"id": response_id, "object": "response.deleted", "deleted": True})
 
@@ -187,7 +183,7 @@ def delete_response(response_id: str):
                  "`before` (item ids). " + compat_node._ERRORS_TEXT)
 def list_input_items(response_id: str):
     principal = compat_node._principal()
-    items = response_store().input_items(principal.tenant_id, response_id)
+    items = services().responses.input_items(principal.tenant_id, response_id)
     if items is None:
         raise _not_found(response_id)
     return jsonify(api.item_page(items, request.args))

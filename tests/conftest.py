@@ -11,7 +11,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from app import create_app
+from nodes import create_app
 
 JWT_SECRET = "test-secret-for-hs256-signing-0123456789"
 _TEMPLATE: Path | None = None

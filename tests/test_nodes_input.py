@@ -115,7 +115,7 @@ def test_deep_nesting_inside_valid_json_is_a_400(client, key_headers):
 
 
 def test_oversize_body_is_413(tmp_path, tenant_id):
-    from app import create_app
+    from nodes import create_app
     app = create_app({"FLOWCALL_DATABASE_URL": migrated_db_url(tmp_path), "FLOWCALL_MAX_BODY_BYTES": "2048"})
     _, key = app.extensions["flowcall"].store.create_key(tenant_id)
     resp = post(app.test_client(), "/api/v3/llm/public/call", {"model": "mock.echo", "prompt": "x" * 5000},

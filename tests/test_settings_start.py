@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from app import create_app
+from nodes import create_app
 from app.config import Settings
 from conftest import migrated_db_url
 from service import ROOT, clean_env, create_key, free_port

@@ -24,13 +24,13 @@ from werkzeug.exceptions import HTTPException
 from app import openai_compat as compat
 from app import streaming
 from app.auth import api_key_from_bearer, authenticate_api_key
-from app.errors import (FlowcallError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized,
-                        ValidationError)
-from app.idempotency import Replay, validate_key
+from app.errors import (FlowcallError, NotFound, Unauthorized, ValidationError, from_http_exception,
+                        http_exception_headers)
+from app.idempotency import Replay
 from app.openapi import CALL_ERRORS, doc
 from app.schemas import call_from_body, parse_json_body
 
-from ._common import read_body, services
+from ._common import idempotency_key, read_body, services
 
 log = logging.getLogger(__name__)
 bp = Blueprint("openai_compat", __name__)
@@ -80,15 +80,9 @@ def _flowcall_error(err: FlowcallError):
 
 @bp.errorhandler(HTTPException)
 def _http_error(err: HTTPException):
-    allowed = ", ".join(sorted(getattr(err, "valid_methods", None) or []))
-    mapped = {
-        404: NotFound("No such endpoint."),
-        405: MethodNotAllowed(f"Method not allowed; allowed: {allowed}"),
-        413: PayloadTooLarge(f"Request body is larger than the limit of {current_app.config.get('MAX_CONTENT_LENGTH')} "
-                             "bytes (FLOWCALL_MAX_BODY_BYTES)."),
-    }.get(err.code)
-    return _error_response(mapped or FlowcallError(err.description or err.name, status=err.code or 500,
-                                                   code=(err.name or "error").lower().replace(" ", "_")))
+    response = _error_response(from_http_exception(err, current_app.config.get("MAX_CONTENT_LENGTH")))
+    response.headers.update(http_exception_headers(err))
+    return response
 
 
 @bp.errorhandler(Exception)
@@ -106,21 +100,6 @@ def _principal():
     return authenticate_api_key(presented, services().store)
 
 
-def _streaming_dispatcher() -> streaming.StreamingDispatcher:
-    """One per app, sharing the whole-call dispatcher's transport and circuit breaker."""
-    extensions = current_app.extensions
-    dispatcher = extensions.get("flowcall_streaming")
-    if dispatcher is None:
-        dispatcher = extensions.setdefault("flowcall_streaming",
-                                           streaming.StreamingDispatcher(services().dispatcher))
-    return dispatcher
-
-
-def _idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    return validate_key(key.strip()) if key is not None else None
-
-
 # -- routes -------------------------------------------------------------------------------------------
 @bp.post("/v1/chat/completions")
 @doc(summary="OpenAI Chat Completions (OpenAI SDKs, n8n OpenAI nodes, LangChain)", tags=("openai",),
@@ -135,7 +114,7 @@ def chat_completions():
     principal = _principal()
     raw = parse_json_body(read_body())
     chat = compat.parse_request(raw)
-    key = _idempotency_key()
+    key = idempotency_key()
     created = int(time.time())
     structured = "response_format" in chat.body
 
@@ -161,7 +140,7 @@ def chat_completions():
 
 
 def _stream(principal, raw: dict, chat: compat.ChatRequest, make_call, render, key, created: int) -> Response:
-    started = streaming.start(services().gateway, _streaming_dispatcher(), principal, ENDPOINT, raw,
+    started = streaming.start(services().gateway, services().streaming, principal, ENDPOINT, raw,
                               make_call, render, idempotency_key=key)
     if isinstance(started, Replay):
         response = _event_stream(iter(compat.replay_events(started.body, chat.include_usage)))
