@@ -91,7 +91,7 @@ def _unexpected(err: Exception):
     return _error_response(FlowcallError("Internal error; the request id identifies it in our logs."))
 
 
-# -- auth and services --------------------------------------------------------------------------------
+# -- auth ---------------------------------------------------------------------------------------------
 def _principal():
     presented = api_key_from_bearer(request.headers)
     if not presented:

@@ -18,7 +18,8 @@ from sqlalchemy import inspect
 
 from app import callbacks
 from app.config import default_queue_path
-from app.jobs import Jobs, job_items, jobs
+from app.job_store import job_items, jobs
+from app.jobs import Jobs
 from nodes import create_app
 from app.store import Limits
 from batch_fakes import FakeLLM, Receiver

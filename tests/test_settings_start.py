@@ -93,3 +93,25 @@ def test_every_cli_command_refuses_a_malformed_setting(tmp_path, monkeypatch, ca
     monkeypatch.setenv("FLOWCALL_JOB_WORKERS", "four")
     assert main(argv) == 2
     assert "FLOWCALL_JOB_WORKERS" in capsys.readouterr().err
+
+
+def _readme_settings() -> set[str]:
+    """The variable names of the README's Configuration table."""
+    import re
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    return {name for line in table.splitlines() if line.startswith("| `")
+            for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])}
+
+
+def test_the_readme_table_and_settings_name_the_same_variables():
+    """Every variable the README lists is read by Settings (gunicorn's own by gunicorn.conf.py; the
+    providers' through the catalog), and Settings reads no variable the README does not list."""
+    import re
+    config = (ROOT / "app" / "config.py").read_text(encoding="utf-8")
+    gunicorn = (ROOT / "gunicorn.conf.py").read_text(encoding="utf-8")
+    read = set(re.findall(r'"((?:FLOWCALL|PROMETHEUS)_[A-Z0-9_]+)"', config))
+    listed = _readme_settings()
+    providers = {name for name in listed if name.endswith(("_API_KEY", "_BASE_URL"))}
+    assert {name for name in listed - providers - read if name not in gunicorn} == set()
+    assert read - listed == set()
