@@ -16,7 +16,7 @@ from app.schemas import TestConnectionResponseSchema, TestConnectionSchema
 
 from ._common import body_with, either_auth, provider_named, services
 
-bp = Blueprint("test_connection", __name__)
+bp = Blueprint("connection_check", __name__)
 _schema = TestConnectionSchema()
 
 _STATUS = (

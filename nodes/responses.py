@@ -11,24 +11,21 @@ import logging
 import time
 
 from flask import Blueprint, Response, g, jsonify, request
-from werkzeug.exceptions import HTTPException
 
 from app import responses_api as api
 from app import streaming
-from app.errors import FlowcallError, NotFound, ValidationError
+from app.errors import NotFound, ValidationError
 from app.idempotency import Replay
 from app.openapi import CALL_ERRORS, doc
 from app.schemas import parse_json_body
 
-from . import chat_completions as compat_node
 from ._common import idempotency_key, read_body, services
+from .openai_surface import ERRORS_TEXT, bearer_principal, event_stream, relay, use_openai_errors
 
 log = logging.getLogger(__name__)
 bp = Blueprint("openai_responses", __name__)
 ENDPOINT = "openai_responses"
-bp.register_error_handler(FlowcallError, compat_node._flowcall_error)
-bp.register_error_handler(HTTPException, compat_node._http_error)
-bp.register_error_handler(Exception, compat_node._unexpected)
+use_openai_errors(bp)
 
 RESPONSE_SCHEMA = {"type": "object", "description": "OpenAI's Response object, plus `flowcall`", "properties": {
     "id": {"type": "string"}, "object": {"type": "string", "enum": ["response"]},
@@ -61,11 +58,11 @@ def _not_found(response_id: str) -> NotFound:
      request_example=REQUEST_EXAMPLE, errors=CALL_ERRORS, error_schema="OpenAIError",
      description="Any model flowcall routes to, as OpenAI's Responses API; the module docstring of "
                  "app/responses_api.py says what happens to each request field. With `stream: true` the answer "
-                 "is the spec's server-sent events, ending in `response.completed`. " + compat_node._ERRORS_TEXT)
+                 "is the spec's server-sent events, ending in `response.completed`. " + ERRORS_TEXT)
 def create_response():
     svc = services()
     store = services().responses
-    principal = compat_node._principal()
+    principal = bearer_principal()
     body = parse_json_body(read_body())
     req = api.parse_request(body)
     key = idempotency_key()
@@ -126,12 +123,12 @@ def _stream(principal, body: dict, req: api.ResponsesRequest, make_call, save, k
     started = streaming.start(services().gateway, services().streaming, principal, ENDPOINT, body,
                               make_call, closing.render, idempotency_key=key)
     if isinstance(started, Replay):
-        response = compat_node._event_stream(iter(api.replay_events(req, started.body)))
+        response = event_stream(iter(api.replay_events(req, started.body)))
         response.headers["Idempotent-Replay"] = "true"
         return response
     g.upstream_ms = started.opened.upstream_ms
     closing.writer.model = started.model_id
-    response = compat_node._event_stream(_events(started, closing, save, g.request_id))
+    response = event_stream(_events(started, closing, save, g.request_id))
     response.call_on_close(started.close)       # a client gone before the first event still settles
     return response
 
@@ -141,7 +138,7 @@ def _events(metered: streaming.MeteredStream, closing: _Closing, save, request_i
     yield from writer.opening()
     # tool-call pieces are sent whole from the answer at the end
     emit = lambda piece: writer.delta(piece) if isinstance(piece, str) else ()  # noqa: E731
-    if not (yield from compat_node.relay(metered, emit, writer.error, request_id)):
+    if not (yield from relay(metered, emit, writer.error, request_id)):
         return
     final = closing.render(metered.answer)
     try:
@@ -155,9 +152,9 @@ def _events(metered: streaming.MeteredStream, closing: _Closing, save, request_i
 @bp.get("/v1/responses/<response_id>")
 @doc(summary="A stored response (this tenant's, within the retention period)", tags=("openai",),
      auth="bearer_key", response=RESPONSE_SCHEMA, errors=(400, 401, 404), error_schema="OpenAIError",
-     description=compat_node._ERRORS_TEXT)
+     description=ERRORS_TEXT)
 def retrieve_response(response_id: str):
-    principal = compat_node._principal()
+    principal = bearer_principal()
     if request.args.get("stream") in ("true", "1"):
         raise ValidationError("Streaming a stored response is not supported.", fields={"stream": "must be false"})
     found = services().responses.get(principal.tenant_id, response_id)
@@ -168,9 +165,9 @@ def retrieve_response(response_id: str):
 
 @bp.delete("/v1/responses/<response_id>")
 @doc(summary="Delete a stored response", tags=("openai",), auth="bearer_key", response=DELETED_SCHEMA,
-     errors=(401, 404), error_schema="OpenAIError", description=compat_node._ERRORS_TEXT)
+     errors=(401, 404), error_schema="OpenAIError", description=ERRORS_TEXT)
 def delete_response(response_id: str):
-    principal = compat_node._principal()
+    principal = bearer_principal()
     if not services().responses.delete(principal.tenant_id, response_id):
         raise _not_found(response_id)
     return jsonify({"id": response_id, "object": "response.deleted", "deleted": True})
@@ -180,9 +177,9 @@ def delete_response(response_id: str):
 @doc(summary="The input items of a stored response", tags=("openai",), auth="bearer_key",
      response=ITEM_LIST_SCHEMA, errors=(400, 401, 404), error_schema="OpenAIError",
      description="Query: `limit` (1-100, default 20), `order` (`desc`, the default, or `asc`), `after` and "
-                 "`before` (item ids). " + compat_node._ERRORS_TEXT)
+                 "`before` (item ids). " + ERRORS_TEXT)
 def list_input_items(response_id: str):
-    principal = compat_node._principal()
+    principal = bearer_principal()
     items = services().responses.input_items(principal.tenant_id, response_id)
     if items is None:
         raise _not_found(response_id)
