@@ -33,6 +33,8 @@ from .errors import FlowcallError, ValidationError
 from .resume import answer_lost, record_interrupted, recorded
 from .routing import route
 from .schemas import call_from_body
+from .services import Services
+from .store import Store
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -109,7 +111,7 @@ def prepare(args, repair: bool = True) -> Prepared:
     return Prepared(args.input, output, plan, rows, keys, output.load(repair=repair))
 
 
-def principal_of(args, settings: Settings, store) -> Principal:
+def principal_of(args, settings: Settings, store: Store) -> Principal:
     """Whose calls these are: --key (or FLOWCALL_KEY)'s key, else --tenant/--agent."""
     key = args.key or settings.cli_key
     if key:
@@ -199,7 +201,7 @@ def row_request_id(run_id: str, key: str) -> str:
     return f"cli-{run_id}.{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()[:24]}"
 
 
-def run(args, p: Prepared, services, principal: Principal, stderr) -> int:
+def run(args, p: Prepared, services: Services, principal: Principal, stderr) -> int:
     todo = [(i, row) for i, row in enumerate(p.rows) if p.keys[i] not in p.existing.records]
     if len(todo) < len(p.rows):
         print(f"resuming: {len(p.rows) - len(todo)} of {len(p.rows)} rows are already in {args.output}",

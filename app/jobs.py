@@ -26,8 +26,7 @@ from datetime import datetime, timezone
 
 from . import callbacks
 from .auth import Principal
-from .batch import (ItemContext, batch_body, error_body, execute_item, item_request_id, parse_envelope,
-                    run_envelope)
+from .batch import ItemContext, batch_body, error_body, execute_item, item_request_id, parse_envelope, run_envelope
 from .config import JobSettings
 from .errors import FlowcallError, ServiceUnavailable, Unauthorized
 from .idempotency import body_hash

@@ -19,8 +19,7 @@ from app.metrics import record_request
 from app.openapi import build_spec
 from app.services import Services, build_services
 
-from . import (agentai, batch, call, chat_completions, connection_check, docs, health, me, models, responses,
-               usage)
+from . import agentai, batch, call, chat_completions, connection_check, docs, health, me, models, responses, usage
 from . import metrics as metrics_node
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

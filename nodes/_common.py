@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 from flask import current_app, g, jsonify, request
-
-from app.auth import api_key_from_header, authenticate_api_key, authenticate_jwt
 from werkzeug.exceptions import HTTPException
 
+from app.auth import api_key_from_header, authenticate_api_key, authenticate_jwt
 from app.errors import FlowcallError, InvalidJSON, PayloadTooLarge, UnsupportedMediaType, ValidationError
 from app.idempotency import validate_key
 from app.schemas import call_from_body, load, parse_json_body
+from app.services import Services
 
 
-def services():
+def services() -> Services:
+    """This app's services, built once by create_app."""
     return current_app.extensions["flowcall"]
 
 

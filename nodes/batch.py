@@ -10,8 +10,8 @@ from marshmallow import INCLUDE, Schema, fields
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from app.batch import EnvelopeSchema, ItemContext, batch_body, parse_envelope, run_envelope
-from app.errors import NotFound, PayloadTooLarge, ServiceUnavailable
 from app.config import BatchLimits
+from app.errors import NotFound, PayloadTooLarge, ServiceUnavailable
 from app.idempotency import body_hash
 from app.jobs import Jobs
 from app.openapi import doc

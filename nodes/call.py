@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from flask import Blueprint, request
 
-from app.auth import api_key_from_header, authenticate_api_key, authenticate_jwt
 from app import examples
+from app.auth import api_key_from_header, authenticate_api_key, authenticate_jwt
 from app.openapi import CALL_ERRORS, doc
 from app.schemas import CallResponseSchema, CallSchema, answer_to_dict
 

@@ -169,6 +169,13 @@ def test_wrong_method_is_405(client, path, method):
     assert resp.headers["Allow"]                  # RFC 9110 requires it (found by schemathesis)
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+def test_wrong_method_on_the_openai_routes_is_their_405_with_allow(client, path):
+    resp = client.put(path)
+    assert resp.status_code == 405 and resp.get_json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in resp.headers["Allow"]      # the OpenAI-shaped answer keeps it too
+
+
 def test_unknown_route_is_json_404(client):
     assert_error(client.get("/api/v3/llm/nothing"), 404, "not_found")
 
