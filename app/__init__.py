@@ -1,5 +1,5 @@
-"""flowcall's core: one HTTP endpoint's worth of calling any LLM provider the same way.
+"""flowcall's core: call any LLM provider the same way, metered per tenant.
 
-Nothing here knows the web layer (nodes/): app.services.build_services is the composition root
-every entry point uses, and nodes.create_app attaches the HTTP surface to what it builds.
+Nothing here imports the web layer (nodes/): app/services.py's `build_services` is the composition
+root every entry point uses, and nodes.create_app attaches the HTTP surface to what it builds.
 """

@@ -1,9 +1,9 @@
 """Every setting flowcall reads, typed, bounded and documented in one place (the README table mirrors it).
 
-`Settings.from_env` is the only reader of the environment: each entry point calls it once at start
-(plus overrides passed to `create_app`) and passes the result down, so a running process never
-changes behaviour because someone edited its environment, and a malformed value stops the start
-with the variable's name instead of failing a caller's request later. Settings whose parsing needs
+`Settings` is the only reader of the environment: each entry point calls `Settings.load` once at
+start (with the overrides tests pass to `create_app`) and passes the result down, so a running
+process never changes behaviour because someone edited its environment, and a malformed value
+stops the start with the variable's name instead of failing a caller's request later. Settings whose parsing needs
 another module (the routing policy, the allow-lists' CIDRs, the catalog) are checked by
 app/startup.py at the same moment. gunicorn.conf.py, gunicorn's own file, reads its FLOWCALL_WORKER_*.
 """

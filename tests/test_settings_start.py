@@ -35,6 +35,23 @@ def _routing_file_without_a_scoring_weight(tmp_path) -> str:
     return str(path)
 
 
+def _models_file_with_an_unread_key_variable(tmp_path) -> str:
+    """A provider whose key variable Settings would never keep (not *_API_KEY)."""
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps({"providers": {"custom": {"format": "openai", "key_env": ["CUSTOM_TOKEN"],
+                                                         "default_base_url": "https://llm.example/v1"}}}))
+    return str(path)
+
+
+def _routing_file_with_another_local_model_variable(tmp_path) -> str:
+    from importlib import resources
+    policy = json.loads(resources.files("app").joinpath("data/routing.json").read_text("utf-8"))
+    policy["local_model"]["env"] = "MY_OLLAMA_MODEL"
+    path = tmp_path / "routing.json"
+    path.write_text(json.dumps(policy))
+    return str(path)
+
+
 LATE_SETTINGS = [
     ("FLOWCALL_BATCH_MAX_ITEMS", lambda tmp: "abc"),
     ("FLOWCALL_BATCH_MAX_CONCURRENCY", lambda tmp: "0"),
@@ -48,7 +65,12 @@ LATE_SETTINGS = [
     ("FLOWCALL_ROUTING_FILE", _routing_file_without_tasks),
     ("FLOWCALL_ROUTING_FILE", lambda tmp: str(tmp / "missing.json")),
     ("FLOWCALL_ROUTING_FILE", _routing_file_without_a_scoring_weight),
+    ("FLOWCALL_ROUTING_FILE", _routing_file_with_another_local_model_variable),
     ("FLOWCALL_LOG_CONTENT", lambda tmp: "maybe"),
+    ("FLOWCALL_MODELS_FILE", _models_file_with_an_unread_key_variable),
+    ("FLOWCALL_ALLOW_PRIVATE_CALLBACK_HOSTS", lambda tmp: "10.0.0.0/33"),
+    ("FLOWCALL_RESPONSE_RETENTION_DAYS", lambda tmp: "0"),
+    ("FLOWCALL_ROUTING_PREFERENCE", lambda tmp: "fast"),
 ]
 
 
