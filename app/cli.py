@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import sys
 import uuid
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from . import startup
 from .batch_cli import register as register_batch_commands
