@@ -1,5 +1,5 @@
 """The WSGI entry point: `gunicorn wsgi:app` (settings from the environment)."""
-from app import create_app
+from nodes import create_app
 
 try:
     app = create_app()

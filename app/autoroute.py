@@ -17,7 +17,7 @@ from .calls import Call, ImagePart
 from .catalog import Capabilities, Catalog, ModelInfo, Resolved
 from .config import Settings
 from .errors import CapabilityMissing, ServiceUnavailable, ValidationError
-from .routing import Route
+from .route import Route
 
 LOCAL = "@local"                        # the policy's placeholder for the configurable local model
 ROUTING_FILE_ENV = "FLOWCALL_ROUTING_FILE"
@@ -134,7 +134,7 @@ def local_model(policy: dict, catalog: Catalog, settings: Settings) -> Resolved:
     """The configurable local model; what the catalog does not say about it is assumed (free, text-only)."""
     local = policy["local_model"]
     prefix = local["provider"] + "."
-    name = (settings.environ.get(local["env"]) or local["default"]).strip()
+    name = (settings.ollama_model or local["default"]).strip()
     resolved = catalog.resolve(prefix + name.removeprefix(prefix))
     model = resolved.model
     changes: dict = {}
@@ -246,7 +246,7 @@ def resolve_fallbacks(call: Call, catalog: Catalog) -> list[Resolved]:
 
 # -- the decision -------------------------------------------------------------------------------
 def choose(call: Call, catalog: Catalog, settings: Settings) -> Route:
-    policy = load_policy(settings.environ.get(ROUTING_FILE_ENV) or None)
+    policy = load_policy(settings.routing_file)
     task, defaulted = task_of(call, policy)
     explicit = resolve_fallbacks(call, catalog)
     configured = configured_providers(catalog, settings)

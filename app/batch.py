@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from marshmallow import RAISE, Schema, fields, validate
 
-from .config import env_number
+from .config import BatchLimits
 from .errors import FlowcallError, PayloadTooLarge, ValidationError
 from .schema_bounds import batch_schemas_problem
 from .answer_schemas import answer_to_dict
@@ -26,38 +26,9 @@ from .schemas import CallSchema, WholeNumber, call_from_body, load
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_ITEMS = 100
-DEFAULT_MAX_CONCURRENCY = 8
 MERGED_OBJECTS = ("options", "context")       # defaults merge into these key by key
 MAX_CALLER_ID = 200
 _call_schema = CallSchema()
-
-
-@dataclass(frozen=True)
-class BatchLimits:
-    """The caps a batch (or a batch job) must fit, from FLOWCALL_BATCH_* settings."""
-    max_items: int = DEFAULT_MAX_ITEMS
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
-    max_body_bytes: int = 20 * 1024 * 1024
-
-    @classmethod
-    def from_settings(cls, settings) -> "BatchLimits":
-        env = settings.environ
-        return cls(max_items=env_number(env, "FLOWCALL_BATCH_MAX_ITEMS", DEFAULT_MAX_ITEMS, 1),
-                   max_concurrency=env_number(env, "FLOWCALL_BATCH_MAX_CONCURRENCY", DEFAULT_MAX_CONCURRENCY, 1),
-                   max_body_bytes=env_number(env, "FLOWCALL_BATCH_MAX_BODY_BYTES", settings.max_body_bytes, 1024))
-
-    def describe(self) -> str:
-        return (f"at most {self.max_items} items (FLOWCALL_BATCH_MAX_ITEMS) and {self.max_body_bytes} bytes "
-                f"(FLOWCALL_BATCH_MAX_BODY_BYTES)")
-
-    def body_too_large(self) -> PayloadTooLarge:
-        return PayloadTooLarge(f"The batch body is too large: a batch may have {self.describe()}.",
-                               fields={"body": f"at most {self.max_body_bytes} bytes"})
-
-    def workers(self, requested: int | None, items: int) -> int:
-        """Threads for one batch: what the caller asked, within the server cap, never more than items."""
-        return max(1, min(requested or self.max_concurrency, self.max_concurrency, items))
 
 
 class EnvelopeSchema(Schema):

@@ -1,5 +1,5 @@
 """OpenAI Chat Completions, spoken by flowcall: the request body in, our answer out, errors in
-OpenAI's shape. Pure translation (no Flask, no I/O) for nodes/openai_compat.py; the body is
+OpenAI's shape. Pure translation (no Flask, no I/O) for nodes/chat_completions.py; the body is
 validated by app/chat_completions_schema.py.
 
 Shapes from ../shared/specs/openai/openapi.yaml: CreateChatCompletionRequest,

@@ -1,27 +1,34 @@
 """The `flowcall` command: migrate the database, manage keys and tenants, read usage, check the model
-catalog against the providers, serve."""
+catalog against the providers, run a batch file or the job worker (app/batch_cli.py). `flowcall
+serve` needs the web layer, so nodes/cli.py adds it (the installed `flowcall` is nodes.cli:main).
+
+Settings are read once, in `main`, checked as the service checks them, and handed to each command
+as `args.settings`."""
 from __future__ import annotations
 
 import argparse
 import csv
+import datetime as dt
+import json
 import sys
 import uuid
+from collections.abc import Callable, Iterable
 
+from . import startup
 from .batch_cli import register as register_batch_commands
+from .catalog import Catalog
+from .cli_args import uuid_arg
 from .config import Settings
 from .db import NotMigrated, make_engine, revisions, upgrade
+from .ledger import Ledger, default_range, parse_day
+from .models_check import WINDOW_DAYS, render_table, run
+from .purge import check_ledger_cutoff, purge_expired, purge_ledger
 from .store import Limits, Store
+from .transport import Transport
 
 
-def _uuid(value: str) -> str:
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a UUID") from None
-
-
-def _store() -> Store:
-    return Store(Settings.from_env().database_url)
+def _store(args) -> Store:
+    return Store(args.settings.database_url)
 
 
 def _limits(args) -> Limits:
@@ -33,7 +40,7 @@ def _fmt(value) -> str:
 
 
 def cmd_db_upgrade(args) -> int:
-    engine = make_engine(Settings.from_env().database_url)
+    engine = make_engine(args.settings.database_url)
     before, head = revisions(engine)
     upgrade(engine)
     print(f"database at {head}" + (f" (was {before or 'empty'})" if before != head else " (already current)"))
@@ -42,7 +49,7 @@ def cmd_db_upgrade(args) -> int:
 
 
 def cmd_db_current(args) -> int:
-    engine = make_engine(Settings.from_env().database_url)
+    engine = make_engine(args.settings.database_url)
     current, head = revisions(engine)
     print(f"current: {current or 'empty'}  head: {head}")
     engine.dispose()
@@ -51,11 +58,8 @@ def cmd_db_current(args) -> int:
 
 def cmd_db_purge(args) -> int:
     """Expired idempotency answers and old finished jobs; the ledger only when asked (for cron)."""
-    from .jobs import JobSettings
-    from .ledger import parse_day
-    from .purge import check_ledger_cutoff, purge_expired, purge_ledger
-    settings = Settings.from_env()
-    retention = JobSettings.from_settings(settings).retention_days
+    settings = args.settings
+    retention = settings.jobs.retention_days
     before = None
     if args.ledger_before:
         try:
@@ -82,15 +86,9 @@ def cmd_db_purge(args) -> int:
     return 0
 
 
-def cmd_serve(args) -> int:
-    from . import create_app
-    create_app().run(host=args.host, port=args.port, threaded=True)
-    return 0
-
-
 def cmd_keys_create(args) -> int:
     tenant = args.tenant or str(uuid.uuid4())
-    key, plain = _store().create_key(tenant, args.agent, args.name, _limits(args))
+    key, plain = _store(args).create_key(tenant, args.agent, args.name, _limits(args))
     print(f"key id:  {key.id}", file=sys.stderr)
     print(f"tenant:  {key.tenant_id}" + ("  (new)" if not args.tenant else ""), file=sys.stderr)
     if key.agent_id:
@@ -101,7 +99,7 @@ def cmd_keys_create(args) -> int:
 
 
 def cmd_keys_list(args) -> int:
-    keys = _store().list_keys(args.tenant)
+    keys = _store(args).list_keys(args.tenant)
     print(f"{'ID':<18}{'TENANT':<38}{'AGENT':<38}{'NAME':<20}{'CREATED':<21}{'RPM':>7}{'TPM':>9}{'BUDGET':>9}  STATE")
     for k in keys:
         lim = k.limits
@@ -112,7 +110,7 @@ def cmd_keys_list(args) -> int:
 
 
 def cmd_keys_set(args) -> int:
-    if _store().set_key_limits(args.id, _limits(args)):
+    if _store(args).set_key_limits(args.id, _limits(args)):
         print(f"limits of {args.id}: {_limits(args).as_dict()} (other processes see it within 5 s)")
         return 0
     print(f"no key with id {args.id}", file=sys.stderr)
@@ -120,21 +118,20 @@ def cmd_keys_set(args) -> int:
 
 
 def cmd_tenants_set(args) -> int:
-    _store().set_tenant_limits(args.tenant, _limits(args))
+    _store(args).set_tenant_limits(args.tenant, _limits(args))
     print(f"limits of tenant {args.tenant}: {_limits(args).as_dict()}")
     return 0
 
 
 def cmd_tenants_list(args) -> int:
     print(f"{'TENANT':<38}{'RPM':>7}{'TPM':>9}{'BUDGET':>9}")
-    for tenant, lim in _store().list_tenants():
+    for tenant, lim in _store(args).list_tenants():
         print(f"{tenant:<38}{_fmt(lim.rpm):>7}{_fmt(lim.tpm):>9}{_fmt(lim.budget_usd):>9}")
     return 0
 
 
 def cmd_usage(args) -> int:
-    from .ledger import Ledger, default_range, parse_day
-    store = _store()
+    store = _store(args)
     first, last = default_range()
     start, end = parse_day(args.from_, first), parse_day(args.to, last)
     result = Ledger(store.engine).usage(args.tenant, start, end, args.group_by)
@@ -146,7 +143,8 @@ def cmd_usage(args) -> int:
         writer.writeheader()
         writer.writerows(rows)
         return 0
-    print(f"tenant {args.tenant}, {start:%Y-%m-%d} to {end:%Y-%m-%d}" + (f", by {args.group_by}" if args.group_by else ""))
+    by = f", by {args.group_by}" if args.group_by else ""
+    print(f"tenant {args.tenant}, {start:%Y-%m-%d} to {end:%Y-%m-%d}{by}")
     print(f"{'GROUP':<40}{'CALLS':>8}{'ERRORS':>8}{'IN':>12}{'OUT':>12}{'TOTAL':>12}{'COST USD':>14}")
     for r in rows:
         print(f"{str(r['group'])[:39]:<40}{r['calls']:>8}{r['errors']:>8}{r['input_tokens']:>12}"
@@ -155,7 +153,7 @@ def cmd_usage(args) -> int:
 
 
 def cmd_keys_revoke(args) -> int:
-    if _store().revoke_key(args.id):
+    if _store(args).revoke_key(args.id):
         print(f"revoked {args.id}")
         return 0
     print(f"no key with id {args.id}", file=sys.stderr)
@@ -164,16 +162,9 @@ def cmd_keys_revoke(args) -> int:
 
 def cmd_models_check(args) -> int:
     """Exit 0: the catalog matches every provider; 1: something to act on; 2: a list could not be read."""
-    import datetime as dt
-    import json
-
-    from .catalog import Catalog
-    from .models_check import WINDOW_DAYS, render_table, run
-    from .transport import Transport
-
-    settings = Settings.from_env()
+    settings = args.settings
     catalog = Catalog.load(settings.models_file)
-    today = dt.date.fromisoformat(args.today) if args.today else dt.datetime.now(dt.timezone.utc).date()
+    today = dt.date.fromisoformat(args.today) if args.today else dt.datetime.now(dt.UTC).date()
     reports = run(settings, catalog, Transport(settings.http_pool_size), today, providers=args.provider or None)
     if args.json:
         print(json.dumps({"checked_on": today.isoformat(), "window_days": WINDOW_DAYS,
@@ -191,7 +182,10 @@ def _limit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-usd", type=float, help="monthly cost budget in USD (omit: unlimited)")
 
 
-def parser() -> argparse.ArgumentParser:
+Commands = Callable[[argparse._SubParsersAction], None]     # adds subcommands to `flowcall`
+
+
+def parser(extra_commands: Iterable[Commands] = ()) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flowcall", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -205,15 +199,10 @@ def parser() -> argparse.ArgumentParser:
                        help="with --ledger-before: write those rows to this new CSV file first")
     purge.set_defaults(func=cmd_db_purge)
 
-    serve = sub.add_parser("serve", help="run the service (development server; use gunicorn in production)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.set_defaults(func=cmd_serve)
-
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create a key; the key is the last line of stdout")
-    create.add_argument("--tenant", type=_uuid, help="tenant UUID (a new one is made when omitted)")
-    create.add_argument("--agent", type=_uuid, help="restrict the key to one agent UUID")
+    create.add_argument("--tenant", type=uuid_arg, help="tenant UUID (a new one is made when omitted)")
+    create.add_argument("--agent", type=uuid_arg, help="restrict the key to one agent UUID")
     create.add_argument("--name", help="a label for the key")
     _limit_options(create)
     create.set_defaults(func=cmd_keys_create)
@@ -222,7 +211,7 @@ def parser() -> argparse.ArgumentParser:
     _limit_options(setk)
     setk.set_defaults(func=cmd_keys_set)
     lst = keys.add_parser("list", help="list keys (never the secrets)")
-    lst.add_argument("--tenant", type=_uuid)
+    lst.add_argument("--tenant", type=uuid_arg)
     lst.set_defaults(func=cmd_keys_list)
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("id")
@@ -230,13 +219,13 @@ def parser() -> argparse.ArgumentParser:
 
     tenants = sub.add_parser("tenants", help="tenant limits").add_subparsers(dest="tenants_command", required=True)
     tset = tenants.add_parser("set", help="replace a tenant's limits")
-    tset.add_argument("tenant", type=_uuid)
+    tset.add_argument("tenant", type=uuid_arg)
     _limit_options(tset)
     tset.set_defaults(func=cmd_tenants_set)
     tenants.add_parser("list", help="tenants with limits").set_defaults(func=cmd_tenants_list)
 
     usage = sub.add_parser("usage", help="a tenant's usage totals from the ledger")
-    usage.add_argument("--tenant", type=_uuid, required=True)
+    usage.add_argument("--tenant", type=uuid_arg, required=True)
     usage.add_argument("--from", dest="from_", help="YYYY-MM-DD (default: first of this month)")
     usage.add_argument("--to", help="YYYY-MM-DD, exclusive (default: tomorrow)")
     usage.add_argument("--group-by", choices=["model", "agent", "day", "provider", "key"])
@@ -252,21 +241,16 @@ def parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_models_check)
 
     register_batch_commands(sub)            # flowcall batch, flowcall worker
+    for register in extra_commands:
+        register(sub)
     return p
 
 
-def check_settings() -> None:
-    """The service's start checks, for every command: a malformed setting is named at once."""
-    from .catalog import Catalog
-    from .startup import check
-    settings = Settings.from_env()
-    check(settings, Catalog.load(settings.models_file))
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, extra_commands: Iterable[Commands] = ()) -> int:
+    args = parser(extra_commands).parse_args(argv)
     try:
-        check_settings()
+        args.settings = Settings.load()
+        startup.check(args.settings, Catalog.load(args.settings.models_file))   # as the service starts
     except SystemExit as exc:
         if not isinstance(exc.code, str):
             raise

@@ -249,6 +249,29 @@ def from_upstream_status(status: int, message: str, *, provider: str,
     return cls(message, provider=provider, retry_after=retry_after, upstream_status=status)
 
 
+def from_http_exception(err, max_body_bytes: int | None) -> FlowcallError:
+    """Werkzeug's HTTPException (a 404, 405, 413 before any view ran) as our error."""
+    mapping = {
+        404: NotFound("No such endpoint. See the README for the endpoint list."),
+        405: MethodNotAllowed(f"Method not allowed here; allowed: "
+                              f"{', '.join(sorted(getattr(err, 'valid_methods', None) or []))}"),
+        413: PayloadTooLarge(f"Request body is larger than the limit of {max_body_bytes} bytes "
+                             f"(FLOWCALL_MAX_BODY_BYTES)."),
+    }
+    mapped = mapping.get(err.code)
+    if mapped is None:
+        mapped = FlowcallError(err.description or err.name, status=err.code or 500,
+                               code=(err.name or "error").lower().replace(" ", "_"))
+    return mapped
+
+
+def http_exception_headers(err) -> dict[str, str]:
+    """The headers an HTTPException's answer must keep: a 405's Allow (RFC 9110 §15.5.6)."""
+    if err.code == 405 and getattr(err, "valid_methods", None):
+        return {"Allow": ", ".join(sorted(err.valid_methods))}
+    return {}
+
+
 def init_app(app) -> None:
     """Register the single handler: every error, expected or not, leaves as the JSON envelope."""
     from flask import g, jsonify
@@ -269,20 +292,8 @@ def init_app(app) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(err):
-        mapping = {
-            404: NotFound("No such endpoint. See the README for the endpoint list."),
-            405: MethodNotAllowed(f"Method not allowed here; allowed: "
-                                  f"{', '.join(sorted(getattr(err, 'valid_methods', None) or []))}"),
-            413: PayloadTooLarge(f"Request body is larger than the limit of "
-                                 f"{app.config.get('MAX_CONTENT_LENGTH')} bytes (FLOWCALL_MAX_BODY_BYTES)."),
-        }
-        mapped = mapping.get(err.code)
-        if mapped is None:
-            mapped = FlowcallError(err.description or err.name, status=err.code or 500,
-                                   code=(err.name or "error").lower().replace(" ", "_"))
-        resp = envelope(mapped)
-        if err.code == 405 and getattr(err, "valid_methods", None):
-            resp.headers["Allow"] = ", ".join(sorted(err.valid_methods))     # RFC 9110 §15.5.6
+        resp = envelope(from_http_exception(err, app.config.get("MAX_CONTENT_LENGTH")))
+        resp.headers.update(http_exception_headers(err))
         return resp
 
     @app.errorhandler(Exception)

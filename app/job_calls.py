@@ -10,7 +10,7 @@ call made, however many times the job was retaken.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from sqlalchemy import Column, Integer, String, Table, func, select, update
 from sqlalchemy.exc import IntegrityError

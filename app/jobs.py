@@ -4,7 +4,8 @@ by id or POSTed to a callback. Zapier kills an action step after 30 s and Make's
 
 Where things live:
 - the job record (who, what, status, result, callback state) is ours, in the `jobs` table, with a
-  `job_items` row per finished batch item, so a resumed batch skips what it already paid for;
+  `job_items` row per finished batch item, so a resumed batch skips what it already paid for
+  (app/job_store.py);
 - the queue is Huey's: SqliteHuey in one file (FLOWCALL_JOBS_PATH) for one machine, RedisHuey when
   FLOWCALL_REDIS_URL is set. The queue only ever says "run job X" or "deliver X's callback".
 
@@ -18,117 +19,30 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
-from sqlalchemy import (Column, DateTime, Float, Index, Integer, String, Table, Text, and_, delete, func, or_, select,
-                        update)
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
-
-from .config import env_number
 from . import callbacks
 from .auth import Principal
-from .batch import (BatchLimits, ItemContext, batch_body, error_body, execute_item, item_request_id, parse_envelope,
-                    run_envelope)
-from .job_calls import forget, note_started, unrecorded
-from .resume import answer_lost, answered, record_interrupted
-from .db import metadata
+from .batch import ItemContext, batch_body, error_body, execute_item, item_request_id, parse_envelope, run_envelope
+from .config import JobSettings
 from .errors import FlowcallError, ServiceUnavailable, Unauthorized
 from .idempotency import body_hash
-from .transport import parse_allow_list
+from .job_calls import note_started, unrecorded
+from .job_store import JobStore
+from .purge import purge_expired
+from .resume import answer_lost, answered, record_interrupted
 from .schemas import CallSchema, load
 from .store import Limits
 
 log = logging.getLogger(__name__)
 
-jobs = Table(
-    "jobs", metadata,
-    Column("id", String(36), primary_key=True),
-    Column("tenant_id", String(64), nullable=False),
-    Column("agent_id", String(64), nullable=True),
-    Column("key_id", String(32), nullable=True),
-    Column("kind", String(8), nullable=False),                 # call | batch
-    Column("status", String(16), nullable=False),              # queued | running | done | failed
-    Column("request", Text, nullable=False),                   # the call body or batch envelope (JSON)
-    Column("request_id", String(128), nullable=True),
-    Column("status_url", Text, nullable=True),
-    Column("items_total", Integer, nullable=False),
-    Column("result", Text, nullable=True),                     # the synchronous endpoint's body (JSON)
-    Column("result_status", Integer, nullable=True),           # and its HTTP status
-    Column("runs", Integer, nullable=False, default=0),
-    Column("lease_until", Float, nullable=True),               # epoch s; a lapsed lease is retaken
-    Column("callback_url", Text, nullable=True),
-    Column("callback_state", String(16), nullable=True),       # pending | sending | delivered | failed
-    Column("callback_attempts", Integer, nullable=False, default=0),
-    Column("callback_next_at", Float, nullable=True),          # pending: next attempt; sending: lease end
-    Column("callback_error", String(500), nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("started_at", DateTime(timezone=True), nullable=True),
-    Column("finished_at", DateTime(timezone=True), nullable=True),
-    Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
-    Index("ix_jobs_status_lease", "status", "lease_until"),
-    Index("ix_jobs_callback", "callback_state", "callback_next_at"),
-)
-
-job_items = Table(
-    "job_items", metadata,
-    Column("job_id", String(36), primary_key=True),
-    Column("idx", Integer, primary_key=True),
-    Column("result", Text, nullable=False),
-)
-
 RUN_TASK = "flowcall.run_job"
 DELIVER_TASK = "flowcall.deliver_callback"
 CALLBACK_MAX_DELAY_S = 3600.0
 CALLBACK_LEASE_S = 3 * callbacks.TIMEOUT_S       # one attempt dials at most a few addresses
-SCHEDULE_SLACK_S = 1.0                           # a scheduled attempt may fire a hair early
-
-
-def default_queue_path(database_url: str) -> str:
-    """`flowcall-jobs.db` beside the SQLite store (or in the working directory)."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return os.path.join(os.path.dirname(url.database), "flowcall-jobs.db")
-    return "flowcall-jobs.db"
-
-
-@dataclass(frozen=True)
-class JobSettings:
-    queue_path: str
-    redis_url: str | None = None
-    lease_s: float = 60.0
-    workers: int = 4
-    callback_secret: str | None = None
-    callback_attempts: int = 8
-    callback_delay_s: float = 10.0
-    allow_private_callback_hosts: tuple[str, ...] = ()
-    retention_days: int = 7
-
-    @classmethod
-    def from_settings(cls, settings) -> "JobSettings":
-        env = settings.environ
-        allow = tuple(x.strip() for x in (env.get("FLOWCALL_ALLOW_PRIVATE_CALLBACK_HOSTS") or "").split(",")
-                      if x.strip())
-        try:
-            parse_allow_list(allow)
-        except ValueError as exc:
-            raise SystemExit(f"FLOWCALL_ALLOW_PRIVATE_CALLBACK_HOSTS: {exc}") from None
-        return cls(
-            queue_path=env.get("FLOWCALL_JOBS_PATH") or default_queue_path(settings.database_url),
-            redis_url=settings.redis_url,
-            lease_s=env_number(env, "FLOWCALL_JOB_LEASE_S", 60.0, 1.0),
-            workers=env_number(env, "FLOWCALL_JOB_WORKERS", 4, 1, int),
-            callback_secret=env.get("FLOWCALL_CALLBACK_SECRET") or None,
-            callback_attempts=env_number(env, "FLOWCALL_CALLBACK_ATTEMPTS", 8, 1, int),
-            callback_delay_s=env_number(env, "FLOWCALL_CALLBACK_RETRY_DELAY_S", 10.0, 0.0),
-            allow_private_callback_hosts=allow,
-            retention_days=env_number(env, "FLOWCALL_JOB_RETENTION_DAYS", 7, 1, int),
-        )
 
 
 def make_queue(settings: JobSettings):
@@ -142,122 +56,8 @@ def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     if moment.tzinfo is None:                 # SQLite keeps no zone: we always write UTC
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-class JobStore:
-    """The job rows; every state change is one conditional UPDATE, safe across workers."""
-
-    def __init__(self, engine, clock=time.time):
-        self.engine = engine
-        self.clock = clock
-
-    def _now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock(), timezone.utc)
-
-    def insert(self, **values) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(jobs.insert().values(created_at=self._now(), runs=0, callback_attempts=0, **values))
-
-    def get(self, job_id: str, tenant_id: str | None = None) -> dict | None:
-        query = select(jobs).where(jobs.c.id == job_id)
-        if tenant_id is not None:
-            query = query.where(jobs.c.tenant_id == tenant_id)
-        with self.engine.connect() as conn:
-            row = conn.execute(query).mappings().first()
-        return dict(row) if row else None
-
-    def _update(self, *where, **values) -> int:
-        with self.engine.begin() as conn:
-            return conn.execute(update(jobs).where(*where).values(**values)).rowcount
-
-    def claim(self, job_id: str, lease_s: float) -> dict | None:
-        """queued (or running under a lapsed lease) -> running under our lease; None: not ours."""
-        now = self.clock()
-        taken = self._update(
-            jobs.c.id == job_id,
-            or_(jobs.c.status == "queued", and_(jobs.c.status == "running", jobs.c.lease_until < now)),
-            status="running", lease_until=now + lease_s, runs=jobs.c.runs + 1,
-            started_at=func.coalesce(jobs.c.started_at, self._now()))
-        return self.get(job_id) if taken else None
-
-    def renew(self, job_id: str, lease_s: float) -> None:
-        self._update(jobs.c.id == job_id, jobs.c.status == "running", lease_until=self.clock() + lease_s)
-
-    def expire(self, job_id: str) -> None:
-        """This worker is going away mid-task: let the next one take over at once."""
-        self._update(jobs.c.id == job_id, jobs.c.status == "running", lease_until=0.0)
-        self._update(jobs.c.id == job_id, jobs.c.callback_state == "sending", callback_next_at=0.0)
-
-    def save_item(self, job_id: str, index: int, result: dict) -> None:
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(job_items.insert().values(job_id=job_id, idx=index, result=json.dumps(result)))
-        except IntegrityError:
-            pass                                  # a twin run saved it first: same item, keep theirs
-
-    def items(self, job_id: str) -> dict[int, dict]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(job_items.c.idx, job_items.c.result).where(job_items.c.job_id == job_id))
-            return {int(idx): json.loads(result) for idx, result in rows}
-
-    def count_items(self, job_id: str) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(job_items)
-                                    .where(job_items.c.job_id == job_id)).scalar_one())
-
-    def finish(self, job_id: str, status: str, result_status: int, result: dict, has_callback: bool) -> None:
-        values = {"status": status, "result_status": result_status, "result": json.dumps(result),
-                  "finished_at": self._now(), "lease_until": None}
-        if has_callback:
-            values.update(callback_state="pending", callback_next_at=self.clock())
-        self._update(jobs.c.id == job_id, jobs.c.status.in_(("queued", "running")), **values)
-
-    def claim_callback(self, job_id: str, lease_s: float) -> dict | None:
-        now = self.clock()
-        taken = self._update(
-            jobs.c.id == job_id,
-            or_(and_(jobs.c.callback_state == "pending", jobs.c.callback_next_at <= now + SCHEDULE_SLACK_S),
-                and_(jobs.c.callback_state == "sending", jobs.c.callback_next_at < now)),
-            callback_state="sending", callback_next_at=now + lease_s)
-        return self.get(job_id) if taken else None
-
-    def callback_outcome(self, job_id: str, state: str, attempts: int, next_at: float | None = None,
-                         error: str | None = None) -> None:
-        self._update(jobs.c.id == job_id, jobs.c.callback_state == "sending", callback_state=state,
-                     callback_attempts=attempts, callback_next_at=next_at,
-                     callback_error=error[:500] if error else None)
-
-    def orphans(self, lease_s: float) -> tuple[list[str], list[str]]:
-        """Jobs whose worker vanished, and callbacks whose scheduled attempt was lost."""
-        now = self.clock()
-        with self.engine.connect() as conn:
-            runs = conn.execute(select(jobs.c.id).where(jobs.c.status == "running", jobs.c.lease_until < now))
-            run_ids = [r[0] for r in runs]
-            calls = conn.execute(select(jobs.c.id).where(self._callback_orphaned(now, lease_s)))
-            return run_ids, [r[0] for r in calls]
-
-    @staticmethod
-    def _callback_orphaned(now: float, lease_s: float):
-        return or_(and_(jobs.c.callback_state == "pending", jobs.c.callback_next_at < now - lease_s),
-                   and_(jobs.c.callback_state == "sending", jobs.c.callback_next_at < now))
-
-    def requeue_run(self, job_id: str) -> bool:
-        return bool(self._update(jobs.c.id == job_id, jobs.c.status == "running",
-                                 jobs.c.lease_until < self.clock(), status="queued", lease_until=None))
-
-    def requeue_callback(self, job_id: str, lease_s: float) -> bool:
-        now = self.clock()
-        return bool(self._update(jobs.c.id == job_id, self._callback_orphaned(now, lease_s),
-                                 callback_state="pending", callback_next_at=now))
-
-    def purge(self, before: datetime) -> int:
-        with self.engine.begin() as conn:
-            old = select(jobs.c.id).where(jobs.c.finished_at < before).scalar_subquery()
-            conn.execute(delete(job_items).where(job_items.c.job_id.in_(old)))
-            forget(conn, old)
-            return conn.execute(delete(jobs).where(jobs.c.finished_at < before)).rowcount
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class _Heartbeat:
@@ -289,8 +89,8 @@ class Jobs:
     def __init__(self, services, settings: JobSettings | None = None, queue=None, clock=time.time):
         from huey.signals import SIGNAL_INTERRUPTED
         self.services = services
-        self.settings = settings or JobSettings.from_settings(services.settings)
-        self.limits = BatchLimits.from_settings(services.settings)
+        self.settings = settings or services.settings.jobs
+        self.limits = services.settings.batch
         self.store = JobStore(services.store.engine, clock)
         self.clock = clock
         self.queue = queue if queue is not None else make_queue(self.settings)
@@ -506,7 +306,6 @@ class Jobs:
                 count += 1
         if self.clock() - self._last_purge > 3600:          # the worker is what runs in production
             self._last_purge = self.clock()
-            from .purge import purge_expired
             purge_expired(self.store.engine, self.settings.retention_days)
         return count
 

@@ -7,8 +7,6 @@ Labels never carry tenants, keys or content: only endpoints, statuses, providers
 """
 from __future__ import annotations
 
-import os
-
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest,
                                multiprocess)
 
@@ -59,10 +57,11 @@ def record_request(endpoint: str, status: int, overhead_s: float) -> None:
     OVERHEAD.labels(endpoint).observe(overhead_s)
 
 
-def exposition() -> tuple[bytes, str]:
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+def exposition(multiproc_dir: str | None) -> tuple[bytes, str]:
+    """Every worker's samples from `multiproc_dir` (Settings.prometheus_multiproc_dir), else this process's."""
+    if multiproc_dir:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry, path=multiproc_dir)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     from prometheus_client import REGISTRY
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

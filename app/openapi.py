@@ -73,7 +73,8 @@ def build_spec(app) -> dict:
                                             "description": "HS256/RS256/ES256 JWT with exp and a tenant claim"})
     spec.components.schema("Error", schema=ErrorResponseSchema)
     spec.components.schema("OpenAIError", {
-        "type": "object", "required": ["error"], "description": "OpenAI's error shape (the /v1 OpenAI-compatible routes)",
+        "type": "object", "required": ["error"],
+        "description": "OpenAI's error shape (the /v1 OpenAI-compatible routes)",
         "properties": {"error": {"type": "object", "required": ["message", "type"], "properties": {
             "message": {"type": "string"}, "type": {"type": "string"},
             "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}}})

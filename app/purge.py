@@ -10,13 +10,14 @@ them to a CSV archive first.
 from __future__ import annotations
 
 import csv
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from typing import TextIO
 
 from sqlalchemy import delete, select
 
 from .db import ledger
 from .idempotency import Idempotency
+from .job_store import JobStore
 from .ledger import month_start
 
 ARCHIVE_BATCH = 5000
@@ -24,8 +25,7 @@ ARCHIVE_BATCH = 5000
 
 def purge_expired(engine, job_retention_days: int, now: datetime | None = None) -> dict[str, int]:
     """Delete expired idempotency rows and jobs finished more than `job_retention_days` ago."""
-    from .jobs import JobStore
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return {"idempotency": Idempotency(engine, clock=now.timestamp).purge_expired(),
             "jobs": JobStore(engine).purge(now - timedelta(days=job_retention_days))}
 

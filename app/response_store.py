@@ -12,10 +12,9 @@ import time
 
 from sqlalchemy import Column, Float, Index, String, Table, Text, delete, insert, select
 
-from .config import env_number
+from .config import DEFAULT_RESPONSE_RETENTION_DAYS
 from .db import metadata
 
-DEFAULT_RETENTION_DAYS = 30                 # OpenAI keeps stored responses 30 days
 PURGE_EVERY_S = 3600.0
 
 responses = Table(
@@ -31,12 +30,8 @@ responses = Table(
 )
 
 
-def retention_days(environ) -> int:
-    return env_number(environ, "FLOWCALL_RESPONSE_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 1, int)
-
-
 class ResponseStore:
-    def __init__(self, engine, retention_days: int = DEFAULT_RETENTION_DAYS, clock=time.time):
+    def __init__(self, engine, retention_days: int = DEFAULT_RESPONSE_RETENTION_DAYS, clock=time.time):
         self.engine = engine
         self.retention_s = retention_days * 86400.0
         self.clock = clock

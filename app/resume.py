@@ -13,7 +13,7 @@ ledger holds one row per call made.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from sqlalchemy import select
 

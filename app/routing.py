@@ -5,20 +5,12 @@ followed, and checked against what the call needs. `auto` is delegated to `app.a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from . import autoroute
 from .calls import Call
 from .catalog import Catalog, ModelInfo, Resolved
 from .config import Settings
 from .errors import CapabilityMissing, ValidationError
-
-
-@dataclass(frozen=True)
-class Route:
-    candidates: tuple[Resolved, ...]      # first is the choice; the rest are fallbacks in order
-    is_auto: bool
-    confidence: float
-    reason: str
+from .route import Route
 
 
 def requirement_gaps(call: Call, model: ModelInfo) -> list[str]:
@@ -49,7 +41,6 @@ def check_capabilities(call: Call, resolved: Resolved, catalog: Catalog) -> None
 
 def route(call: Call, catalog: Catalog, settings: Settings) -> Route:
     if call.model.strip().lower() == "auto":
-        from . import autoroute
         return autoroute.choose(call, catalog, settings)
     chosen = catalog.resolve(call.model)
     check_capabilities(call, chosen, catalog)

@@ -1,54 +1,69 @@
-"""Every setting read outside `Settings` is parsed here, when the process starts.
+"""The start checks that need more than one variable's text: a malformed one stops the start.
 
-Batch limits, job settings and the routing policy are used deep inside a
-request; without this check a typo in one of them started fine and then failed a caller's request
-(a batch raising SystemExit, the first `"model": "auto"` call a 500). `check` raises SystemExit
-naming the variable, so the start fails instead and says why.
+`Settings.from_env` parses each variable on its own. What only makes sense against other modules
+is checked here, once, when the process starts: the allow-lists' CIDRs, the provider variables a
+models file names, and the routing policy (its file read now, and one call routed per task).
+Without this a typo in one of them started fine and then failed a caller's request (the first
+`"model": "auto"` call a 500). `check` raises SystemExit naming the variable.
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
+from .autoroute import LOCAL, ROUTING_FILE_ENV, choose, load_policy, local_model
 from .calls import Call, Message, TextPart
 from .catalog import Catalog
-from .config import Settings
+from .config import Settings, is_provider_variable
 from .errors import FlowcallError
+from .transport import parse_allow_list
+
+LOCAL_MODEL_ENV = "FLOWCALL_OLLAMA_MODEL"
 
 
 def check(settings: Settings, catalog: Catalog) -> None:
-    """Parse every late-read setting once; a malformed one stops the start with its name."""
-    from .autoroute import ROUTING_FILE_ENV, LOCAL, load_policy, local_model
-    from .batch import BatchLimits
-    from .jobs import JobSettings
-
-    BatchLimits.from_settings(settings)
-    JobSettings.from_settings(settings)
-    path = settings.environ.get(ROUTING_FILE_ENV) or None
+    """Parse every cross-module setting once; a malformed one stops the start with its name."""
+    try:
+        parse_allow_list(settings.jobs.allow_private_callback_hosts)
+    except ValueError as exc:
+        raise SystemExit(f"FLOWCALL_ALLOW_PRIVATE_CALLBACK_HOSTS: {exc}") from None
+    _check_provider_variables(catalog)
+    path = settings.routing_file
     try:
         policy = load_policy(path)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SystemExit(f"{ROUTING_FILE_ENV}={path}: not a usable routing policy: {exc}") from None
     _probe_policy(policy, path, catalog, settings)
+    if "local_model" in policy and policy["local_model"].get("env", LOCAL_MODEL_ENV) != LOCAL_MODEL_ENV:
+        raise SystemExit(f"{ROUTING_FILE_ENV}={path}: local_model.env must be {LOCAL_MODEL_ENV}, the setting "
+                         f"flowcall reads for the local model")
     if any(LOCAL in [entry["id"] for entry in task["models"]] for task in policy["tasks"].values()):
         try:
             local_model(policy, catalog, settings)
         except (FlowcallError, KeyError, TypeError, AttributeError) as exc:
-            env = (policy.get("local_model") or {}).get("env", "local_model")
-            raise SystemExit(f"{env} (or {ROUTING_FILE_ENV}'s local_model) is not usable: {exc}") from None
+            raise SystemExit(f"{LOCAL_MODEL_ENV} (or {ROUTING_FILE_ENV}'s local_model) is not usable: {exc}") from None
+
+
+def _check_provider_variables(catalog: Catalog) -> None:
+    """Settings keeps only provider variables named *_API_KEY or *_BASE_URL: a models file's provider
+    naming another would silently never be configured."""
+    for provider in catalog.providers.values():
+        for name in (*provider.key_env, *([provider.base_url_env] if provider.base_url_env else [])):
+            if not is_provider_variable(name):
+                raise SystemExit(f"FLOWCALL_MODELS_FILE: provider {provider.name}'s variable {name} must end "
+                                 f"in _API_KEY or _BASE_URL")
 
 
 def _probe_policy(policy: dict, path: str | None, catalog: Catalog, settings: Settings) -> None:
     """Route one text call per task as if every provider were configured (pure: nothing is sent), so a
     policy that parses but lacks what routing reads (a scoring weight, a threshold) stops the start
     rather than failing the first `auto` call. A FlowcallError is a routing answer, not a defect."""
-    from .autoroute import ROUTING_FILE_ENV, choose
-    environ = dict(settings.environ)
+    provider_env = dict(settings.provider_env)
     for provider in catalog.providers.values():
-        environ.update({name: environ.get(name) or "startup-probe" for name in provider.key_env})
+        provider_env.update({name: provider_env.get(name) or "startup-probe" for name in provider.key_env})
         if provider.base_url_env:
-            environ[provider.base_url_env] = (environ.get(provider.base_url_env) or provider.default_base_url
-                                              or "http://startup-probe.invalid")
-    every_provider = replace(settings, environ=environ)
+            provider_env[provider.base_url_env] = (provider_env.get(provider.base_url_env)
+                                                   or provider.default_base_url or "http://startup-probe.invalid")
+    every_provider = replace(settings, provider_env=provider_env)
     for task in policy["tasks"]:
         call = Call(messages=(Message("user", (TextPart("ping"),)),), model="auto", task=task)
         try:

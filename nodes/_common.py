@@ -2,17 +2,18 @@
 from __future__ import annotations
 
 from flask import current_app, g, jsonify, request
-
-from app.auth import api_key_from_header, authenticate_api_key, authenticate_jwt
 from werkzeug.exceptions import HTTPException
 
+from app.auth import api_key_from_header, authenticate_api_key, authenticate_jwt
 from app.errors import FlowcallError, InvalidJSON, PayloadTooLarge, UnsupportedMediaType, ValidationError
 from app.idempotency import validate_key
 from app.json_body import parse_json_body
 from app.schemas import call_from_body, load
+from app.services import Services
 
 
-def services():
+def services() -> Services:
+    """This app's services, built once by create_app."""
     return current_app.extensions["flowcall"]
 
 
@@ -95,6 +96,12 @@ def either_auth(require_agent: bool = True):
     return g.principal
 
 
+def idempotency_key() -> str | None:
+    """The request's Idempotency-Key header, validated; None when it sent none."""
+    key = request.headers.get("Idempotency-Key")
+    return validate_key(key.strip()) if key is not None else None
+
+
 def provider_named(catalog, name: str):
     """A provider by name or alias; an unknown one is a 400 on the `provider` field."""
     try:
@@ -107,9 +114,7 @@ def run_call(principal, endpoint: str, data: dict, render):
     """A validated call body through the gateway (idempotency, limits, ledger) -> a Flask response."""
     svc = services()
     g.principal = principal
-    key = request.headers.get("Idempotency-Key")
-    if key is not None:
-        key = validate_key(key.strip())
+    key = idempotency_key()
 
     def make_call():
         return call_from_body(data, request_id=g.request_id, tenant_id=principal.tenant_id,

@@ -2,27 +2,25 @@
 later by `flowcall worker`) and GET /api/v3/llm/jobs/<id>. API key or JWT."""
 from __future__ import annotations
 
-import logging
 import math
-import threading
 import time
 
-from flask import Blueprint, current_app, g, jsonify, request, url_for
+from flask import Blueprint, g, jsonify, request, url_for
 from marshmallow import INCLUDE, Schema, fields
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from app.batch import BatchLimits, EnvelopeSchema, ItemContext, batch_body, parse_envelope, run_envelope
+from app.batch import EnvelopeSchema, ItemContext, batch_body, parse_envelope, run_envelope
+from app.config import BatchLimits
 from app.errors import NotFound, PayloadTooLarge, ServiceUnavailable
-from app.idempotency import body_hash, validate_key
+from app.idempotency import body_hash
+from app.jobs import Jobs
 from app.openapi import doc
 from app.answer_schemas import UsageOut
 from app.json_body import parse_json_body
 
-from ._common import either_auth, read_body, services
+from ._common import either_auth, idempotency_key, read_body, services
 
 bp = Blueprint("batch", __name__)
-log = logging.getLogger(__name__)
-_jobs_lock = threading.Lock()
 
 BATCH_EXAMPLE = {"items": [{"id": "t-1", "prompt": "Classify: my invoice is wrong"},
                            {"id": "t-2", "prompt": "Classify: the app crashes", "options": {"maxTokens": 50}}],
@@ -72,10 +70,6 @@ class JobResponseSchema(Schema):
     callback = fields.Dict(allow_none=True)
 
 
-def _limits() -> BatchLimits:
-    return BatchLimits.from_settings(services().settings)
-
-
 def _read_body(limits: BatchLimits) -> dict:
     """The JSON body, refused with the batch limits in the 413 when it is over the size cap."""
     request.max_content_length = limits.max_body_bytes
@@ -84,11 +78,6 @@ def _read_body(limits: BatchLimits) -> dict:
     except (RequestEntityTooLarge, PayloadTooLarge):
         raise limits.body_too_large() from None
     return parse_json_body(raw)
-
-
-def _idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    return validate_key(key.strip()) if key is not None else None
 
 
 def _answer(body: dict, status: int, replayed: bool):
@@ -106,9 +95,9 @@ def _answer(body: dict, status: int, replayed: bool):
 def batch():
     principal = either_auth()
     svc = services()
-    limits = _limits()
+    limits = svc.settings.batch
     body = _read_body(limits)
-    key = _idempotency_key()
+    key = idempotency_key()
     envelope = parse_envelope(body, limits)
     if key:
         rounds = math.ceil(len(envelope.items) / limits.workers(envelope.concurrency, len(envelope.items)))
@@ -132,22 +121,11 @@ def batch():
     return _answer(answer, 200, False)
 
 
-def jobs_service():
-    """This process's Jobs (queue connection included), made on first use."""
-    app = current_app._get_current_object()
-    jobs = app.extensions.get("flowcall_jobs")
+def jobs_service() -> Jobs:
+    """This process's Jobs; None at start (the queue could not be opened) is a 503, not a 500."""
+    jobs = services().jobs
     if jobs is None:
-        with _jobs_lock:
-            jobs = app.extensions.get("flowcall_jobs")
-            if jobs is None:
-                from app.jobs import Jobs
-                try:
-                    jobs = Jobs(services())
-                except Exception:  # noqa: BLE001 - an unreachable queue is a 503, not a 500
-                    log.exception("the job queue could not be opened")
-                    raise ServiceUnavailable("The job queue is not reachable.", code="queue_unavailable",
-                                             retryable=True) from None
-                app.extensions["flowcall_jobs"] = jobs
+        raise ServiceUnavailable("The job queue is not reachable.", code="queue_unavailable", retryable=True)
     return jobs
 
 
@@ -159,9 +137,9 @@ def jobs_service():
                  "the same document when the job ends (signed; see the README's Batch jobs section).")
 def submit_job():
     principal = either_auth()
-    body = _read_body(_limits())
+    body = _read_body(services().settings.batch)
     status, answer, replayed = jobs_service().submit(
-        principal, body, request_id=g.request_id, idempotency_key=_idempotency_key(),
+        principal, body, request_id=g.request_id, idempotency_key=idempotency_key(),
         status_url_for=lambda job_id: url_for("batch.job_status", job_id=job_id, _external=True))
     response = _answer(answer, status, replayed)
     response.headers["Location"] = answer["status_url"]

@@ -10,27 +10,24 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException
+from flask import Blueprint, Response, g, jsonify, request
 
 from app import responses_api as api
 from app import responses_output as output
 from app import streaming
-from app.errors import FlowcallError, NotFound, ValidationError
+from app.errors import NotFound, ValidationError
 from app.idempotency import Replay
 from app.openapi import CALL_ERRORS, doc
 from app.json_body import parse_json_body
 from app.responses_input import new_id
 
-from . import openai_compat as compat_node
-from ._common import read_body, services
+from ._common import idempotency_key, read_body, services
+from .openai_surface import ERRORS_TEXT, bearer_principal, event_stream, relay, use_openai_errors
 
 log = logging.getLogger(__name__)
 bp = Blueprint("openai_responses", __name__)
 ENDPOINT = "openai_responses"
-bp.register_error_handler(FlowcallError, compat_node._flowcall_error)
-bp.register_error_handler(HTTPException, compat_node._http_error)
-bp.register_error_handler(Exception, compat_node._unexpected)
+use_openai_errors(bp)
 
 RESPONSE_SCHEMA = {"type": "object", "description": "OpenAI's Response object, plus `flowcall`", "properties": {
     "id": {"type": "string"}, "object": {"type": "string", "enum": ["response"]},
@@ -53,10 +50,6 @@ REQUEST_EXAMPLE = {"model": "anthropic.claude-sonnet-4-6", "instructions": "Answ
                    "input": "What is the capital of France?"}
 
 
-def response_store():
-    return current_app.extensions["flowcall_responses"]
-
-
 def _not_found(response_id: str) -> NotFound:
     return NotFound(f"Response with id {response_id!r} not found.", code="response_not_found")
 
@@ -67,14 +60,14 @@ def _not_found(response_id: str) -> NotFound:
      request_example=REQUEST_EXAMPLE, errors=CALL_ERRORS, error_schema="OpenAIError",
      description="Any model flowcall routes to, as OpenAI's Responses API; the module docstring of "
                  "app/responses_api.py says what happens to each request field. With `stream: true` the answer "
-                 "is the spec's server-sent events, ending in `response.completed`. " + compat_node._ERRORS_TEXT)
+                 "is the spec's server-sent events, ending in `response.completed`. " + ERRORS_TEXT)
 def create_response():
     svc = services()
-    store = response_store()
-    principal = compat_node._principal()
+    store = services().responses
+    principal = bearer_principal()
     body = parse_json_body(read_body())
     req = api.parse_request(body)
-    key = compat_node._idempotency_key()
+    key = idempotency_key()
     created = int(time.time())
     response_id = new_id("resp")
     history: list = []
@@ -129,15 +122,15 @@ class _Closing:
 def _stream(principal, body: dict, req: api.ResponsesRequest, make_call, save, key, response_id: str,
             created: int) -> Response:
     closing = _Closing(output.EventWriter(req, response_id, created, req.model))
-    started = streaming.start(services().gateway, compat_node._streaming_dispatcher(), principal, ENDPOINT, body,
+    started = streaming.start(services().gateway, services().streaming, principal, ENDPOINT, body,
                               make_call, closing.render, idempotency_key=key)
     if isinstance(started, Replay):
-        response = compat_node._event_stream(iter(output.replay_events(req, started.body)))
+        response = event_stream(iter(output.replay_events(req, started.body)))
         response.headers["Idempotent-Replay"] = "true"
         return response
     g.upstream_ms = started.opened.upstream_ms
     closing.writer.model = started.model_id
-    response = compat_node._event_stream(_events(started, closing, save, g.request_id))
+    response = event_stream(_events(started, closing, save, g.request_id))
     response.call_on_close(started.close)       # a client gone before the first event still settles
     return response
 
@@ -147,7 +140,7 @@ def _events(metered: streaming.MeteredStream, closing: _Closing, save, request_i
     yield from writer.opening()
     # tool-call pieces are sent whole from the answer at the end
     emit = lambda piece: writer.delta(piece) if isinstance(piece, str) else ()  # noqa: E731
-    if not (yield from compat_node.relay(metered, emit, writer.error, request_id)):
+    if not (yield from relay(metered, emit, writer.error, request_id)):
         return
     final = closing.render(metered.answer)
     try:
@@ -161,12 +154,12 @@ def _events(metered: streaming.MeteredStream, closing: _Closing, save, request_i
 @bp.get("/v1/responses/<response_id>")
 @doc(summary="A stored response (this tenant's, within the retention period)", tags=("openai",),
      auth="bearer_key", response=RESPONSE_SCHEMA, errors=(400, 401, 404), error_schema="OpenAIError",
-     description=compat_node._ERRORS_TEXT)
+     description=ERRORS_TEXT)
 def retrieve_response(response_id: str):
-    principal = compat_node._principal()
+    principal = bearer_principal()
     if request.args.get("stream") in ("true", "1"):
         raise ValidationError("Streaming a stored response is not supported.", fields={"stream": "must be false"})
-    found = response_store().get(principal.tenant_id, response_id)
+    found = services().responses.get(principal.tenant_id, response_id)
     if found is None:
         raise _not_found(response_id)
     return jsonify(found)
@@ -174,10 +167,10 @@ def retrieve_response(response_id: str):
 
 @bp.delete("/v1/responses/<response_id>")
 @doc(summary="Delete a stored response", tags=("openai",), auth="bearer_key", response=DELETED_SCHEMA,
-     errors=(401, 404), error_schema="OpenAIError", description=compat_node._ERRORS_TEXT)
+     errors=(401, 404), error_schema="OpenAIError", description=ERRORS_TEXT)
 def delete_response(response_id: str):
-    principal = compat_node._principal()
-    if not response_store().delete(principal.tenant_id, response_id):
+    principal = bearer_principal()
+    if not services().responses.delete(principal.tenant_id, response_id):
         raise _not_found(response_id)
     return jsonify({"id": response_id, "object": "response.deleted", "deleted": True})
 
@@ -186,10 +179,10 @@ def delete_response(response_id: str):
 @doc(summary="The input items of a stored response", tags=("openai",), auth="bearer_key",
      response=ITEM_LIST_SCHEMA, errors=(400, 401, 404), error_schema="OpenAIError",
      description="Query: `limit` (1-100, default 20), `order` (`desc`, the default, or `asc`), `after` and "
-                 "`before` (item ids). " + compat_node._ERRORS_TEXT)
+                 "`before` (item ids). " + ERRORS_TEXT)
 def list_input_items(response_id: str):
-    principal = compat_node._principal()
-    items = response_store().input_items(principal.tenant_id, response_id)
+    principal = bearer_principal()
+    items = services().responses.input_items(principal.tenant_id, response_id)
     if items is None:
         raise _not_found(response_id)
     return jsonify(api.item_page(items, request.args))

@@ -26,7 +26,8 @@ bp = Blueprint("usage", __name__)
 def usage():
     principal = either_auth(require_agent=False)
     first, last = default_range()
-    args = query(group_by=one_of(*GROUPS), **{"from": lambda v: parse_day(v, first), "to": lambda v: parse_day(v, last)})
+    args = query(group_by=one_of(*GROUPS),
+                 **{"from": lambda v: parse_day(v, first), "to": lambda v: parse_day(v, last)})
     start = args.get("from") or parse_day(None, first)
     end = args.get("to") or parse_day(None, last)
     group_by = args.get("group_by")

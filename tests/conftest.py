@@ -11,8 +11,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from app import create_app
 from fake_provider import FakeProvider
+from nodes import create_app
 
 JWT_SECRET = "test-secret-for-hs256-signing-0123456789"
 _TEMPLATE: Path | None = None

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from service import e2e_service
 
-from app import create_app
+from nodes import create_app
 from app.idempotency import Idempotency, body_hash
 from app.logs import JsonFormatter
 

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from app import create_app
+from nodes import create_app
 from conftest import migrated_db_url, JWT_SECRET, make_jwt
 
 BODY = {"model": "mock.echo", "prompt": "hi"}

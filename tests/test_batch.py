@@ -2,12 +2,13 @@
 (routing, retries, limits, budgets, ledger), answered in order with per-item success or error."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 
 import pytest
 
-from app.batch import BatchLimits, merge_defaults, run_bounded, summarize
+from app.batch import merge_defaults, run_bounded, summarize
 from app.ledger import Row
 from app.store import Limits
 from batch_fakes import FakeLLM
@@ -33,9 +34,6 @@ def config(config, fake):
 
 @pytest.fixture
 def app(app):
-    from nodes import batch
-    if "batch" not in app.blueprints:             # until app/__init__.py registers it
-        app.register_blueprint(batch.bp)
     return app
 
 
@@ -60,6 +58,12 @@ def ledger_rows(store, tenant):
                                     (tenant,)).all()
 
 
+def set_batch_limits(app, **limits) -> None:
+    """This app's FLOWCALL_BATCH_* settings, changed after start (as a restart with them would)."""
+    svc = app.extensions["flowcall"]
+    svc.settings = dataclasses.replace(svc.settings, batch=dataclasses.replace(svc.settings.batch, **limits))
+
+
 # -- concurrency ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("requested, server_cap, expected", [(5, None, 5), (50, "5", 5)])
 def test_fifty_items_run_exactly_at_their_concurrency_cap(app, client, store, fake, monkeypatch,
@@ -68,7 +72,7 @@ def test_fifty_items_run_exactly_at_their_concurrency_cap(app, client, store, fa
     proven by the barrier tripping, never exceeding it by the fake's own count."""
     fake.barrier = __import__("threading").Barrier(expected, timeout=30)
     if server_cap:
-        app.extensions["flowcall"].settings.environ["FLOWCALL_BATCH_MAX_CONCURRENCY"] = server_cap
+        set_batch_limits(app, max_concurrency=int(server_cap))
     key, tenant = new_key(store)
     items = [{"id": f"row-{i}", "prompt": f"item {i}"} for i in range(50)]
     resp = post(client, key, {"items": items, "defaults": {"model": "openai.gpt-4o"}, "concurrency": requested})
@@ -189,7 +193,7 @@ def test_malformed_envelope_is_one_400(client, api_key, body, field):
 
 
 def test_too_many_items_is_413_with_the_limits(app, client, api_key):
-    app.extensions["flowcall"].settings.environ["FLOWCALL_BATCH_MAX_ITEMS"] = "3"
+    set_batch_limits(app, max_items=3)
     resp = post(client, api_key, {"items": [{"prompt": "x"}] * 4})
     err = resp.get_json()["error"]
     assert resp.status_code == 413 and err["code"] == "payload_too_large"
@@ -198,7 +202,7 @@ def test_too_many_items_is_413_with_the_limits(app, client, api_key):
 
 
 def test_too_large_body_is_413_with_the_limits(app, client, api_key):
-    app.extensions["flowcall"].settings.environ["FLOWCALL_BATCH_MAX_BODY_BYTES"] = "2048"
+    set_batch_limits(app, max_body_bytes=2048)
     resp = post(client, api_key, {"items": [{"model": "mock.echo", "prompt": "x" * 3000}]})
     err = resp.get_json()["error"]
     assert resp.status_code == 413 and err["fields"] == {"body": "at most 2048 bytes"}
@@ -208,7 +212,7 @@ def test_too_large_body_is_413_with_the_limits(app, client, api_key):
 
 def test_limits_from_settings_and_worker_count():
     from app.config import Settings
-    limits = BatchLimits.from_settings(Settings.from_env({"FLOWCALL_BATCH_MAX_CONCURRENCY": "6"}))
+    limits = Settings.from_env({"FLOWCALL_BATCH_MAX_CONCURRENCY": "6"}).batch
     assert (limits.max_items, limits.max_concurrency, limits.max_body_bytes) == (100, 6, 20 * 1024 * 1024)
     assert [limits.workers(None, 50), limits.workers(3, 50), limits.workers(40, 50), limits.workers(40, 2)] == [
         6, 3, 6, 2]

@@ -14,8 +14,11 @@ import uuid
 
 import pytest
 
-from app import batch_cli
-from app.batch_cli import Output, Progress, fill_template, row_keys
+from app import batch_run
+from app import cli as flowcall_cli
+from app.batch_input import fill_template, row_keys
+from app.batch_output import Output
+from app.batch_run import Progress
 from app.errors import ValidationError
 from batch_fakes import FakeLLM
 from conftest import migrated_db_url
@@ -70,7 +73,7 @@ def ticket_no(prompt: str) -> int:
 
 
 def cli(*argv) -> int:
-    return batch_cli.main(["batch", *map(str, argv)])
+    return flowcall_cli.main(["batch", *map(str, argv)])
 
 
 # -- the acceptance run -----------------------------------------------------------------------------
@@ -79,7 +82,7 @@ def test_200_rows_with_provider_faults(tmp_path, env, fake, tenant, capsys):
     write_csv(source)
     args = (source, "-o", out, "--prompt", TEMPLATE, "--model", "openai.gpt-4o", "--concurrency", 8,
             "--tenant", tenant)
-    assert cli(*args) == batch_cli.EXIT_FAILED_ROWS
+    assert cli(*args) == batch_run.EXIT_FAILED_ROWS
     rows = read_csv(out)
     assert [r["id"] for r in rows] == [f"T{i:03d}" for i in range(200)]             # every row once, in order
     for i, row in enumerate(rows):
@@ -107,14 +110,14 @@ def test_200_rows_with_provider_faults(tmp_path, env, fake, tenant, capsys):
     assert [tuple(r) for r in ledger] == [("cli_batch", 200)]
 
     calls_before = sum(fake.prompts.values())
-    assert cli(*args, "--allow-failures") == batch_cli.EXIT_OK                       # nothing left to do
+    assert cli(*args, "--allow-failures") == batch_run.EXIT_OK                       # nothing left to do
     assert sum(fake.prompts.values()) == calls_before
     assert "resuming: 200 of 200 rows" in capsys.readouterr().err
-    assert cli(*args) == batch_cli.EXIT_FAILED_ROWS                                  # the file still has failures
+    assert cli(*args) == batch_run.EXIT_FAILED_ROWS                                  # the file still has failures
 
 
 def _run_cli(tmp_path, env: dict, source, out, log):
-    return subprocess.Popen([sys.executable, "-m", "app.batch_cli", "batch", str(source), "-o", str(out),
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "batch", str(source), "-o", str(out),
                              "--prompt", TEMPLATE, "--model", "openai.gpt-4o", "--concurrency", "4",
                              "--tenant", str(uuid.uuid4())],
                             cwd=ROOT, env=clean_env(env), stdout=subprocess.DEVNULL, stderr=log)
@@ -149,7 +152,7 @@ def test_stopped_halfway_and_run_again_no_row_twice_none_missing(tmp_path, env, 
                 proc.send_signal(signal.SIGINT)
                 _until(lambda: "stopping:" in log_path.read_text(), "the CLI to stop taking rows")
                 fake.release.set()                                 # the calls in flight finish ...
-                assert proc.wait(timeout=60) == batch_cli.EXIT_INTERRUPTED
+                assert proc.wait(timeout=60) == batch_run.EXIT_INTERRUPTED
                 assert _records(out) == 104                        # ... and are kept
             else:
                 proc.kill()
@@ -164,7 +167,7 @@ def test_stopped_halfway_and_run_again_no_row_twice_none_missing(tmp_path, env, 
     before = {r["id"] for r in read_csv(out) if r.get("row_id")}
     fake.hold = None
     with open(log_path, "ab") as log:
-        assert _run_cli(tmp_path, env, source, out, log).wait(timeout=120) == batch_cli.EXIT_OK
+        assert _run_cli(tmp_path, env, source, out, log).wait(timeout=120) == batch_run.EXIT_OK
     rows = read_csv(out)
     assert [r["id"] for r in rows] == [f"T{i:03d}" for i in range(200)]
     assert all(r["success"] == "true" for r in rows)
@@ -198,7 +201,7 @@ def test_jsonl_call_bodies_to_jsonl(tmp_path, env, fake, tenant):
     assert records[3]["response"] == "Echo: fourth \u2028 line"
     sent = {b["messages"][-1]["content"]: b.get("max_tokens", b.get("max_completion_tokens")) for b in fake.bodies}
     assert sent == {"first": 20, "fourth \u2028 line": 50}
-    assert batch_cli.main(["batch", str(source), "-o", str(out), "--model", "openai.gpt-4o", "--tenant", tenant,
+    assert flowcall_cli.main(["batch", str(source), "-o", str(out), "--model", "openai.gpt-4o", "--tenant", tenant,
                            "--max-tokens", "50"]) == 1
     assert len(fake.bodies) == 2                                   # resumed: nothing called again
 
@@ -229,7 +232,7 @@ def test_dry_run_estimates_and_spends_nothing(tmp_path, env, fake, capsys):
     assert cli(source, "-o", out, "--prompt", TEMPLATE, "--model", "openai.gpt-4o", "--max-tokens", 100,
                "--dry-run") == 0
     text = capsys.readouterr().out
-    tokens = sum(batch_cli.estimate_tokens(f"Classify this ticket: {ticket_text(i, False)}") + 4 for i in range(10))
+    tokens = sum(batch_run.estimate_tokens(f"Classify this ticket: {ticket_text(i, False)}") + 4 for i in range(10))
     assert "dry run: 10 rows to call" in text
     assert f"openai.gpt-4o: 10 rows, ~{tokens} input tokens, at most 1000 output tokens" in text
     assert f"${tokens * 2.5 / 1e6:.4f} for the input, up to ${(tokens * 2.5 + 1000 * 10) / 1e6:.4f}" in text
@@ -255,16 +258,16 @@ def test_dry_run_counts_a_thinking_models_allowance(tmp_path, env, fake, capsys)
 def test_usage_errors_exit_2_before_any_call(tmp_path, env, fake, tenant, capsys, argv, message):
     source = tmp_path / "in.csv"
     source.write_text("text,dup\nhello,1\nworld,1\n", encoding="utf-8")
-    assert cli(source, "-o", tmp_path / "out.csv", "--tenant", tenant, *argv) == batch_cli.EXIT_USAGE
+    assert cli(source, "-o", tmp_path / "out.csv", "--tenant", tenant, *argv) == batch_run.EXIT_USAGE
     assert message in capsys.readouterr().err and not fake.bodies
 
 
 def test_who_pays_is_required_and_a_key_works(tmp_path, env, capsys):
     source, out = tmp_path / "in.csv", tmp_path / "out.csv"
     source.write_text("prompt\nhello\n", encoding="utf-8")
-    assert cli(source, "-o", out, "--model", "mock.echo") == batch_cli.EXIT_USAGE
+    assert cli(source, "-o", out, "--model", "mock.echo") == batch_run.EXIT_USAGE
     assert "--tenant UUID, or --key" in capsys.readouterr().err
-    assert cli(source, "-o", out, "--model", "mock.echo", "--key", "fc_wrong") == batch_cli.EXIT_USAGE
+    assert cli(source, "-o", out, "--model", "mock.echo", "--key", "fc_wrong") == batch_run.EXIT_USAGE
     from app.store import Store
     _, key = Store(env["FLOWCALL_DATABASE_URL"]).create_key(str(uuid.uuid4()))
     assert cli(source, "-o", out, "--model", "mock.echo", "--key", key) == 0
@@ -275,7 +278,7 @@ def test_an_output_with_other_columns_is_refused(tmp_path, env, tenant, capsys):
     source, out = tmp_path / "in.csv", tmp_path / "out.csv"
     source.write_text("prompt\nhello\n", encoding="utf-8")
     out.write_text("something,else\n1,2\n", encoding="utf-8")
-    assert cli(source, "-o", out, "--model", "mock.echo", "--tenant", tenant) == batch_cli.EXIT_USAGE
+    assert cli(source, "-o", out, "--model", "mock.echo", "--tenant", tenant) == batch_run.EXIT_USAGE
     assert "other columns" in capsys.readouterr().err and out.read_text() == "something,else\n1,2\n"
 
 

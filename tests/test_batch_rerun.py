@@ -9,7 +9,7 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from app import batch_cli
+from app import batch_output, batch_run, cli
 from app.db import ledger, make_engine
 from batch_fakes import FakeLLM
 from conftest import migrated_db_url
@@ -56,20 +56,20 @@ def test_a_row_answered_but_not_saved_is_not_called_again(tmp_path, env, fake, m
     _write_input(source, 10)
     args = ["batch", str(source), "-o", str(out), "--prompt", TEMPLATE, "--model", "openai.gpt-4o",
             "--id-column", "id", "--concurrency", "1", "--tenant", tenant]
-    real_append = batch_cli.Output.append
+    real_append = batch_output.Output.append
 
     def append_until_the_kill(self, record):
         if record.startswith("T5,"):
             raise Killed()
         real_append(self, record)
 
-    monkeypatch.setattr(batch_cli.Output, "append", append_until_the_kill)
+    monkeypatch.setattr(batch_output.Output, "append", append_until_the_kill)
     with pytest.raises(Killed):
-        batch_cli.main(args)
+        cli.main(args)
     assert len(_ledger(env, tenant)) == 6                   # T0..T5 answered and recorded; T5 not in OUTPUT
-    monkeypatch.setattr(batch_cli.Output, "append", real_append)
+    monkeypatch.setattr(batch_output.Output, "append", real_append)
 
-    assert batch_cli.main(args) == batch_cli.EXIT_FAILED_ROWS
+    assert cli.main(args) == batch_run.EXIT_FAILED_ROWS
     assert "1 row(s) were answered and billed" in capsys.readouterr().err
     with open(out, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -86,9 +86,9 @@ def test_a_new_output_does_not_inherit_an_old_runs_answers(tmp_path, env, fake):
     _write_input(source, 3)
     args = ["batch", str(source), "-o", str(out), "--prompt", TEMPLATE, "--model", "openai.gpt-4o",
             "--id-column", "id", "--tenant", tenant]
-    assert batch_cli.main(args) == batch_cli.EXIT_OK
+    assert cli.main(args) == batch_run.EXIT_OK
     out.unlink()                                            # the operator starts over: every row is called
-    assert batch_cli.main(args) == batch_cli.EXIT_OK
+    assert cli.main(args) == batch_run.EXIT_OK
     assert set(fake.prompts.values()) == {2}
     with open(out, newline="", encoding="utf-8") as f:
         assert all(r["success"] == "true" for r in csv.DictReader(f))
@@ -103,7 +103,7 @@ def test_kill_9_at_concurrency_8_then_rerun_one_ledger_row_per_provider_call(tmp
 
     source, out, tenant = tmp_path / "in.csv", tmp_path / "out.csv", str(uuid.uuid4())
     _write_input(source, 40)
-    command = [sys.executable, "-m", "app.batch_cli", "batch", str(source), "-o", str(out), "--prompt", TEMPLATE,
+    command = [sys.executable, "-m", "app.cli", "batch", str(source), "-o", str(out), "--prompt", TEMPLATE,
                "--model", "openai.gpt-4o", "--id-column", "id", "--concurrency", "8", "--tenant", tenant]
     fake.hold = lambda prompt: int(re.search(r"ticket (\d+)", prompt).group(1)) >= 20
     proc = subprocess.Popen(command, cwd=ROOT, env=clean_env(env), stdout=subprocess.DEVNULL,
@@ -122,7 +122,7 @@ def test_kill_9_at_concurrency_8_then_rerun_one_ledger_row_per_provider_call(tmp
     fake.hold = None
     fake.release.set()                                      # answers nobody will read
     rerun = subprocess.run(command, cwd=ROOT, env=clean_env(env), capture_output=True, text=True, timeout=120)
-    assert rerun.returncode == batch_cli.EXIT_OK, rerun.stderr
+    assert rerun.returncode == batch_run.EXIT_OK, rerun.stderr
     assert "8 row(s) were in flight" in rerun.stderr
     calls = {int(re.search(r"ticket (\d+)", p).group(1)): n for p, n in fake.prompts.items()}
     assert [i for i, n in sorted(calls.items()) if n == 2] == list(range(20, 28))   # only those in flight

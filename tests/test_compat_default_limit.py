@@ -10,7 +10,6 @@ import pytest
 import responses
 
 from app import chat_completions_api as compat
-from nodes import openai_compat
 
 OPENAI = "https://api.openai.com/v1/chat/completions"
 USER = [{"role": "user", "content": "What is the capital of France?"}]
@@ -23,8 +22,6 @@ def config(config):
 
 @pytest.fixture
 def client(app):
-    if openai_compat.bp.name not in app.blueprints:
-        app.register_blueprint(openai_compat.bp)
     return app.test_client()
 
 

@@ -111,7 +111,7 @@ def call_body(schema, model="openai.gpt-4o"):
 @pytest.mark.parametrize("path", ["/api/v3/llm/public/call", "/v1/chat/completions"])
 @responses.activate
 def test_the_schema_is_refused_before_the_provider_is_called(app, client, api_key, schema, path):
-    app.extensions["flowcall"].settings.environ["OPENAI_API_KEY"] = "sk-test-0123456789"
+    app.extensions["flowcall"].settings.provider_env["OPENAI_API_KEY"] = "sk-test-0123456789"
     responses.add(responses.POST, "https://api.openai.com/v1/chat/completions", json=ANSWER)
     body = call_body(schema)
     if path.startswith("/v1"):

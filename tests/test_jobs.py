@@ -17,7 +17,10 @@ import requests
 from sqlalchemy import inspect
 
 from app import callbacks
-from app.jobs import Jobs, default_queue_path, job_items, jobs
+from app.config import default_queue_path
+from app.job_store import job_items, jobs
+from app.jobs import Jobs
+from nodes import create_app
 from app.store import Limits
 from batch_fakes import FakeLLM, Receiver
 from service import ROOT, _wait_ready, clean_env, create_key, free_port
@@ -65,16 +68,13 @@ def clock():
 
 @pytest.fixture
 def app(app, clock):
-    from nodes import batch
-    if "batch" not in app.blueprints:             # until app/__init__.py registers it
-        app.register_blueprint(batch.bp)
-    app.extensions["flowcall_jobs"] = Jobs(app.extensions["flowcall"], clock=clock)
+    app.extensions["flowcall"].jobs = Jobs(app.extensions["flowcall"], clock=clock)
     return app
 
 
 @pytest.fixture
 def worker(app) -> Jobs:
-    return app.extensions["flowcall_jobs"]
+    return app.extensions["flowcall"].jobs
 
 
 @pytest.fixture
@@ -227,7 +227,7 @@ def test_callback_address_is_checked_again_at_delivery():
 
 
 def test_callbacks_need_a_secret(app, client, store):
-    jobs_without_secret = app.extensions["flowcall_jobs"]
+    jobs_without_secret = app.extensions["flowcall"].jobs
     object.__setattr__(jobs_without_secret.settings, "callback_secret", None)
     key, _ = new_key(store)
     resp = submit(client, key, {"model": "mock.echo", "prompt": "x", "callback_url": "https://example.com/hook"})
@@ -247,12 +247,15 @@ def test_bad_submissions_are_refused_at_once(client, store, body, status_code, f
     assert resp.status_code == status_code and field in resp.get_json()["error"]["fields"]
 
 
-def test_an_unusable_queue_is_a_503_not_a_500(app, client, store, tmp_path):
-    del app.extensions["flowcall_jobs"]
-    app.extensions["flowcall"].settings.environ["FLOWCALL_JOBS_PATH"] = str(tmp_path / "missing-dir" / "q.db")
-    key, _ = new_key(store)
-    resp = submit(client, key, {"model": "mock.echo", "prompt": "x"})
-    assert resp.status_code == 503 and resp.get_json()["error"]["code"] == "queue_unavailable"
+def test_an_unusable_queue_is_a_503_not_a_500(config, tmp_path):
+    app = create_app({**config, "FLOWCALL_JOBS_PATH": str(tmp_path / "missing-dir" / "q.db")})
+    store = app.extensions["flowcall"].store
+    try:
+        key, _ = new_key(store)
+        resp = submit(app.test_client(), key, {"model": "mock.echo", "prompt": "x"})
+        assert resp.status_code == 503 and resp.get_json()["error"]["code"] == "queue_unavailable"
+    finally:
+        store.close()
 
 
 def test_idempotent_submission_returns_the_same_job(client, store, worker, fake):
@@ -407,7 +410,7 @@ def _start_service(env: dict, port: int, logs) -> tuple[subprocess.Popen, subpro
     web = subprocess.Popen([sys.executable, "-m", "gunicorn", "-w", "1", "-b", f"127.0.0.1:{port}",
                             "--pythonpath", "tests", "wsgi_batch:app"],
                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    worker = subprocess.Popen([sys.executable, "-m", "app.batch_cli", "worker", "--workers", "2"],
+    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--workers", "2"],
                               cwd=ROOT, env=env, stdout=logs, stderr=logs)
     _wait_ready(f"http://127.0.0.1:{port}", web)
     return web, worker

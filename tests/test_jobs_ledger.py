@@ -51,16 +51,13 @@ def clock():
 
 @pytest.fixture
 def app(app, clock):
-    from nodes import batch
-    if "batch" not in app.blueprints:
-        app.register_blueprint(batch.bp)
-    app.extensions["flowcall_jobs"] = Jobs(app.extensions["flowcall"], clock=clock)
+    app.extensions["flowcall"].jobs = Jobs(app.extensions["flowcall"], clock=clock)
     return app
 
 
 @pytest.fixture
 def worker(app) -> Jobs:
-    return app.extensions["flowcall_jobs"]
+    return app.extensions["flowcall"].jobs
 
 
 @pytest.fixture
@@ -188,7 +185,7 @@ def test_the_notes_go_with_their_job(store, worker, client, clock):
 
 # -- the real thing: `flowcall worker` killed with kill -9 while calls are held at the provider ----------
 def _worker(env: dict, logs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "app.batch_cli", "worker", "--workers", "2"],
+    return subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--workers", "2"],
                             cwd=ROOT, env=env, stdout=logs, stderr=logs)
 
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PATHS = ("tests", "bench")
+PATHS = ("app", "nodes", "tests", "bench", "wsgi.py", "gunicorn.conf.py")
 
 
 def test_ruff_finds_nothing():

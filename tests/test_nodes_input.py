@@ -115,7 +115,7 @@ def test_deep_nesting_inside_valid_json_is_a_400(client, key_headers):
 
 
 def test_oversize_body_is_413(tmp_path, tenant_id):
-    from app import create_app
+    from nodes import create_app
     app = create_app({"FLOWCALL_DATABASE_URL": migrated_db_url(tmp_path), "FLOWCALL_MAX_BODY_BYTES": "2048"})
     _, key = app.extensions["flowcall"].store.create_key(tenant_id)
     resp = post(app.test_client(), "/api/v3/llm/public/call", {"model": "mock.echo", "prompt": "x" * 5000},
@@ -167,6 +167,13 @@ def test_wrong_method_is_405(client, path, method):
     resp = getattr(client, method)(path)
     assert_error(resp, 405, "method_not_allowed")
     assert resp.headers["Allow"]                  # RFC 9110 requires it (found by schemathesis)
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+def test_wrong_method_on_the_openai_routes_is_their_405_with_allow(client, path):
+    resp = client.put(path)
+    assert resp.status_code == 405 and resp.get_json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in resp.headers["Allow"]      # the OpenAI-shaped answer keeps it too
 
 
 def test_unknown_route_is_json_404(client):

@@ -22,7 +22,6 @@ from app.db import ledger
 from app.errors import (BudgetExceeded, ProviderAuthFailed, ProviderOverloaded, RateLimited,
                         Unauthorized, ValidationError)
 from app.store import Limits
-from nodes import openai_compat
 
 OPENAI = "https://api.openai.com/v1/chat/completions"
 ANTHROPIC = "https://api.anthropic.com/v1/messages"
@@ -289,8 +288,6 @@ def config(config):
 
 @pytest.fixture
 def client(app):
-    if openai_compat.bp.name not in app.blueprints:
-        app.register_blueprint(openai_compat.bp)
     return app.test_client()
 
 
@@ -397,8 +394,6 @@ def test_provider_failures_keep_their_status_and_retry_hint(client, api_key):
 
 def test_payload_too_large_in_openais_shape(app, api_key):
     app.config["MAX_CONTENT_LENGTH"] = 2048
-    if openai_compat.bp.name not in app.blueprints:
-        app.register_blueprint(openai_compat.bp)
     r = post(app.test_client(), api_key, req(messages=[{"role": "user", "content": "x" * 5000}]))
     assert r.status_code == 413 and r.get_json()["error"]["code"] == "payload_too_large"
 

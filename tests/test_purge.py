@@ -12,7 +12,8 @@ from sqlalchemy import func, insert, select
 from app.cli import main
 from app.db import idempotency, ledger, make_engine
 from app.idempotency import TTL_SECONDS, Idempotency
-from app.jobs import Jobs, jobs
+from app.job_store import jobs
+from app.jobs import Jobs
 from app.ledger import month_start
 from app.purge import purge_expired
 from conftest import migrated_db_url

@@ -10,7 +10,6 @@ import json
 import pytest
 import responses
 
-from nodes import openai_compat
 
 OPENAI = "https://api.openai.com/v1/chat/completions"
 ANTHROPIC = "https://api.anthropic.com/v1/messages"
@@ -27,8 +26,6 @@ def config(config):
 
 @pytest.fixture
 def client(app):
-    if openai_compat.bp.name not in app.blueprints:
-        app.register_blueprint(openai_compat.bp)
     return app.test_client()
 
 

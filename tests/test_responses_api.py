@@ -323,7 +323,7 @@ def test_store_retention_and_purge(app):
 
 
 def test_retention_setting_is_checked_at_start(config):
-    from app import create_app
+    from nodes import create_app
     with pytest.raises(SystemExit, match="FLOWCALL_RESPONSE_RETENTION_DAYS"):
         create_app({**config, "FLOWCALL_RESPONSE_RETENTION_DAYS": "0"})
 
@@ -491,7 +491,7 @@ def test_errors_before_any_provider_is_paid(client, api_key, body, param):
 
 def test_a_call_id_from_another_tenants_response_is_refused(app, client, api_key, other_tenant):
     """Another tenant's stored function_call can neither be continued nor answered by its call id."""
-    stored = app.extensions["flowcall_responses"]
+    stored = app.extensions["flowcall"].responses
     call = {"type": "function_call", "id": "fc_1", "call_id": "call_theirs", "name": "f", "arguments": "{}",
             "status": "completed"}
     stored.save(other_tenant, {"id": "resp_theirs", "output": [call]},

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from app import create_app
+from nodes import create_app
 from app.config import Settings
 from conftest import migrated_db_url
 from service import ROOT, clean_env, create_key, free_port
@@ -35,6 +35,23 @@ def _routing_file_without_a_scoring_weight(tmp_path) -> str:
     return str(path)
 
 
+def _models_file_with_an_unread_key_variable(tmp_path) -> str:
+    """A provider whose key variable Settings would never keep (not *_API_KEY)."""
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps({"providers": {"custom": {"format": "openai", "key_env": ["CUSTOM_TOKEN"],
+                                                         "default_base_url": "https://llm.example/v1"}}}))
+    return str(path)
+
+
+def _routing_file_with_another_local_model_variable(tmp_path) -> str:
+    from importlib import resources
+    policy = json.loads(resources.files("app").joinpath("data/routing.json").read_text("utf-8"))
+    policy["local_model"]["env"] = "MY_OLLAMA_MODEL"
+    path = tmp_path / "routing.json"
+    path.write_text(json.dumps(policy))
+    return str(path)
+
+
 LATE_SETTINGS = [
     ("FLOWCALL_BATCH_MAX_ITEMS", lambda tmp: "abc"),
     ("FLOWCALL_BATCH_MAX_CONCURRENCY", lambda tmp: "0"),
@@ -48,7 +65,12 @@ LATE_SETTINGS = [
     ("FLOWCALL_ROUTING_FILE", _routing_file_without_tasks),
     ("FLOWCALL_ROUTING_FILE", lambda tmp: str(tmp / "missing.json")),
     ("FLOWCALL_ROUTING_FILE", _routing_file_without_a_scoring_weight),
+    ("FLOWCALL_ROUTING_FILE", _routing_file_with_another_local_model_variable),
     ("FLOWCALL_LOG_CONTENT", lambda tmp: "maybe"),
+    ("FLOWCALL_MODELS_FILE", _models_file_with_an_unread_key_variable),
+    ("FLOWCALL_ALLOW_PRIVATE_CALLBACK_HOSTS", lambda tmp: "10.0.0.0/33"),
+    ("FLOWCALL_RESPONSE_RETENTION_DAYS", lambda tmp: "0"),
+    ("FLOWCALL_ROUTING_PREFERENCE", lambda tmp: "fast"),
 ]
 
 
@@ -93,3 +115,25 @@ def test_every_cli_command_refuses_a_malformed_setting(tmp_path, monkeypatch, ca
     monkeypatch.setenv("FLOWCALL_JOB_WORKERS", "four")
     assert main(argv) == 2
     assert "FLOWCALL_JOB_WORKERS" in capsys.readouterr().err
+
+
+def _readme_settings() -> set[str]:
+    """The variable names of the README's Configuration table."""
+    import re
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    return {name for line in table.splitlines() if line.startswith("| `")
+            for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", line.split("|")[1])}
+
+
+def test_the_readme_table_and_settings_name_the_same_variables():
+    """Every variable the README lists is read by Settings (gunicorn's own by gunicorn.conf.py; the
+    providers' through the catalog), and Settings reads no variable the README does not list."""
+    import re
+    config = (ROOT / "app" / "config.py").read_text(encoding="utf-8")
+    gunicorn = (ROOT / "gunicorn.conf.py").read_text(encoding="utf-8")
+    read = set(re.findall(r'"((?:FLOWCALL|PROMETHEUS)_[A-Z0-9_]+)"', config))
+    listed = _readme_settings()
+    providers = {name for name in listed if name.endswith(("_API_KEY", "_BASE_URL"))}
+    assert {name for name in listed - providers - read if name not in gunicorn} == set()
+    assert read - listed == set()

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, UTC
 import pytest
 from sqlalchemy import inspect
 
+from app import job_calls, job_store, response_store  # noqa: F401 - their tables join app.db.metadata
 from app.auth import Principal
 from app.db import metadata, revisions
 from app.errors import BudgetExceeded, IdempotencyConflict, IdempotencyMismatch, RateLimited

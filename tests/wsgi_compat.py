@@ -1,8 +1,4 @@
-"""gunicorn entry point for tests/test_e2e_openai_sdk.py: the real app, with the OpenAI-compatible
-blueprint registered if create_app does not register it (yet)."""
-from app import create_app
-from nodes import openai_compat
+"""gunicorn entry point for tests/test_e2e_openai_sdk.py: the real app."""
+from nodes import create_app
 
 app = create_app()
-if openai_compat.bp.name not in app.blueprints:
-    app.register_blueprint(openai_compat.bp)

@@ -17,7 +17,7 @@ from app.schemas import TestConnectionSchema
 
 from ._common import body_with, either_auth, provider_named, services
 
-bp = Blueprint("test_connection", __name__)
+bp = Blueprint("connection_check", __name__)
 _schema = TestConnectionSchema()
 
 _STATUS = (
@@ -37,7 +37,8 @@ def _model_spec(catalog, provider_name: str, model: str | None) -> tuple[str, st
     default = next((m.id for m in catalog.models.values()
                     if m.provider == provider.name and m.status == "active"), None)
     if default is None:
-        raise ValidationError(f"Name the model to test for {provider.name}.", fields={"model": "required for this provider"})
+        raise ValidationError(f"Name the model to test for {provider.name}.",
+                              fields={"model": "required for this provider"})
     return provider.name, default
 
 

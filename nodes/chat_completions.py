@@ -6,43 +6,37 @@ limits and the ledger by pointing their base URL here. Auth: a flowcall API key 
 The one exception to flowcall's error envelope: errors here are OpenAI's
 `{"error": {message, type, param, code}}` with the same HTTP status flowcall uses elsewhere, so SDKs
 raise their usual exceptions (401 AuthenticationError, 400 BadRequestError, 429 RateLimitError...).
-This blueprint's error handlers take precedence over the app's for its own routes.
+This blueprint's error handlers (nodes/openai_surface.py) take precedence over the app's for its own routes.
 
 `stream: true` answers with server-sent `chat.completion.chunk` events taken from the provider's own
-stream (app/streaming.py), tool calls as `delta.tool_calls` pieces. Retries and fallbacks run until the first text is ready, before anything
-is sent, so a failure up to then is an ordinary HTTP error. After the first byte a failure ends the
-stream with `data: {"error": {...}}` (OpenAI's SDKs raise it as APIError) and no `[DONE]`.
+stream (app/streaming.py), tool calls as `delta.tool_calls` pieces. Retries and fallbacks run until
+the first text is ready, before anything is sent, so a failure up to then is an ordinary HTTP error.
+After the first byte a failure ends the stream with `data: {"error": {...}}` (OpenAI's SDKs raise it
+as APIError) and no `[DONE]`.
 """
 from __future__ import annotations
 
-import logging
 import time
 
-from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
-from werkzeug.exceptions import HTTPException
+from flask import Blueprint, Response, g, jsonify
 
 from app import chat_completions_api as compat
 from app import streaming
-from app.auth import api_key_from_bearer, authenticate_api_key
 from app.chat_completions_schema import ChatCompletionRequestSchema
-from app.errors import (FlowcallError, MethodNotAllowed, NotFound, PayloadTooLarge, Unauthorized,
-                        ValidationError)
-from app.idempotency import Replay, validate_key
+from app.errors import NotFound, ValidationError
+from app.idempotency import Replay
 from app.openapi import CALL_ERRORS, doc
 from app.json_body import parse_json_body
 from app.schemas import call_from_body
 
-from ._common import read_body, services
+from ._common import idempotency_key, read_body, services
+from .openai_surface import ERRORS_TEXT, bearer_principal, event_stream, relay, use_openai_errors
 
-log = logging.getLogger(__name__)
-bp = Blueprint("openai_compat", __name__)
+bp = Blueprint("chat_completions", __name__)
 ENDPOINT = "openai_chat_completions"
 
 # -- the OpenAPI declarations (OpenAI's own shapes, abridged; errors are its ErrorResponse, not the Error
 # envelope the other endpoints answer with, so they are described rather than listed) -------------
-_ERRORS_TEXT = ("Errors are OpenAI's ErrorResponse, {\"error\": {message, type, param, code}}, with flowcall's "
-                "usual HTTP statuses (400, 401, 402, 409, 413, 422, 429, 502, 503, 504) and an "
-                "`x-should-retry` header that OpenAI's SDKs obey.")
 _USAGE = {"type": ["object", "null"], "properties": {k: {"type": "integer"} for k in
                                            ("prompt_tokens", "completion_tokens", "total_tokens")}}
 COMPLETION_SCHEMA = {"type": "object", "description": "CreateChatCompletionResponse, plus `flowcall`", "properties": {
@@ -67,60 +61,7 @@ REQUEST_EXAMPLE = {"model": "openai.gpt-4o",
                    "temperature": 0.2, "max_tokens": 256, "fallbacks": ["anthropic.claude-sonnet-4-6"]}
 
 
-# -- errors in OpenAI's shape -----------------------------------------------------------------------
-def _error_response(err: FlowcallError) -> Response:
-    response = jsonify(compat.error_body(err, g.get("request_id")))
-    response.status_code = err.status
-    response.headers.update(compat.error_headers(err))
-    return response
-
-
-@bp.errorhandler(FlowcallError)
-def _flowcall_error(err: FlowcallError):
-    return _error_response(err)
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(err: HTTPException):
-    allowed = ", ".join(sorted(getattr(err, "valid_methods", None) or []))
-    mapped = {
-        404: NotFound("No such endpoint."),
-        405: MethodNotAllowed(f"Method not allowed; allowed: {allowed}"),
-        413: PayloadTooLarge(f"Request body is larger than the limit of {current_app.config.get('MAX_CONTENT_LENGTH')} "
-                             "bytes (FLOWCALL_MAX_BODY_BYTES)."),
-    }.get(err.code)
-    return _error_response(mapped or FlowcallError(err.description or err.name, status=err.code or 500,
-                                                   code=(err.name or "error").lower().replace(" ", "_")))
-
-
-@bp.errorhandler(Exception)
-def _unexpected(err: Exception):
-    log.exception("unhandled error")
-    return _error_response(FlowcallError("Internal error; the request id identifies it in our logs."))
-
-
-# -- auth and services --------------------------------------------------------------------------------
-def _principal():
-    presented = api_key_from_bearer(request.headers)
-    if not presented:
-        raise Unauthorized("Send your flowcall API key as Authorization: Bearer <key> (the OpenAI SDKs' api_key).",
-                           code="missing_api_key")
-    return authenticate_api_key(presented, services().store)
-
-
-def _streaming_dispatcher() -> streaming.StreamingDispatcher:
-    """One per app, sharing the whole-call dispatcher's transport and circuit breaker."""
-    extensions = current_app.extensions
-    dispatcher = extensions.get("flowcall_streaming")
-    if dispatcher is None:
-        dispatcher = extensions.setdefault("flowcall_streaming",
-                                           streaming.StreamingDispatcher(services().dispatcher))
-    return dispatcher
-
-
-def _idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    return validate_key(key.strip()) if key is not None else None
+use_openai_errors(bp)
 
 
 # -- routes -------------------------------------------------------------------------------------------
@@ -131,13 +72,13 @@ def _idempotency_key() -> str | None:
      description="Any model flowcall routes to, as OpenAI's Chat Completions API; the module docstring of "
                  "app/chat_completions_api.py says what happens to each request field. With `stream: true` the answer "
                  "is server-sent `chat.completion.chunk` events ending in `data: [DONE]`; a failure after the "
-                 "first event is a `data: {\"error\": ...}` event. " + _ERRORS_TEXT)
+                 "first event is a `data: {\"error\": ...}` event. " + ERRORS_TEXT)
 def chat_completions():
     svc = services()
-    principal = _principal()
+    principal = bearer_principal()
     raw = parse_json_body(read_body())
     chat = compat.parse_request(raw)
-    key = _idempotency_key()
+    key = idempotency_key()
     created = int(time.time())
     structured = "response_format" in chat.body
 
@@ -163,36 +104,17 @@ def chat_completions():
 
 
 def _stream(principal, raw: dict, chat: compat.ChatRequest, make_call, render, key, created: int) -> Response:
-    started = streaming.start(services().gateway, _streaming_dispatcher(), principal, ENDPOINT, raw,
+    started = streaming.start(services().gateway, services().streaming, principal, ENDPOINT, raw,
                               make_call, render, idempotency_key=key)
     if isinstance(started, Replay):
-        response = _event_stream(iter(compat.replay_events(started.body, chat.include_usage)))
+        response = event_stream(iter(compat.replay_events(started.body, chat.include_usage)))
         response.headers["Idempotent-Replay"] = "true"
         return response
     g.upstream_ms = started.opened.upstream_ms
     writer = compat.ChunkWriter(compat.completion_id(g.request_id), created, started.model_id, chat.include_usage)
-    response = _event_stream(_events(started, writer, chat.warnings, g.request_id))
+    response = event_stream(_events(started, writer, chat.warnings, g.request_id))
     response.call_on_close(started.close)       # a client gone before the first chunk still settles
     return response
-
-
-def relay(metered: streaming.MeteredStream, emit, fail, request_id):
-    """Yield `emit(piece)`'s events for each piece of the stream; a failure, once the status line
-    is sent, can only be an event: `fail(error_body)`'s. -> whether the stream finished."""
-    pieces = iter(metered)
-    try:
-        for piece in pieces:
-            yield from emit(piece)
-    except FlowcallError as err:
-        yield fail(compat.error_body(err, request_id))
-        return False
-    except Exception:  # noqa: BLE001 - the status line is sent: the error can only be an event
-        log.exception("stream failed")
-        yield fail(compat.error_body(FlowcallError("Internal error while streaming."), request_id))
-        return False
-    finally:
-        pieces.close()
-    return True
 
 
 def _events(metered: streaming.MeteredStream, writer: compat.ChunkWriter, warnings, request_id):
@@ -202,19 +124,12 @@ def _events(metered: streaming.MeteredStream, writer: compat.ChunkWriter, warnin
         yield from writer.answer(metered.answer, warnings)
 
 
-def _event_stream(events) -> Response:
-    response = Response(stream_with_context(events), mimetype="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"        # proxies: pass each event on as it comes
-    return response
-
-
 @bp.get("/v1/models")
 @doc(summary="OpenAI model list: auto and the models of the providers configured here", tags=("openai",),
-     auth="bearer_key", response=MODEL_LIST_SCHEMA, description=_ERRORS_TEXT, errors=(401,),
+     auth="bearer_key", response=MODEL_LIST_SCHEMA, description=ERRORS_TEXT, errors=(401,),
      error_schema="OpenAIError")
 def list_models():
-    _principal()
+    bearer_principal()
     svc = services()
     return jsonify(compat.model_list(svc.catalog, svc.settings))
 
@@ -222,9 +137,9 @@ def list_models():
 @bp.get("/v1/models/<model_id>")
 @bp.get("/v1/models/<owner>/<name>")        # catalog ids with a slash: groq.openai/gpt-oss-120b
 @doc(summary="OpenAI model: one catalog model by id or alias", tags=("openai",), auth="bearer_key",
-     response=MODEL_SCHEMA, description=_ERRORS_TEXT, errors=(400, 401, 404), error_schema="OpenAIError")
+     response=MODEL_SCHEMA, description=ERRORS_TEXT, errors=(400, 401, 404), error_schema="OpenAIError")
 def retrieve_model(model_id: str | None = None, owner: str | None = None, name: str | None = None):
-    _principal()
+    bearer_principal()
     svc = services()
     model_id = model_id or f"{owner}/{name}"
     if model_id == "auto":
