@@ -5,6 +5,8 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-29
 """
+# The tables are spelled out here, not imported from app/db.py, on purpose: a migration is frozen history,
+# so its column lists repeat db.py's and each other's (the `duplicates` pairs between these files).
 import sqlalchemy as sa
 from alembic import op
 
