@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Protocol
 
-from ..calls import Call, Completion
-from ..catalog import ModelInfo, ProviderConfig
-from ..errors import ProviderError
-from ..http import HttpRequest, HttpResponse, Plan
-from . import anthropic, anthropic_stream, gemini, gemini_stream, mock, openai_chat, openai_chat_stream, perplexity
-from .streams import StreamParser
+from app.calls import Call, Completion
+from app.catalog import ModelInfo, ProviderConfig
+from app.errors import ProviderError
+from app.http import HttpRequest, HttpResponse, Plan
+from app.providers import (anthropic, anthropic_stream, gemini, gemini_stream, mock, openai_chat, openai_chat_stream,
+                           perplexity)
+from app.providers.streams import StreamParser
 
 
 @dataclass(frozen=True)
