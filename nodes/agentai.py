@@ -11,6 +11,8 @@ from app.schemas import AgentAiSchema
 
 from ._common import body_with, run_call, services
 
+# Its route declaration has the shape of nodes/call.py's (declare, authenticate, validate, run_call):
+# declarations alike on purpose; the shared work is _common.run_call.
 bp = Blueprint("agentai", __name__)
 _schema = AgentAiSchema()
 

@@ -25,6 +25,8 @@ from ._common import idempotency_key, read_body, services
 from .openai_surface import ERRORS_TEXT, bearer_principal, event_stream, relay, use_openai_errors
 
 log = logging.getLogger(__name__)
+# Its route declaration has the shape of nodes/chat_completions.py's (the two /v1 surfaces are declared
+# alike on purpose; what they share at run time is nodes/openai_surface.py).
 bp = Blueprint("openai_responses", __name__)
 ENDPOINT = "openai_responses"
 use_openai_errors(bp)

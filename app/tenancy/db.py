@@ -30,6 +30,8 @@ api_keys = Table(
     Column("budget_usd", _MONEY, nullable=True),
 )
 
+# The limit columns repeat api_keys' on purpose: a key and its tenant are the two scopes of the same
+# Limits (app/tenancy/store.py), each set on its own.
 tenants = Table(
     "tenants", metadata,
     Column("id", String(64), primary_key=True),
