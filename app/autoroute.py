@@ -107,7 +107,7 @@ def gaps(model: ModelInfo, needs: Needs, policy: dict) -> list[str]:
     caps = model.capabilities
     missing = [c for c, _ in needs.capabilities if not getattr(caps, c)]
     if caps.embeddings:
-        missing.append("chat (an embedding model)")
+        missing.append("chat")
     if needs.json_object and not (caps.json_object or caps.json_schema):
         missing.append("json_object")
     window = model.context_window or policy["request"]["assumed_context_window"]

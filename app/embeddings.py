@@ -16,8 +16,8 @@ from .errors import CapabilityMissing, ValidationError
 MAX_INPUTS = 2048           # OpenAI's maxItems for `input`; the same bound for every provider here
 MAX_FALLBACKS = 5
 # A rejection here must not refuse what the provider would take: tokens are estimated as UTF-8 bytes
-# divided by this, more bytes a token than ordinary text averages, so the estimate stays under the
-# real count. Inputs above the limit that the estimate misses are refused by the provider itself.
+# divided by this, more bytes a token than ordinary text averages, so for such text the estimate stays
+# under the real count. Inputs over the limit that the estimate misses are refused by the provider.
 BYTES_PER_TOKEN_AT_MOST = 8
 ENCODINGS = ("float", "base64")
 

@@ -60,6 +60,14 @@ def test_sdk_gemini_model_through_batch_embed_contents(client, fake):
     assert [r["taskType"] for r in sent["body"]["requests"]] == ["RETRIEVAL_DOCUMENT"] * 2
 
 
+def test_sdk_ollama_model_through_its_openai_compatible_embeddings(client, fake):
+    answer = client.embeddings.create(model="ollama.nomic-embed-text", input="hello", encoding_format="float")
+    assert answer.data[0].embedding == vector_for(["hello"][0])
+    [sent] = received(fake)
+    assert sent["path"] == "/ollama/v1/embeddings" and "Authorization" not in sent["headers"]
+    assert sent["body"] == {"model": "nomic-embed-text", "input": ["hello"], "encoding_format": "float"}
+
+
 @pytest.mark.parametrize("fixture", FIXTURES, ids=lambda p: p.stem)
 def test_n8n_requests_replayed(service, fake, fixture):
     sent = json.loads(fixture.read_text())["request"]

@@ -21,8 +21,9 @@ from app.config import Settings
 from app.db import ledger
 from app.dispatch import Dispatcher
 from app.embedding_mode import Embedding
-from app.errors import CapabilityMissing, ProviderOverloaded, ValidationError
+from app.errors import CapabilityMissing, ProviderOverloaded, ProviderTimeout, ValidationError
 from app.routing import route
+from app.store import Limits
 from conftest import FakeClock
 
 CATALOG = Catalog.load()
@@ -197,6 +198,21 @@ def test_exhausted_without_fallbacks_is_the_providers_error():
         make().run(embed_call(), Embedding())
 
 
+@responses.activate
+def test_the_parts_share_the_calls_deadline():
+    dispatcher = make()
+    texts = tuple(f"t{i}" for i in range(150))
+
+    def slow_first_part(request):
+        dispatcher.clock.now += 61          # past the default 60 s deadline
+        return 200, {}, json.dumps(gemini_ok(100))
+
+    responses.add_callback(responses.POST, GEMINI, callback=slow_first_part)
+    with pytest.raises(ProviderTimeout, match="embedded 1 of 2 parts"):
+        dispatcher.run(embed_call("gemini-embedding-001", texts=texts), Embedding())
+    assert len(responses.calls) == 1
+
+
 # -- over HTTP ------------------------------------------------------------------------------------
 @pytest.fixture
 def config(config):
@@ -275,6 +291,21 @@ def test_v3_embeddings_flat_with_jwt_and_idempotency(client, jwt_headers, store)
     assert len(responses.calls) == 1
     [row] = ledger_rows(store)
     assert row["endpoint"] == "embeddings" and row["cost"] is not None      # the estimate budgets are charged
+
+
+def test_limits_and_budgets_apply(client, store, tenant_id):
+    _, limited = store.create_key(tenant_id, limits=Limits(rpm=1))
+    _, broke = store.create_key(tenant_id, limits=Limits(budget_usd=0.00000001))
+    body = {"model": "text-embedding-3-small", "input": "a"}
+    with responses.RequestsMock() as mocked:
+        mocked.post(OPENAI, json=openai_ok(["a"]))
+        mocked.post(OPENAI, json=openai_ok(["a"]))
+        assert client.post("/v1/embeddings", json=body, headers=bearer(limited)).status_code == 200
+        assert client.post("/api/v3/llm/embeddings", json=body, headers={"X-Api-Key": broke}).status_code == 200
+    r = client.post("/v1/embeddings", json=body, headers=bearer(limited))
+    assert r.status_code == 429
+    r = client.post("/api/v3/llm/embeddings", json=body, headers={"X-Api-Key": broke})
+    assert r.status_code == 402 and r.get_json()["error"]["code"].startswith("budget")
 
 
 def test_model_lists_show_embedding_models(client, api_key):
