@@ -76,7 +76,7 @@ accesslog = "-" if os.environ.get("FLOWCALL_ACCESS_LOG", "") not in ("", "0") el
 errorlog = "-"
 
 # gunicorn refuses a header line over limit_request_field_size bytes itself (431), before flowcall
-# sees it: room for a bearer token up to flowcall's own limit (app/auth.py MAX_TOKEN_BYTES, 8 KiB)
+# sees it: room for a bearer token up to flowcall's own limit (app/tenancy/auth.py MAX_TOKEN_BYTES, 8 KiB)
 # plus its header name, so an oversized token gets flowcall's own 401 rather than gunicorn's 431.
 # The request line keeps gunicorn's 4,094-byte limit (414 past it); both answers are JSON (below).
 limit_request_field_size = 16384

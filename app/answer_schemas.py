@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields
 
-from . import tools as tooling
+from app import tools as tooling
 
 
 class UsageOut(Schema):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import PayloadTooLarge, ValidationError
+from app.errors import PayloadTooLarge, ValidationError
 
 MB = 1024 * 1024
 

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from collections.abc import Callable
 
-from .errors import ProviderError, ProviderOverloaded, ProviderTimeout, ProviderUnreachable
+from app.errors import ProviderError, ProviderOverloaded, ProviderTimeout, ProviderUnreachable
 
 THRESHOLD = 5
 COOLDOWN_S = 30.0

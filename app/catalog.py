@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 
-from .calls import Usage
-from .errors import UnknownModel, ValidationError
+from app.calls import Usage
+from app.errors import UnknownModel, ValidationError
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The `flowcall` command: migrate the database, manage keys and tenants, read usage, check the model
-catalog against the providers, run a batch file or the job worker (app/batch_cli.py). `flowcall
+catalog against the providers, run a batch file or the job worker (app/batch/command.py). `flowcall
 serve` needs the web layer, so nodes/cli.py adds it (the installed `flowcall` is nodes.cli:main).
 
 Settings are read once, in `main`, checked as the service checks them, and handed to each command
@@ -14,17 +14,17 @@ import sys
 import uuid
 from collections.abc import Callable, Iterable
 
-from . import startup
-from .batch_cli import register as register_batch_commands
-from .catalog import Catalog
-from .cli_args import uuid_arg
-from .config import Settings
-from .db import NotMigrated, make_engine, revisions, upgrade
-from .ledger import Ledger, default_range, parse_day
-from .models_check import WINDOW_DAYS, render_table, run
-from .purge import check_ledger_cutoff, purge_expired, purge_ledger
-from .store import Limits, Store
-from .transport import Transport
+from app import startup
+from app.batch.command import register as register_batch_commands
+from app.catalog import Catalog
+from app.cli_args import uuid_arg
+from app.config import Settings
+from app.tenancy.db import NotMigrated, make_engine, revisions, upgrade
+from app.tenancy.ledger import Ledger, default_range, parse_day
+from app.models_check import WINDOW_DAYS, render_table, run
+from app.tenancy.purge import check_ledger_cutoff, purge_expired, purge_ledger
+from app.tenancy.store import Limits, Store
+from app.transport import Transport
 
 
 def _store(args) -> Store:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from sqlalchemy.engine import make_url
 
-from .errors import PayloadTooLarge
+from app.errors import PayloadTooLarge
 
 MB = 1024 * 1024
 DEFAULT_BATCH_MAX_ITEMS = 100

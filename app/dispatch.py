@@ -16,19 +16,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
-from . import model_defaults, postprocess, routing
-from .breaker import CircuitBreaker, is_provider_failure
-from .calls import Answer, Call, Completion, ImagePart, Message, Options, Routing, TextPart
-from .budgets import estimate_cost
-from .catalog import Catalog, Resolved
-from .config import Settings
-from .errors import (DeadlineExceeded, FlowcallError, ProviderError, ProviderOverloaded, ProviderRateLimited,
+from app import model_defaults, postprocess
+from app.routing import resolve as routing
+from app.breaker import CircuitBreaker, is_provider_failure
+from app.calls import Answer, Call, Completion, ImagePart, Message, Options, Routing, TextPart
+from app.tenancy.budgets import estimate_cost
+from app.catalog import Catalog, Resolved
+from app.config import Settings
+from app.errors import (DeadlineExceeded, FlowcallError, ProviderError, ProviderOverloaded, ProviderRateLimited,
                      ProviderTimeout, ProviderUnreachable, ServiceUnavailable, redact)
-from .http import HttpRequest, HttpResponse
-from .observe import Observer
-from .providers import Adapter, Target, adapter_for
-from .routing import Route
-from .transport import Transport
+from app.http import HttpRequest, HttpResponse
+from app.telemetry.observe import Observer
+from app.providers import Adapter, Target, adapter_for
+from app.routing.resolve import Route
+from app.transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +231,7 @@ class Dispatcher:
             return call
         if self.fetch_image is None:
             raise ServiceUnavailable("Image download is not available in this process.")
-        from .images import to_data_uri
+        from app.images import to_data_uri
         messages = []
         for m in call.messages:
             parts = tuple(

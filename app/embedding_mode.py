@@ -8,12 +8,12 @@ answer comes from the one model the answer names.
 """
 from __future__ import annotations
 
-from .budgets import estimate_cost
-from .calls import Answer, Call, Embedded, Usage
-from .dispatch import Dispatcher, Exchange, Served, Trace, routing_of
-from .embeddings import check_inputs, parts
-from .errors import CapabilityMissing, ProviderTimeout
-from .providers import Adapter, Target, embedder_for
+from app.tenancy.budgets import estimate_cost
+from app.calls import Answer, Call, Embedded, Usage
+from app.dispatch import Dispatcher, Exchange, Served, Trace, routing_of
+from app.embeddings import check_inputs, parts
+from app.errors import CapabilityMissing, ProviderTimeout
+from app.providers import Adapter, Target, embedder_for
 
 
 class Embedding:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import base64
 import struct
 
-from .calls import Answer, Call, Embed, Message, Options, TextPart
-from .catalog import ModelInfo
-from .errors import CapabilityMissing, ValidationError
+from app.calls import Answer, Call, Embed, Message, Options, TextPart
+from app.catalog import ModelInfo
+from app.errors import CapabilityMissing, ValidationError
 
 MAX_INPUTS = 2048           # OpenAI's maxItems for `input`; the same bound for every provider here
 MAX_FALLBACKS = 5

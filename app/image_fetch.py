@@ -31,12 +31,12 @@ from urllib.parse import urljoin
 import urllib3.exceptions
 from urllib3.util.ssl_match_hostname import CertificateError
 
-from .errors import ImageRejected
-from .images import sniff
-from .transport.address_policy import IPAddress, Resolver, parse_allow_list, resolve_checked
-from .transport.capped_read import CappedRead
-from .transport.pinned import Target, dial, parse_target
-from .transport.watchdog import Cutoff
+from app.errors import ImageRejected
+from app.images import sniff
+from app.transport.address_policy import IPAddress, Resolver, parse_allow_list, resolve_checked
+from app.transport.capped_read import CappedRead
+from app.transport.pinned import Target, dial, parse_target
+from app.transport.watchdog import Cutoff
 
 MAX_REDIRECTS = 3
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)

@@ -5,7 +5,7 @@ import base64
 import binascii
 import re
 
-from .errors import ImageRejected
+from app.errors import ImageRejected
 
 _MAGIC = (
     (b"\xff\xd8\xff", "image/jpeg"),

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import math
 
-from .body_bounds import check_body_bytes, check_body_values
-from .errors import InvalidJSON
+from app.body_bounds import check_body_bytes, check_body_values
+from app.errors import InvalidJSON
 
 
 def _reject_constant(name: str):

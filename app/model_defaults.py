@@ -7,7 +7,7 @@ alone (Gemini 3). Adapters ask here instead of reading `Options` defaults themse
 """
 from __future__ import annotations
 
-from .calls import DEFAULT_TEMPERATURE, Options
+from app.calls import DEFAULT_TEMPERATURE, Options
 
 
 def temperature(model, options: Options) -> tuple[float | None, str | None]:

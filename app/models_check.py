@@ -21,7 +21,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from .http import HttpRequest, HttpResponse
+from app.http import HttpRequest, HttpResponse
 
 WINDOW_DAYS = 30
 MAX_PAGES = 20

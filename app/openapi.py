@@ -8,7 +8,7 @@ from __future__ import annotations
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 
-from .answer_schemas import ErrorResponseSchema
+from app.answer_schemas import ErrorResponseSchema
 
 ERROR_TEXT = {
     400: "Invalid request: `error.fields` maps dotted paths to messages",

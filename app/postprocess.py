@@ -16,10 +16,10 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
 from referencing.jsonschema import DRAFT202012
 
-from .calls import Completion, ResponseFormat
-from .errors import InvalidStructuredOutput
-from .http import MAX_JSON_DEPTH, json_depth_exceeds
-from .strict_schema import strip_added_nulls
+from app.calls import Completion, ResponseFormat
+from app.errors import InvalidStructuredOutput
+from app.http import MAX_JSON_DEPTH, json_depth_exceeds
+from app.strict_schema import strip_added_nulls
 
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n(?P<body>.*?)\n?\s*```\s*$", re.S)
 

@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 from collections import deque
 
-from . import postprocess
-from .calls import Completion, ToolCall, Usage
-from .errors import InvalidProviderResponse, ProviderError
-from .providers import Target
-from .providers.streams import SseDecoder, StreamParser, ToolCallDelta, broke_off
-from .transport import LineStream
+from app import postprocess
+from app.calls import Completion, ToolCall, Usage
+from app.errors import InvalidProviderResponse, ProviderError
+from app.providers import Target
+from app.providers.streams import SseDecoder, StreamParser, ToolCallDelta, broke_off
+from app.transport import LineStream
 
 
 class StopGuard:

@@ -17,7 +17,7 @@ import json
 
 import jsonschema
 
-from .json_schema import SUBSCHEMA, SUBSCHEMA_LIST, SUBSCHEMA_MAP, refs, subschemas
+from app.json_schema import SUBSCHEMA, SUBSCHEMA_LIST, SUBSCHEMA_MAP, refs, subschemas
 
 # OpenAI Structured Outputs, "Supported schemas" > "Limitations on schema size"
 # (https://platform.openai.com/docs/guides/structured-outputs#supported-schemas), the most generous
@@ -86,7 +86,7 @@ def _meta_problem(canonical: str) -> str | None:
     Every `$ref` must point inside the schema and resolve: a remote one would make us fetch a
     caller-chosen URL (server-side request forgery), a dangling one would fail only when the answer
     is validated."""
-    from .postprocess import local_resolver
+    from app.postprocess import local_resolver
     schema = json.loads(canonical)
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
@@ -210,7 +210,7 @@ def _same_instance_children(node: dict):
 def _reference_problem(canonical: str) -> str | None:
     """A `$dynamicRef` outside the schema or unresolvable, or a reference cycle that stays on one
     instance. (_meta_problem has checked the meta-schema and every `$ref` already.)"""
-    from .postprocess import local_resolver
+    from app.postprocess import local_resolver
     schema = json.loads(canonical)
     resolver = local_resolver(schema)
     nodes = list(subschemas(schema))

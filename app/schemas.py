@@ -14,13 +14,13 @@ from collections.abc import Callable
 from marshmallow import RAISE, Schema, fields, validate, validates_schema
 from marshmallow import ValidationError as MarshmallowError
 
-from . import reasoning
-from . import tools as tooling
-from .body_bounds import check_unknown_fields
-from .calls import DEFAULT_MAX_TOKENS, Call, ImagePart, Message, Options, ResponseFormat, TextPart
-from .errors import ImageRejected, ValidationError
-from .images import decode_data_uri, to_data_uri
-from .schema_bounds import caller_schema_problem
+from app import reasoning
+from app import tools as tooling
+from app.body_bounds import check_unknown_fields
+from app.calls import DEFAULT_MAX_TOKENS, Call, ImagePart, Message, Options, ResponseFormat, TextPart
+from app.errors import ImageRejected, ValidationError
+from app.images import decode_data_uri, to_data_uri
+from app.schema_bounds import caller_schema_problem
 
 MAX_STOP_SEQUENCES = 16
 MAX_FALLBACKS = 5

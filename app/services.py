@@ -9,20 +9,21 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from . import logs, metrics, startup
-from .catalog import Catalog
-from .config import Settings
-from .dispatch import Dispatcher
-from .gateway import Gateway
-from .idempotency import Idempotency
-from .image_fetch import make_fetcher
-from .jobs import Jobs
-from .ledger import Ledger
-from .quotas import Quotas, make_storage
-from .response_store import ResponseStore
-from .store import Store
-from .streaming import StreamingDispatcher
-from .transport import Transport
+from app.telemetry import logs, metrics
+from app import startup
+from app.catalog import Catalog
+from app.config import Settings
+from app.dispatch import Dispatcher
+from app.tenancy.gateway import Gateway
+from app.tenancy.idempotency import Idempotency
+from app.image_fetch import make_fetcher
+from app.batch.jobs import Jobs
+from app.tenancy.ledger import Ledger
+from app.tenancy.quotas import Quotas, make_storage
+from app.openai_api.response_store import ResponseStore
+from app.tenancy.store import Store
+from app.streaming import StreamingDispatcher
+from app.transport import Transport
 
 log = logging.getLogger(__name__)
 

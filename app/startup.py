@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .autoroute import LOCAL, ROUTING_FILE_ENV, choose, load_policy, local_model
-from .calls import Call, Message, TextPart
-from .catalog import Catalog
-from .config import Settings, is_provider_variable
-from .errors import FlowcallError
-from .transport import parse_allow_list
+from app.routing.auto import LOCAL, ROUTING_FILE_ENV, choose, load_policy, local_model
+from app.calls import Call, Message, TextPart
+from app.catalog import Catalog
+from app.config import Settings, is_provider_variable
+from app.errors import FlowcallError
+from app.transport import parse_allow_list
 
 LOCAL_MODEL_ENV = "FLOWCALL_OLLAMA_MODEL"
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from .calls import Answer, Call, Usage
-from .dispatch import WHOLE, Dispatcher, Exchange, Served, Trace
-from .errors import FlowcallError, ProviderError
-from .gateway import Admission, Gateway
-from .http import HttpResponse
-from .idempotency import Replay
-from .provider_stream import Piece, ProviderStream, StopGuard
-from .providers import Adapter, Target
-from .transport import StreamTransport
+from app.calls import Answer, Call, Usage
+from app.dispatch import WHOLE, Dispatcher, Exchange, Served, Trace
+from app.errors import FlowcallError, ProviderError
+from app.tenancy.gateway import Admission, Gateway
+from app.http import HttpResponse
+from app.tenancy.idempotency import Replay
+from app.provider_stream import Piece, ProviderStream, StopGuard
+from app.providers import Adapter, Target
+from app.transport import StreamTransport
 
 
 class Streamed:

@@ -13,8 +13,8 @@ import base64
 import binascii
 import json
 
-from .calls import ToolCall
-from .errors import ValidationError
+from app.calls import ToolCall
+from app.errors import ValidationError
 
 PREFIX = "fcs1."
 MAX_ID_CHARS = 16_384       # a Gemini thoughtSignature is ~1 KB; anything far larger is not ours

@@ -15,9 +15,9 @@ import re
 from marshmallow import ValidationError as MarshmallowError
 from marshmallow import fields
 
-from . import tool_ids
-from .calls import Message, TextPart, Tool, ToolCall, ToolCallPart, ToolChoice, ToolResultPart
-from .errors import ValidationError
+from app import tool_ids
+from app.calls import Message, TextPart, Tool, ToolCall, ToolCallPart, ToolChoice, ToolResultPart
+from app.errors import ValidationError
 
 MAX_TOOLS = 128                     # OpenAI's own limit; every provider takes at least this many
 MAX_TOOL_SCHEMA_BYTES = 65_536      # one tool's parameters, serialised (a byte cap until schema limits land)
@@ -89,7 +89,7 @@ def _tool(item) -> Tool:
 
 
 def _parameters(schema) -> dict:
-    from .schema_bounds import caller_schema_problem
+    from app.schema_bounds import caller_schema_problem
     if not isinstance(schema, dict):
         raise MarshmallowError({"parameters": ["Must be a JSON Schema object."]})
     canonical = json.dumps(schema, sort_keys=True)

@@ -69,7 +69,7 @@ def start_fake() -> tuple[subprocess.Popen, str]:
 
 def one_call(fake_url: str):
     """A built app, a key and one warm-up call; returns the traced call's function."""
-    from app.db import make_engine, upgrade
+    from app.tenancy.db import make_engine, upgrade
     from nodes import create_app
 
     directory = Path(tempfile.mkdtemp(prefix="flowcall-callpath-"))

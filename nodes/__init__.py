@@ -14,8 +14,8 @@ from flask import Flask, g, request
 
 from app.config import Settings
 from app.errors import init_app as init_errors
-from app.logs import access
-from app.metrics import record_request
+from app.telemetry.logs import access
+from app.telemetry.metrics import record_request
 from app.openapi import build_spec
 from app.services import Services, build_services
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 from flask import current_app, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from app.auth import api_key_from_header, authenticate_api_key, authenticate_jwt
+from app.tenancy.auth import api_key_from_header, authenticate_api_key, authenticate_jwt
 from app.errors import FlowcallError, InvalidJSON, PayloadTooLarge, UnsupportedMediaType, ValidationError
-from app.idempotency import validate_key
+from app.tenancy.idempotency import validate_key
 from app.json_body import parse_json_body
 from app.schemas import call_from_body, load
 from app.services import Services

@@ -9,11 +9,11 @@ from flask import Blueprint, g, jsonify, request, url_for
 from marshmallow import INCLUDE, Schema, fields
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from app.batch import EnvelopeSchema, ItemContext, batch_body, parse_envelope, run_envelope
+from app.batch.items import EnvelopeSchema, ItemContext, batch_body, parse_envelope, run_envelope
 from app.config import BatchLimits
 from app.errors import NotFound, PayloadTooLarge, ServiceUnavailable
-from app.idempotency import body_hash
-from app.jobs import Jobs
+from app.tenancy.idempotency import body_hash
+from app.batch.jobs import Jobs
 from app.openapi import doc
 from app.answer_schemas import UsageOut
 from app.json_body import parse_json_body

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from app import examples
-from app.auth import api_key_from_header, authenticate_api_key, authenticate_jwt
+from app.tenancy.auth import api_key_from_header, authenticate_api_key, authenticate_jwt
 from app.openapi import CALL_ERRORS, doc
 from app.answer_schemas import CallResponseSchema, answer_to_dict
 from app.schemas import CallSchema

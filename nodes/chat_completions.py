@@ -20,11 +20,11 @@ import time
 
 from flask import Blueprint, Response, g, jsonify
 
-from app import chat_completions_api as compat
+from app.openai_api import chat_completions as compat
 from app import streaming
-from app.chat_completions_schema import ChatCompletionRequestSchema
+from app.openai_api.chat_completions_schema import ChatCompletionRequestSchema
 from app.errors import NotFound, ValidationError
-from app.idempotency import Replay
+from app.tenancy.idempotency import Replay
 from app.openapi import CALL_ERRORS, doc
 from app.json_body import parse_json_body
 from app.schemas import call_from_body
@@ -70,7 +70,7 @@ use_openai_errors(bp)
      auth="bearer_key", request=ChatCompletionRequestSchema, response=COMPLETION_SCHEMA, idempotent=True,
      request_example=REQUEST_EXAMPLE, errors=CALL_ERRORS, error_schema="OpenAIError",
      description="Any model flowcall routes to, as OpenAI's Chat Completions API; the module docstring of "
-                 "app/chat_completions_api.py says what happens to each request field. With `stream: true` the answer "
+                 "app/openai_api/chat_completions.py says what happens to each request field. With `stream: true` the answer "
                  "is server-sent `chat.completion.chunk` events ending in `data: [DONE]`; a failure after the "
                  "first event is a `data: {\"error\": ...}` event. " + ERRORS_TEXT)
 def chat_completions():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from app.auth import api_key_from_bearer, authenticate_api_key
+from app.tenancy.auth import api_key_from_bearer, authenticate_api_key
 from app.openapi import doc
 from app.answer_schemas import MeResponseSchema
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
-from app.metrics import exposition
+from app.telemetry.metrics import exposition
 from app.openapi import doc
 
 from ._common import services

@@ -8,9 +8,9 @@ import logging
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
 from werkzeug.exceptions import HTTPException
 
-from app import chat_completions_api as compat
+from app.openai_api import chat_completions as compat
 from app import streaming
-from app.auth import Principal, api_key_from_bearer, authenticate_api_key
+from app.tenancy.auth import Principal, api_key_from_bearer, authenticate_api_key
 from app.errors import FlowcallError, Unauthorized, from_http_exception, http_exception_headers
 
 from ._common import services

@@ -1,7 +1,7 @@
 """POST /v1/responses and the stored-response routes: OpenAI's Responses API over the same core as
 /v1/chat/completions (auth, errors in OpenAI's shape, metering, idempotency, streaming).
 
-Translation lives in app/responses_api.py, the per-tenant store in app/response_store.py. A stored
+Translation lives in app/openai_api/responses.py, the per-tenant store in app/openai_api/response_store.py. A stored
 response is saved once its answer is complete; `previous_response_id`, GET, DELETE and input_items
 read only the caller's tenant's rows, so any other id is a 404.
 """
@@ -12,14 +12,14 @@ import time
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from app import responses_api as api
-from app import responses_output as output
+from app.openai_api import responses as api
+from app.openai_api import responses_output as output
 from app import streaming
 from app.errors import NotFound, ValidationError
-from app.idempotency import Replay
+from app.tenancy.idempotency import Replay
 from app.openapi import CALL_ERRORS, doc
 from app.json_body import parse_json_body
-from app.responses_input import new_id
+from app.openai_api.responses_input import new_id
 
 from ._common import idempotency_key, read_body, services
 from .openai_surface import ERRORS_TEXT, bearer_principal, event_stream, relay, use_openai_errors
@@ -35,7 +35,7 @@ RESPONSE_SCHEMA = {"type": "object", "description": "OpenAI's Response object, p
     "model": {"type": "string", "description": "The catalog id that served the call"},
     "output": {"type": "array", "items": {"type": "object", "description": "message or function_call items"}},
     "usage": {"type": "object"}, "flowcall": {"type": "object"}}}
-REQUEST_SCHEMA = {"type": "object", "description": "CreateResponse; app/responses_api.py says what happens to "
+REQUEST_SCHEMA = {"type": "object", "description": "CreateResponse; app/openai_api/responses.py says what happens to "
                                                    "each field", "required": ["model"],
                   "properties": {"model": {"type": "string"}, "input": {}, "instructions": {"type": "string"},
                                  "previous_response_id": {"type": "string"}, "tools": {"type": "array"},
@@ -59,7 +59,7 @@ def _not_found(response_id: str) -> NotFound:
      auth="bearer_key", request=REQUEST_SCHEMA, response=RESPONSE_SCHEMA, idempotent=True,
      request_example=REQUEST_EXAMPLE, errors=CALL_ERRORS, error_schema="OpenAIError",
      description="Any model flowcall routes to, as OpenAI's Responses API; the module docstring of "
-                 "app/responses_api.py says what happens to each request field. With `stream: true` the answer "
+                 "app/openai_api/responses.py says what happens to each request field. With `stream: true` the answer "
                  "is the spec's server-sent events, ending in `response.completed`. " + ERRORS_TEXT)
 def create_response():
     svc = services()

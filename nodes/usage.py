@@ -6,7 +6,7 @@ from datetime import datetime
 from flask import Blueprint, jsonify
 
 from app.errors import ValidationError
-from app.ledger import GROUPS, default_range, parse_day
+from app.tenancy.ledger import GROUPS, default_range, parse_day
 from app.openapi import doc
 from app.answer_schemas import UsageResponseSchema
 

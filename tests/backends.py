@@ -8,7 +8,7 @@ import os
 import pytest
 from sqlalchemy import MetaData
 
-from app.db import make_engine, upgrade
+from app.tenancy.db import make_engine, upgrade
 from conftest import migrated_db_url
 
 PG_URL = os.environ.get("FLOWCALL_TEST_DATABASE_URL")

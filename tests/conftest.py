@@ -37,7 +37,7 @@ def migrated_db_url(directory: Path) -> str:
     """A fresh SQLite database at the current migration, copied from one migrated once per session."""
     global _TEMPLATE
     if _TEMPLATE is None:
-        from app.db import make_engine, upgrade
+        from app.tenancy.db import make_engine, upgrade
         template = Path(tempfile.mkdtemp(prefix="flowcall-template-")) / "template.db"
         engine = make_engine(f"sqlite:///{template}")
         upgrade(engine)

@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from service import e2e_service
 
 from nodes import create_app
-from app.idempotency import Idempotency, body_hash
-from app.logs import JsonFormatter
+from app.tenancy.idempotency import Idempotency, body_hash
+from app.telemetry.logs import JsonFormatter
 
 CALL = "/api/v3/llm/call"
 PUBLIC = "/api/v3/llm/public/call"
@@ -164,7 +164,7 @@ def test_key_pointing_headers_are_ignored(client, tenant_id, agent_id, key_host,
     (1e309, (401, "invalid_token")),                    # json.dumps -> Infinity: PyJWT refuses it
     (True, (401, "token_expired")),                     # int(True) == 1: 1970
     (str(int(time.time()) - 60), (401, "token_expired")),
-    # PyJWT coerces a numeric string; RFC 7519 wants a number, and so do we (app/auth.py _check_exp).
+    # PyJWT coerces a numeric string; RFC 7519 wants a number, and so do we (app/tenancy/auth.py _check_exp).
     (str(int(time.time()) + 300), (401, "invalid_token")),
 ])
 def test_exp_of_the_wrong_type(client, tenant_id, agent_id, exp, expected):
@@ -337,7 +337,7 @@ def test_a_stored_answer_is_not_replayed_across_endpoints(app, client, agent_id)
 
 # -- the key check is constant-time for found and unknown ids ----------------------------------------
 def test_every_key_check_is_one_compare_digest_of_two_sha256_hex_digests(app, client, api_key, monkeypatch):
-    import app.store as store_module
+    import app.tenancy.store as store_module
     seen = []
     real = hmac.compare_digest
 

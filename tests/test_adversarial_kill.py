@@ -26,7 +26,7 @@ from service import e2e_service
 CALLS = int(os.environ.get("FLOWCALL_KILL_CALLS", "1000"))
 CLIENTS = 32
 MAX_TIMEOUT_MS = 2000
-LOCK_MARGIN_S = 30                 # app/idempotency.py LOCK_MARGIN_SECONDS
+LOCK_MARGIN_S = 30                 # app/tenancy/idempotency.py LOCK_MARGIN_SECONDS
 PUBLIC = "/api/v3/llm/public/call"
 ROW_STATUSES = {200, 502, 504}
 

@@ -83,7 +83,7 @@ def test_models_list_filters_and_flags(client, api_key):
 
 def test_me_with_key_bearer_and_jwt(app, client, tenant_id, agent_id):
     store = app.extensions["flowcall"].store
-    from app.store import Limits
+    from app.tenancy.store import Limits
     _, key = store.create_key(tenant_id, agent_id, "zapier", Limits(rpm=60))
     me = client.get("/api/v3/llm/me", headers={"X-Api-Key": key}).get_json()
     assert me == {"success": True, "tenant_id": tenant_id, "agent_id": agent_id, "auth": "api_key",
@@ -142,7 +142,7 @@ def test_one_json_log_line_per_request_without_content_or_secrets(client, api_ke
     [record] = [r for r in caplog.records if r.name == "flowcall.access"]
     assert record.request_id == "n8n-exec-7" and record.status == 200 and record.model == "mock.echo"
     assert record.key_id == api_key.split("_")[1] and record.cost == 0.0 and record.attempts == 1
-    from app.logs import JsonFormatter
+    from app.telemetry.logs import JsonFormatter
     line = JsonFormatter().format(record)
     parsed = json.loads(line)
     assert parsed["msg"] == "request" and parsed["tenant_id"] and parsed["path"] == "/api/v3/llm/public/call"

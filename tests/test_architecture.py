@@ -81,8 +81,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_graph_is_read():
     graph = import_graph()
-    assert "app.services" in graph["nodes"] and "app.routing" in graph["app.dispatch"]
-    assert "app.autoroute" in graph["app.routing"]
+    assert "app.services" in graph["nodes"] and "app.routing.resolve" in graph["app.dispatch"]
+    assert "app.routing.auto" in graph["app.routing.resolve"]
 
 
 def test_the_core_never_imports_the_web_layer():

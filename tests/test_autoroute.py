@@ -14,12 +14,12 @@ from importlib import resources
 
 import pytest
 
-from app import autoroute
+from app.routing import auto as autoroute
 from app.calls import Call, ImagePart, Message, Options, ResponseFormat, TextPart
 from app.catalog import Catalog, merge
 from app.config import Settings
 from app.errors import CapabilityMissing, ServiceUnavailable, ValidationError
-from app.routing import route
+from app.routing.resolve import route
 
 RAW_CATALOG = json.loads(resources.files("app").joinpath("data/models.json").read_text("utf-8"))
 CATALOG = Catalog(RAW_CATALOG)

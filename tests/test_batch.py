@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from app.batch import merge_defaults, run_bounded, summarize
-from app.ledger import Row
-from app.store import Limits
+from app.batch.items import merge_defaults, run_bounded, summarize
+from app.tenancy.ledger import Row
+from app.tenancy.store import Limits
 from batch_fakes import FakeLLM
 from conftest import make_jwt
 

@@ -14,11 +14,11 @@ import uuid
 
 import pytest
 
-from app import batch_run
+from app.batch import runner as batch_run
 from app import cli as flowcall_cli
-from app.batch_input import fill_template, row_keys
-from app.batch_output import Output
-from app.batch_run import Progress
+from app.batch.reader import fill_template, row_keys
+from app.batch.writer import Output
+from app.batch.runner import Progress
 from app.errors import ValidationError
 from batch_fakes import FakeLLM
 from conftest import migrated_db_url
@@ -103,7 +103,7 @@ def test_200_rows_with_provider_faults(tmp_path, env, fake, tenant, capsys):
     assert "done: 200 of 200 rows" in err and "(170 succeeded, 30 failed)" in err
     assert re.search(r"progress: 200/200 100%", err)                                 # plain lines off a TTY
 
-    from app.store import Store
+    from app.tenancy.store import Store
     with Store(env["FLOWCALL_DATABASE_URL"]).engine.connect() as conn:
         ledger = conn.exec_driver_sql("SELECT endpoint, count(*) FROM ledger WHERE tenant_id = ? GROUP BY endpoint",
                                       (tenant,)).all()
@@ -268,7 +268,7 @@ def test_who_pays_is_required_and_a_key_works(tmp_path, env, capsys):
     assert cli(source, "-o", out, "--model", "mock.echo") == batch_run.EXIT_USAGE
     assert "--tenant UUID, or --key" in capsys.readouterr().err
     assert cli(source, "-o", out, "--model", "mock.echo", "--key", "fc_wrong") == batch_run.EXIT_USAGE
-    from app.store import Store
+    from app.tenancy.store import Store
     _, key = Store(env["FLOWCALL_DATABASE_URL"]).create_key(str(uuid.uuid4()))
     assert cli(source, "-o", out, "--model", "mock.echo", "--key", key) == 0
     assert read_csv(out)[0]["response"] == "hello"

@@ -9,8 +9,9 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from app import batch_output, batch_run, cli
-from app.db import ledger, make_engine
+from app.batch import writer as batch_output, runner as batch_run
+from app import cli
+from app.tenancy.db import ledger, make_engine
 from batch_fakes import FakeLLM
 from conftest import migrated_db_url
 

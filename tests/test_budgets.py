@@ -1,4 +1,4 @@
-"""Budget reservations (app/budgets.py) on every backend: concurrent calls cannot overspend, a call's
+"""Budget reservations (app/tenancy/budgets.py) on every backend: concurrent calls cannot overspend, a call's
 hold is settled with its ledger row, a crashed call's hold lapses, and the 402 names the budget exactly."""
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import uuid
 
 import pytest
 
-from app.auth import Principal
-from app.budgets import BudgetHolds, Scope, estimate_cost, estimate_tokens, usd
+from app.tenancy.auth import Principal
+from app.tenancy.budgets import BudgetHolds, Scope, estimate_cost, estimate_tokens, usd
 from app.calls import Call, ImagePart, Message, Options, TextPart
 from app.catalog import Catalog
 from app.errors import BudgetExceeded
-from app.ledger import Ledger, Row
-from app.quotas import Quotas, SqlStorage
-from app.store import Limits, Store
+from app.tenancy.ledger import Ledger, Row
+from app.tenancy.quotas import Quotas, SqlStorage
+from app.tenancy.store import Limits, Store
 from backends import DATABASES, fresh_database_url
 
 CATALOG = Catalog.load()

@@ -20,4 +20,4 @@ def test_callpath_lists_the_modules_one_call_visits():
     assert re.fullmatch(r"\d+ modules visited by one call, \d+ distinct module-to-module calls, \d+ climbs back up",
                         lines[0]), lines[0]
     visited = {line.strip() for line in lines[1:] if not line.strip().startswith("climb:")}
-    assert {"app.gateway", "app.ledger", "app.providers.openai_chat"} <= visited, visited
+    assert {"app.tenancy.gateway", "app.tenancy.ledger", "app.providers.openai_chat"} <= visited, visited

@@ -12,15 +12,15 @@ import responses
 
 from app import model_defaults
 from app.calls import DEFAULT_MAX_TOKENS, Call, Message, Options, TextPart, Usage
-from app.budgets import estimate_cost
+from app.tenancy.budgets import estimate_cost
 from app.catalog import Capabilities, Catalog
 from app.config import Settings
 from app.dispatch import Dispatcher
-from app.gateway import _billed_cost
+from app.tenancy.gateway import _billed_cost
 from app.http import HttpResponse
 from app.providers import anthropic, gemini, openai_chat, perplexity
 from app.answer_schemas import answer_to_dict
-from app.store import Limits
+from app.tenancy.store import Limits
 
 CATALOG = Catalog.load()
 RAW = json.loads(resources.files("app").joinpath("data/models.json").read_text("utf-8"))

@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from app.cli import main
-from app.store import Store
+from app.tenancy.store import Store
 
 
 @pytest.fixture

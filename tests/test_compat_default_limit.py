@@ -9,7 +9,7 @@ import json
 import pytest
 import responses
 
-from app import chat_completions_api as compat
+from app.openai_api import chat_completions as compat
 
 OPENAI = "https://api.openai.com/v1/chat/completions"
 USER = [{"role": "user", "content": "What is the capital of France?"}]
@@ -67,7 +67,7 @@ def test_parse_request_marks_the_default():
 
 
 def test_responses_api_default_is_marked_and_a_set_limit_is_kept():
-    from app import responses_api
+    from app.openai_api import responses as responses_api
     default = responses_api.build_call(responses_api.parse_request({"model": "gpt-5.6-sol", "input": "Hi"}))
     assert default.options.max_tokens == compat.COMPAT_DEFAULT_MAX_TOKENS and not default.options.max_tokens_set
     own = responses_api.build_call(responses_api.parse_request({"model": "gpt-5.6-sol", "input": "Hi",

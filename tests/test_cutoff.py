@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from app import callbacks
+from app.batch import callbacks
 from app.transport.watchdog import Cutoff
 
 

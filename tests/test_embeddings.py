@@ -18,12 +18,12 @@ from app.breaker import CircuitBreaker
 from app.calls import Embed
 from app.catalog import Catalog
 from app.config import Settings
-from app.db import ledger
+from app.tenancy.db import ledger
 from app.dispatch import Dispatcher
 from app.embedding_mode import Embedding
 from app.errors import CapabilityMissing, ProviderOverloaded, ProviderTimeout, ValidationError
-from app.routing import route
-from app.store import Limits
+from app.routing.resolve import route
+from app.tenancy.store import Limits
 from conftest import FakeClock
 
 CATALOG = Catalog.load()

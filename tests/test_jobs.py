@@ -16,12 +16,12 @@ import pytest
 import requests
 from sqlalchemy import inspect
 
-from app import callbacks
+from app.batch import callbacks
 from app.config import default_queue_path
-from app.job_store import job_items, jobs
-from app.jobs import Jobs
+from app.batch.job_store import job_items, jobs
+from app.batch.jobs import Jobs
 from nodes import create_app
-from app.store import Limits
+from app.tenancy.store import Limits
 from batch_fakes import FakeLLM, Receiver
 from service import ROOT, _wait_ready, clean_env, create_key, free_port
 
@@ -483,7 +483,7 @@ class _Killed(BaseException):
 
 def _ledger_rows(store, tenant) -> list:
     from sqlalchemy import select
-    from app.db import ledger
+    from app.tenancy.db import ledger
     with store.engine.connect() as conn:
         return conn.execute(select(ledger.c.request_id, ledger.c.status).where(ledger.c.tenant_id == tenant)).all()
 

@@ -12,10 +12,10 @@ import pytest
 import requests
 from sqlalchemy import inspect, select
 
-from app.batch import item_request_id
-from app.db import ledger, make_engine
-from app.job_calls import job_calls
-from app.jobs import Jobs
+from app.batch.items import item_request_id
+from app.tenancy.db import ledger, make_engine
+from app.batch.job_calls import job_calls
+from app.batch.jobs import Jobs
 from backends import DATABASES, fresh_database_url
 from batch_fakes import FakeLLM
 from service import ROOT, _wait_ready, clean_env, create_key, free_port

@@ -14,14 +14,14 @@ import pytest
 import responses
 from sqlalchemy import select
 
-from app import chat_completions_api as compat
+from app.openai_api import chat_completions as compat
 from app.calls import Answer, Routing, Usage
 from app.catalog import Catalog
 from app.config import Settings
-from app.db import ledger
+from app.tenancy.db import ledger
 from app.errors import (BudgetExceeded, ProviderAuthFailed, ProviderOverloaded, RateLimited,
                         Unauthorized, ValidationError)
-from app.store import Limits
+from app.tenancy.store import Limits
 
 OPENAI = "https://api.openai.com/v1/chat/completions"
 ANTHROPIC = "https://api.anthropic.com/v1/messages"

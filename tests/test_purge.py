@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import func, insert, select
 
 from app.cli import main
-from app.db import idempotency, ledger, make_engine
-from app.idempotency import TTL_SECONDS, Idempotency
-from app.job_store import jobs
-from app.jobs import Jobs
-from app.ledger import month_start
-from app.purge import purge_expired
+from app.tenancy.db import idempotency, ledger, make_engine
+from app.tenancy.idempotency import TTL_SECONDS, Idempotency
+from app.batch.job_store import jobs
+from app.batch.jobs import Jobs
+from app.tenancy.ledger import month_start
+from app.tenancy.purge import purge_expired
 from conftest import migrated_db_url
 
 

@@ -13,12 +13,12 @@ import pytest
 import responses
 from sqlalchemy import select
 
-from app import responses_api as api
-from app import responses_output as output
+from app.openai_api import responses as api
+from app.openai_api import responses_output as output
 from app.calls import Answer, Routing, TextPart, Tool, ToolCall, ToolCallPart, ToolChoice, ToolResultPart, Usage
-from app.db import ledger
+from app.tenancy.db import ledger
 from app.errors import ValidationError
-from app.response_store import ResponseStore
+from app.openai_api.response_store import ResponseStore
 
 N8N = Path(__file__).resolve().parents[2] / "shared" / "specs" / "fixtures" / "n8n"
 if not N8N.is_dir():

@@ -9,14 +9,15 @@ from datetime import datetime, timedelta, UTC
 import pytest
 from sqlalchemy import inspect
 
-from app import job_calls, job_store, response_store  # noqa: F401 - their tables join app.db.metadata
-from app.auth import Principal
-from app.db import metadata, revisions
+from app.batch import job_calls, job_store  # noqa: F401 - their tables join app.tenancy.db.metadata
+from app.openai_api import response_store  # noqa: F401 - their tables join app.tenancy.db.metadata
+from app.tenancy.auth import Principal
+from app.tenancy.db import metadata, revisions
 from app.errors import BudgetExceeded, IdempotencyConflict, IdempotencyMismatch, RateLimited
-from app.idempotency import Idempotency, Replay, body_hash
-from app.ledger import Ledger, Row
-from app.quotas import Quotas, SqlStorage, make_storage
-from app.store import Limits, Store
+from app.tenancy.idempotency import Idempotency, Replay, body_hash
+from app.tenancy.ledger import Ledger, Row
+from app.tenancy.quotas import Quotas, SqlStorage, make_storage
+from app.tenancy.store import Limits, Store
 from backends import COUNTERS, DATABASES, REDIS_URL, flush_redis, fresh_database_url
 
 
@@ -41,7 +42,7 @@ def tenant() -> str:
 
 # -- migrations -------------------------------------------------------------------------------------
 def test_migrations_match_the_models(store):
-    """The hand-written migration creates exactly the tables and columns app/db.py declares."""
+    """The hand-written migration creates exactly the tables and columns app/tenancy/db.py declares."""
     current, head = revisions(store.engine)
     assert current == head
     insp = inspect(store.engine)

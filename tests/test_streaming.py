@@ -20,7 +20,7 @@ from app.dispatch import Dispatcher
 from app.errors import (ContentBlocked, DeadlineExceeded, InvalidProviderResponse, InvalidStructuredOutput,
                         ProviderAuthFailed, ProviderOverloaded, ProviderRateLimited, ProviderRejected,
                         ProviderTimeout, ProviderUnreachable)
-from app.observe import Observer
+from app.telemetry.observe import Observer
 from app.postprocess import enforce_stop
 from app.providers import adapter_for, anthropic, gemini, openai_chat
 from app.providers.anthropic_stream import AnthropicStream

@@ -7,7 +7,7 @@ import uuid
 import pytest
 import responses
 
-from app.store import Limits
+from app.tenancy.store import Limits
 from conftest import make_jwt
 
 OPENAI = "https://api.openai.com/v1/chat/completions"
@@ -147,7 +147,7 @@ def test_tenant_limits_apply_across_its_keys(client, store):
 def test_budget_refused_before_any_provider_call(client, store):
     key, tenant = new_key(store, budget_usd=0.0001)
     ledger = client.application.extensions["flowcall"].ledger
-    from app.ledger import Row
+    from app.tenancy.ledger import Row
     ledger.write(Row(tenant_id=tenant, key_id=key.split("_")[1], endpoint="call", status=200, cost=0.0002))
     with responses.RequestsMock() as rsps:            # any provider request would fail this test loudly
         resp = call(client, key)

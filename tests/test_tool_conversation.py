@@ -11,7 +11,7 @@ from app.calls import ToolCall
 from app.catalog import Catalog
 from app.config import Settings
 from app.errors import CapabilityMissing, ValidationError
-from app.routing import route
+from app.routing.resolve import route
 from app.answer_schemas import answer_to_dict
 from app.schemas import CallSchema, call_from_body, load
 

@@ -121,7 +121,7 @@ def test_gemini_recorded_stream_keeps_the_signature_and_matches_the_whole_answer
 def test_an_idempotent_replay_streams_the_stored_tool_calls():
     """A repeated Idempotency-Key on a streamed call replays the stored completion as chunks: the tool
     calls come back whole, ids (state folded in) unchanged."""
-    from app import chat_completions_api as compat
+    from app.openai_api import chat_completions as compat
     stored = {"id": "chatcmpl-r", "created": 1, "model": "google.gemini-3.1-pro-preview", "usage": {},
               "flowcall": {}, "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
                   "role": "assistant", "content": None, "tool_calls": [

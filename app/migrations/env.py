@@ -1,7 +1,7 @@
-"""Alembic environment: runs against the engine flowcall hands it (see app/db.py)."""
+"""Alembic environment: runs against the engine flowcall hands it (see app/tenancy/db.py)."""
 from alembic import context
 
-from app.db import make_engine, metadata
+from app.tenancy.db import make_engine, metadata
 
 config = context.config
 engine = config.attributes.get("engine") or make_engine(config.get_main_option("sqlalchemy.url"))

@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Protocol
 
-from ..calls import Call, Completion, Embed, Embedded
-from ..catalog import ModelInfo, ProviderConfig
-from ..errors import ProviderError
-from ..http import HttpRequest, HttpResponse, Plan
-from . import (anthropic, anthropic_stream, gemini, gemini_embeddings, gemini_stream, mock, openai_chat,
+from app.calls import Call, Completion, Embed, Embedded
+from app.catalog import ModelInfo, ProviderConfig
+from app.errors import ProviderError
+from app.http import HttpRequest, HttpResponse, Plan
+from app.providers import (anthropic, anthropic_stream, gemini, gemini_embeddings, gemini_stream, mock, openai_chat,
                openai_chat_stream, openai_embeddings, perplexity)
-from .streams import StreamParser
+from app.providers.streams import StreamParser
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,16 @@ from __future__ import annotations
 import json
 import re
 
-from .. import model_defaults
-from ..calls import (Call, Completion, ImagePart, Message, TextPart, ToolCall, ToolCallPart, ToolChoice,
+from app import model_defaults
+from app.calls import (Call, Completion, ImagePart, Message, TextPart, ToolCall, ToolCallPart, ToolChoice,
                      ToolResultPart, Usage)
-from ..errors import (ContentBlocked, InvalidProviderResponse, ProviderError, ProviderRateLimited,
+from app.errors import (ContentBlocked, InvalidProviderResponse, ProviderError, ProviderRateLimited,
                       from_upstream_status, redact)
-from ..http import HttpRequest, HttpResponse, Plan, drop_none, retry_after_seconds
-from ..images import split_data_uri
-from .anthropic_structured import NotNative, Structured, native_schema, structured_output
-from .anthropic_thinking import add_thinking, thinking_blocks, with_thinking
-from .common import empty_answer_warnings, int_or_zero, json_object, merge_consecutive, split_system
+from app.http import HttpRequest, HttpResponse, Plan, drop_none, retry_after_seconds
+from app.images import split_data_uri
+from app.providers.anthropic_structured import NotNative, Structured, native_schema, structured_output
+from app.providers.anthropic_thinking import add_thinking, thinking_blocks, with_thinking
+from app.providers.common import empty_answer_warnings, int_or_zero, json_object, merge_consecutive, split_system
 
 API_VERSION = "2023-06-01"
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "refusal": "content_filter",

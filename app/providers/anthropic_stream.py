@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 
-from ..calls import Call
-from ..errors import InvalidProviderResponse
-from ..http import Plan, loads_bounded
-from . import anthropic
-from .streams import Delta, SseEvent, ToolCallDelta, error_response, json_event, streaming_plan
+from app.calls import Call
+from app.errors import InvalidProviderResponse
+from app.http import Plan, loads_bounded
+from app.providers import anthropic
+from app.providers.streams import Delta, SseEvent, ToolCallDelta, error_response, json_event, streaming_plan
 
 
 def stream_request(call: Call, target) -> Plan:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..calls import Call
-from ..json_schema import reachable_refs, resolve_local
+from app.calls import Call
+from app.json_schema import reachable_refs, resolve_local
 
 # structured-outputs.md "JSON Schema limitations": what output_config.format cannot express. A schema
 # using any of these goes the forced-tool way instead, where the model sees the schema whole.

@@ -6,9 +6,9 @@ Wire facts: ../shared/specs/anthropic/ (thinking.md), ../shared/specs/providers.
 """
 from __future__ import annotations
 
-from .. import reasoning
-from ..calls import Call, ToolCall
-from .anthropic_structured import Structured
+from app import reasoning
+from app.calls import Call, ToolCall
+from app.providers.anthropic_structured import Structured
 
 def thinking_blocks(state: dict | None) -> list[dict]:
     """The thinking blocks kept in a tool call's state (see with_thinking), rebuilt from their known

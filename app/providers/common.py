@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 
-from ..calls import Message, TextPart, ToolCallPart, ToolResultPart, Usage
-from ..errors import InvalidProviderResponse
-from ..http import HttpResponse
+from app.calls import Message, TextPart, ToolCallPart, ToolResultPart, Usage
+from app.errors import InvalidProviderResponse
+from app.http import HttpResponse
 
 
 def split_system(messages: tuple[Message, ...]) -> tuple[str, tuple[Message, ...]]:

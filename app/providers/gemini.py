@@ -16,15 +16,15 @@ import json
 import re
 from urllib.parse import quote
 
-from .. import model_defaults, reasoning
-from ..calls import Call, Completion, ImagePart, Message, TextPart, ToolCall, ToolCallPart, ToolResultPart, Usage
-from ..errors import (ContentBlocked, ImageRejected, InvalidProviderResponse, ModelNotFound,
+from app import model_defaults, reasoning
+from app.calls import Call, Completion, ImagePart, Message, TextPart, ToolCall, ToolCallPart, ToolResultPart, Usage
+from app.errors import (ContentBlocked, ImageRejected, InvalidProviderResponse, ModelNotFound,
                       ProviderAuthFailed, ProviderError, ProviderOverloaded, ProviderRateLimited,
                       ProviderTimeout, from_upstream_status, redact)
-from ..http import HttpRequest, HttpResponse, Plan, retry_after_seconds
-from ..images import split_data_uri
-from . import gemini_schema
-from .common import empty_answer_warnings, int_or_zero, json_object, merge_consecutive, split_system
+from app.http import HttpRequest, HttpResponse, Plan, retry_after_seconds
+from app.images import split_data_uri
+from app.providers import gemini_schema
+from app.providers.common import empty_answer_warnings, int_or_zero, json_object, merge_consecutive, split_system
 
 GEMINI_STOP_LIMIT = 5
 

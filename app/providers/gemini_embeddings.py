@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from ..calls import Embed, Embedded, Usage
-from ..errors import InvalidProviderResponse, ValidationError
-from ..http import HttpRequest, HttpResponse, Plan, drop_none
-from .common import json_object
-from .gemini import parse_error
+from app.calls import Embed, Embedded, Usage
+from app.errors import InvalidProviderResponse, ValidationError
+from app.http import HttpRequest, HttpResponse, Plan, drop_none
+from app.providers.common import json_object
+from app.providers.gemini import parse_error
 
 MAX_INPUTS = 100
 MAX_REQUEST_TOKENS = None

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..calls import Call
-from ..errors import ValidationError
-from ..json_schema import reachable_refs, resolve_local
-from .common import schema_instruction
+from app.calls import Call
+from app.errors import ValidationError
+from app.json_schema import reachable_refs, resolve_local
+from app.providers.common import schema_instruction
 
 SCHEMA_FIELD = "response_format.json_schema.schema"
 JSON_MIME = "application/json"

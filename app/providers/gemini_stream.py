@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 
-from ..calls import Call
-from ..errors import ContentBlocked
-from ..http import Plan
-from . import gemini
-from .streams import Delta, SseEvent, ToolCallDelta, error_response, json_event, status_in, streaming_plan
+from app.calls import Call
+from app.errors import ContentBlocked
+from app.http import Plan
+from app.providers import gemini
+from app.providers.streams import Delta, SseEvent, ToolCallDelta, error_response, json_event, status_in, streaming_plan
 
 
 def stream_request(call: Call, target) -> Plan:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import math
 
-from .. import reasoning
-from ..json_schema import resolve_local
-from ..calls import Call, Completion, ToolCall, ToolResultPart, Usage
-from ..errors import CapabilityMissing, ValidationError
+from app import reasoning
+from app.json_schema import resolve_local
+from app.calls import Call, Completion, ToolCall, ToolResultPart, Usage
+from app.errors import CapabilityMissing, ValidationError
 
 EXAMPLE_BUDGET = 10_000        # values in one example: a 250-byte schema must not build gigabytes
 MAX_EXAMPLE_STRING = 100_000   # characters in one example string (minLength)
@@ -129,7 +129,7 @@ def _unsatisfied(schema: dict, example) -> str | None:
     constrained to the schema cannot, with the reason, instead of an answer that fails validation."""
     import jsonschema
 
-    from ..postprocess import validator_for
+    from app.postprocess import validator_for
     try:
         error = jsonschema.exceptions.best_match(validator_for(json.dumps(schema, sort_keys=True)).iter_errors(example))
     except RecursionError:

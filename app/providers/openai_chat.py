@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 
-from .. import model_defaults
-from ..calls import Call, Completion, Message, TextPart, ToolCall, ToolResultPart, Usage
-from ..errors import (ContentBlocked, InvalidProviderResponse, ModelNotFound, ProviderAuthFailed,
+from app import model_defaults
+from app.calls import Call, Completion, Message, TextPart, ToolCall, ToolResultPart, Usage
+from app.errors import (ContentBlocked, InvalidProviderResponse, ModelNotFound, ProviderAuthFailed,
                       ProviderError, ProviderRateLimited, from_upstream_status, redact)
-from ..http import HttpRequest, HttpResponse, Plan, drop_none, retry_after_seconds
-from .. import reasoning, strict_schema
-from .common import empty_answer_warnings, int_or_zero, json_object, schema_instruction
+from app.http import HttpRequest, HttpResponse, Plan, drop_none, retry_after_seconds
+from app import reasoning, strict_schema
+from app.providers.common import empty_answer_warnings, int_or_zero, json_object, schema_instruction
 
 FINISH_REASONS = {"stop": "stop", "length": "length", "content_filter": "content_filter",
            "tool_calls": "tool_calls", "function_call": "tool_calls"}

@@ -10,11 +10,11 @@ OpenAI's own ErrorEvent is an `error` object after a 200 (openai/openapi.yaml `E
 """
 from __future__ import annotations
 
-from ..calls import Call
-from ..errors import ContentBlocked, InvalidProviderResponse
-from ..http import Plan
-from . import openai_chat
-from .streams import Delta, SseEvent, ToolCallDelta, error_response, json_event, status_in, streaming_plan
+from app.calls import Call
+from app.errors import ContentBlocked, InvalidProviderResponse
+from app.http import Plan
+from app.providers import openai_chat
+from app.providers.streams import Delta, SseEvent, ToolCallDelta, error_response, json_event, status_in, streaming_plan
 
 
 def stream_request(call: Call, target) -> Plan:

@@ -8,11 +8,11 @@ so vectors are decoded once, here, whatever the server's default); `data[].index
 """
 from __future__ import annotations
 
-from ..calls import Embed, Embedded, Usage
-from ..errors import InvalidProviderResponse
-from ..http import HttpRequest, HttpResponse, Plan, drop_none
-from .common import int_or_zero, json_object
-from .openai_chat import parse_error
+from app.calls import Embed, Embedded, Usage
+from app.errors import InvalidProviderResponse
+from app.http import HttpRequest, HttpResponse, Plan, drop_none
+from app.providers.common import int_or_zero, json_object
+from app.providers.openai_chat import parse_error
 
 MAX_INPUTS = 2048
 MAX_REQUEST_TOKENS = 300_000

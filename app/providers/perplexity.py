@@ -35,13 +35,13 @@ from __future__ import annotations
 import json
 import re
 
-from .. import model_defaults, reasoning
-from ..calls import Call, Completion, Message, TextPart, ToolCall, ToolCallPart, ToolResultPart, Usage
-from ..errors import (CapabilityMissing, InvalidProviderResponse, ModelNotFound, ProviderError,
+from app import model_defaults, reasoning
+from app.calls import Call, Completion, Message, TextPart, ToolCall, ToolCallPart, ToolResultPart, Usage
+from app.errors import (CapabilityMissing, InvalidProviderResponse, ModelNotFound, ProviderError,
                       from_upstream_status, redact)
-from ..http import HttpRequest, HttpResponse, Plan, retry_after_seconds
-from .. import strict_schema
-from .common import int_or_zero, json_object, split_system
+from app.http import HttpRequest, HttpResponse, Plan, retry_after_seconds
+from app import strict_schema
+from app.providers.common import int_or_zero, json_object, split_system
 
 MIN_OUTPUT_TOKENS = 16
 WEB_SEARCH_TOOL = {"type": "web_search"}

@@ -18,9 +18,9 @@ import json
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from ..calls import Usage
-from ..errors import InvalidProviderResponse, ProviderError, ProviderUnreachable
-from ..http import HttpResponse, Plan, loads_bounded
+from app.calls import Usage
+from app.errors import InvalidProviderResponse, ProviderError, ProviderUnreachable
+from app.http import HttpResponse, Plan, loads_bounded
 
 EVENT_STREAM = "text/event-stream"
 

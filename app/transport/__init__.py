@@ -6,8 +6,8 @@ policy (address_policy.py) and one pinned-address connection (pinned.py). provid
 pooled sessions of provider calls and the mapping of network failures to our errors; stream.py
 reads an event stream line by line. The layer knows no provider's wire format.
 """
-from .address_policy import parse_allow_list
-from .provider import Transport
-from .stream import LineStream, StreamTransport
+from app.transport.address_policy import parse_allow_list
+from app.transport.provider import Transport
+from app.transport.stream import LineStream, StreamTransport
 
 __all__ = ["LineStream", "StreamTransport", "Transport", "parse_allow_list"]

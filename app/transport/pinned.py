@@ -15,8 +15,8 @@ from urllib.parse import quote, urlsplit
 import urllib3.exceptions
 from urllib3.connection import HTTPConnection
 
-from .address_policy import IPAddress, Refuse
-from .watchdog import WatchedHTTPConnection, WatchedHTTPSConnection
+from app.transport.address_policy import IPAddress, Refuse
+from app.transport.watchdog import WatchedHTTPConnection, WatchedHTTPSConnection
 
 # Readers disagree about where a URL with these ends (WHATWG turns "\" into "/"), so none is fetched.
 _UNSAFE_URL_CHARS = re.compile(r"[\s\x00-\x20\x7f\\]")

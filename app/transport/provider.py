@@ -15,10 +15,10 @@ import requests
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
-from ..errors import InvalidProviderResponse, ProviderError, ProviderTimeout, ProviderUnreachable, redact
-from ..http import HttpRequest, HttpResponse
-from .capped_read import CappedRead
-from .watchdog import Cutoff, WatchedHTTPAdapter
+from app.errors import InvalidProviderResponse, ProviderError, ProviderTimeout, ProviderUnreachable, redact
+from app.http import HttpRequest, HttpResponse
+from app.transport.capped_read import CappedRead
+from app.transport.watchdog import Cutoff, WatchedHTTPAdapter
 
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024   # a provider answer larger than this is garbage, not text
 

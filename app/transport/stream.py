@@ -21,12 +21,12 @@ from collections.abc import Iterator
 
 import requests
 
-from ..errors import InvalidProviderResponse, ProviderError, ProviderTimeout
-from ..http import HttpRequest, HttpResponse
-from .capped_read import CappedRead
-from .provider import (MAX_RESPONSE_BYTES, Transport, as_requests_error, connection_socket, failure, late, mapped,
+from app.errors import InvalidProviderResponse, ProviderError, ProviderTimeout
+from app.http import HttpRequest, HttpResponse
+from app.transport.capped_read import CappedRead
+from app.transport.provider import (MAX_RESPONSE_BYTES, Transport, as_requests_error, connection_socket, failure, late, mapped,
                        read_whole)
-from .watchdog import Cutoff
+from app.transport.watchdog import Cutoff
 
 DRAIN_GRACE_S = 0.5
 MAX_LINE_BYTES = 16 * 1024 * 1024

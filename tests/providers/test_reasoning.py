@@ -285,7 +285,7 @@ def test_anthropic_streamed_tool_call_carries_the_streamed_thinking_block():
 
 
 def test_budgets_reserve_the_thinking_budget_anthropic_adds():
-    from app.budgets import estimate_cost
+    from app.tenancy.budgets import estimate_cost
     haiku = CATALOG.resolve("anthropic.claude-haiku-4-5-20251001").model
     plain = Call(PROMPT, haiku.id, options=Options(max_tokens=1000))
     thinking = Call(PROMPT, haiku.id, options=Options(max_tokens=1000, reasoning_effort="high"))

@@ -9,7 +9,7 @@ import pytest
 import responses as responses_lib
 import yaml
 
-from app import chat_completions_api as compat
+from app.openai_api import chat_completions as compat
 from app import tool_ids
 from app.calls import Call, Message, TextPart, Tool, ToolCall, ToolCallPart, ToolChoice, ToolResultPart
 from app.catalog import Catalog

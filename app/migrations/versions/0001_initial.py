@@ -4,7 +4,7 @@ Revision ID: 0001
 Revises:
 Create Date: 2026-11-23
 """
-# The tables are spelled out here, not imported from app/db.py, on purpose: a migration is frozen history,
+# The tables are spelled out here, not imported from app/tenancy/db.py, on purpose: a migration is frozen history,
 # so its column lists repeat db.py's and each other's (the `duplicates` pairs between these files).
 import sqlalchemy as sa
 from alembic import op

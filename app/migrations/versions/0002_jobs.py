@@ -1,10 +1,10 @@
-"""Asynchronous jobs: the job records and the results of finished batch items (app/jobs.py).
+"""Asynchronous jobs: the job records and the results of finished batch items (app/batch/jobs.py).
 
 Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-23
 """
-# The tables are spelled out here, not imported from app/db.py, on purpose: a migration is frozen history,
+# The tables are spelled out here, not imported from app/tenancy/db.py, on purpose: a migration is frozen history,
 # so its column lists repeat db.py's and each other's (the `duplicates` pairs between these files).
 import sqlalchemy as sa
 from alembic import op

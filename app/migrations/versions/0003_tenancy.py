@@ -1,10 +1,10 @@
-"""Budget reservations: holds of calls in flight, and the per-scope lock rows (app/budgets.py).
+"""Budget reservations: holds of calls in flight, and the per-scope lock rows (app/tenancy/budgets.py).
 
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-29
 """
-# The tables are spelled out here, not imported from app/db.py, on purpose: a migration is frozen history,
+# The tables are spelled out here, not imported from app/tenancy/db.py, on purpose: a migration is frozen history,
 # so its column lists repeat db.py's and each other's (the `duplicates` pairs between these files).
 import sqlalchemy as sa
 from alembic import op

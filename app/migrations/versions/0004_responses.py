@@ -1,10 +1,10 @@
-"""Stored Responses of the OpenAI Responses API (app/response_store.py).
+"""Stored Responses of the OpenAI Responses API (app/openai_api/response_store.py).
 
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-29
 """
-# The tables are spelled out here, not imported from app/db.py, on purpose: a migration is frozen history,
+# The tables are spelled out here, not imported from app/tenancy/db.py, on purpose: a migration is frozen history,
 # so its column lists repeat db.py's and each other's (the `duplicates` pairs between these files).
 import sqlalchemy as sa
 from alembic import op

@@ -1,11 +1,11 @@
 """Jobs' calls noted before they are made, so a retaken job records the ones that died in flight
-(app/job_calls.py).
+(app/batch/job_calls.py).
 
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-29
 """
-# The tables are spelled out here, not imported from app/db.py, on purpose: a migration is frozen history,
+# The tables are spelled out here, not imported from app/tenancy/db.py, on purpose: a migration is frozen history,
 # so its column lists repeat db.py's and each other's (the `duplicates` pairs between these files).
 import sqlalchemy as sa
 from alembic import op

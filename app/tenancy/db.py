@@ -1,0 +1,158 @@
+"""The database: tables, engines, and the migration check the service runs before it starts.
+
+Schema changes go through Alembic migrations in `app/migrations/` (`flowcall db upgrade`); the
+service refuses to start on a database that is not at the latest revision, rather than failing on
+the first query that touches a missing column.
+"""
+from __future__ import annotations
+
+from importlib import resources
+
+from sqlalchemy import (BigInteger, Boolean, Column, DateTime, Float, Index, Integer, MetaData, Numeric, String,
+                        Table, Text, create_engine, event)
+from sqlalchemy.engine import Engine
+
+metadata = MetaData()
+_ID = BigInteger().with_variant(Integer(), "sqlite")     # SQLite autoincrements only INTEGER keys
+_MONEY = Numeric(18, 8, asdecimal=False)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("secret_hash", String(64), nullable=False),
+    Column("tenant_id", String(64), nullable=False, index=True),
+    Column("agent_id", String(64), nullable=True),
+    Column("name", String(200), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+    Column("rpm", Integer, nullable=True),
+    Column("tpm", Integer, nullable=True),
+    Column("budget_usd", _MONEY, nullable=True),
+)
+
+tenants = Table(
+    "tenants", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("rpm", Integer, nullable=True),
+    Column("tpm", Integer, nullable=True),
+    Column("budget_usd", _MONEY, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+ledger = Table(
+    "ledger", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("tenant_id", String(64), nullable=False),
+    Column("agent_id", String(64), nullable=True),
+    Column("key_id", String(32), nullable=True),
+    Column("request_id", String(128), nullable=True),
+    Column("endpoint", String(64), nullable=False),
+    Column("model_requested", String(200), nullable=True),
+    Column("model_served", String(200), nullable=True),
+    Column("provider", String(32), nullable=True),
+    Column("input_tokens", Integer, nullable=False, default=0),
+    Column("output_tokens", Integer, nullable=False, default=0),
+    Column("cost", _MONEY, nullable=True),
+    Column("latency_ms", Integer, nullable=False, default=0),
+    Column("status", Integer, nullable=False),
+    Column("error_code", String(64), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("prompt", Text, nullable=True),        # only with FLOWCALL_LOG_CONTENT=1
+    Column("answer", Text, nullable=True),
+    Index("ix_ledger_tenant_created", "tenant_id", "created_at"),
+    Index("ix_ledger_key_created", "key_id", "created_at"),
+)
+
+idempotency = Table(
+    "idempotency", metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("body_hash", String(64), nullable=False),
+    Column("state", String(16), nullable=False),          # running | done
+    Column("locked_until", Float, nullable=False),        # epoch seconds; a crashed run frees its key
+    Column("expires_at", Float, nullable=False, index=True),
+    Column("response_status", Integer, nullable=True),
+    Column("response_body", Text, nullable=True),
+)
+
+rate_counters = Table(
+    "rate_counters", metadata,
+    Column("key", String(255), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+# Budget reservations of calls in flight (app/tenancy/budgets.py), and one row per budgeted scope that
+# check-and-reserve locks so concurrent reservations of that scope queue.
+budget_holds = Table(
+    "budget_holds", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant_id", String(64), nullable=False, index=True),
+    Column("key_id", String(32), nullable=True, index=True),
+    Column("amount", Float, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),     # epoch seconds; a crashed call's hold lapses
+)
+
+budget_locks = Table(
+    "budget_locks", metadata,
+    Column("scope", String(128), primary_key=True),              # "key:<id>" | "tenant:<id>"
+    Column("version", BigInteger, nullable=False),
+)
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(conn, _record):
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")     # readers never wait for the writer
+            cur.execute("PRAGMA busy_timeout=30000")   # writers queue instead of failing
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+        return engine
+    # At most 15 server connections per worker process: a burst queues for a connection (30 s)
+    # instead of opening one per request, so the workers together stay under PostgreSQL's
+    # max_connections (100 by default): 4 workers x 15 = 60, leaving room for the CLI and migrations.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=30)
+
+
+def alembic_config(engine: Engine):
+    from alembic.config import Config
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("app") / "migrations"))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    import logging
+
+    from alembic import command
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    command.upgrade(alembic_config(engine), revision)
+
+
+def revisions(engine: Engine) -> tuple[str | None, str]:
+    """(the database's current revision, the code's head revision)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return current, head
+
+
+class NotMigrated(RuntimeError):
+    """The database is behind the code: run `flowcall db upgrade`."""
+
+
+def check_migrated(engine: Engine) -> None:
+    current, head = revisions(engine)
+    if current != head:
+        where = engine.url.render_as_string(hide_password=True)
+        raise NotMigrated(
+            f"The database at {where} is at revision {current or 'none (empty)'}, the code needs {head}. "
+            f"Run `flowcall db upgrade` (with the same FLOWCALL_DATABASE_URL) and start again.")
