@@ -116,6 +116,10 @@ class ModelOutSchema(Schema):
         "description": "5-minute cache writes; null: billed at the input price"})
     context_window = fields.Integer(allow_none=True)
     max_output_tokens = fields.Integer(allow_none=True)
+    embedding_dimensions = fields.Integer(allow_none=True, metadata={
+        "description": "an embedding model's default vector size; null for chat models"})
+    max_input_tokens = fields.Integer(allow_none=True, metadata={
+        "description": "an embedding model's limit per input; null for chat models"})
     configured = fields.Boolean()
     status = fields.String()
     deprecated = fields.Boolean()

@@ -126,6 +126,25 @@ class Options:
 
 
 @dataclass(frozen=True)
+class Embed:
+    """What an embeddings call embeds: `texts`, or `tokens` (token arrays, which only OpenAI takes).
+    `query`: the caller sent one string, which Gemini embeds as a search query, not a document."""
+    texts: tuple[str, ...] = ()
+    tokens: tuple[tuple[int, ...], ...] = ()
+    dimensions: int | None = None
+    query: bool = False
+    user: str | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.tokens) if self.tokens else len(self.texts)
+
+    def part(self, start: int, stop: int) -> Embed:
+        """The inputs start..stop, for one of several provider requests."""
+        return replace(self, texts=self.texts[start:stop], tokens=self.tokens[start:stop])
+
+
+@dataclass(frozen=True)
 class Call:
     messages: tuple[Message, ...]
     model: str                          # as the caller wrote it: "provider.model", an alias, or "auto"
@@ -140,6 +159,7 @@ class Call:
     agent_id: str | None = None
     key_id: str | None = None
     request_id: str | None = None
+    embed: Embed | None = None          # an embeddings call: `messages` then hold the texts, one a turn
 
     @property
     def has_images(self) -> bool:
@@ -182,6 +202,14 @@ class Completion:
 
 
 @dataclass(frozen=True)
+class Embedded:
+    """What an embeddings adapter's `parse_response` returns: one vector per input, in order."""
+    vectors: tuple[list[float], ...]
+    usage: Usage
+    model: str
+
+
+@dataclass(frozen=True)
 class Routing:
     is_auto_routed: bool
     model_chosen: str
@@ -208,3 +236,4 @@ class Answer:
     upstream_ms: float = 0.0
     tool_calls: tuple[ToolCall, ...] = ()
     estimated_cost: float | None = None     # what budgets charge when the provider reported no usage
+    vectors: tuple[list[float], ...] = ()   # an embeddings call's answer, one vector per input

@@ -29,6 +29,9 @@ class Capabilities:
     # "any" (the server takes any schema as is and ignores `strict`: Ollama)
     strict_schema: str = "openai"
     tools: bool = False             # takes function tools (tools, tool_choice, tool turns)
+    embeddings: bool = False        # an embedding model: it embeds and never chats
+    dimensions: bool = False        # takes a reduced output size (OpenAI `dimensions`, Gemini outputDimensionality)
+    token_input: bool = False       # embeds token arrays as well as text (OpenAI)
 
     @classmethod
     def from_dict(cls, d: dict) -> Capabilities:
@@ -88,6 +91,8 @@ class ModelInfo:
     temperature_default: str | float = "ours"   # "ours" (send 0.7), "provider" (send none), or a number to send
     thinking_allowance: int = 0     # tokens added to the default maxTokens for a model that thinks by default
     reasoning_format: str | None = None         # Groq: the reasoning_format that keeps the answer clean
+    embedding_dimensions: int | None = None     # an embedding model's default vector size
+    max_input_tokens: int | None = None         # an embedding model's limit per input
 
     @property
     def has_price(self) -> bool:
@@ -152,6 +157,7 @@ def _model_from_dict(d: dict) -> ModelInfo:
         thinking_allowance=int(d.get("thinking_allowance") or 0), reasoning_format=d.get("reasoning_format"),
         status=d.get("status", "active"), shutdown=d.get("shutdown"), successor=d.get("successor"),
         note=d.get("note"), params=dict(d.get("params") or {}),
+        embedding_dimensions=d.get("embedding_dimensions"), max_input_tokens=d.get("max_input_tokens"),
     )
 
 

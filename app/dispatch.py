@@ -262,7 +262,7 @@ class Dispatcher:
         return answer
 
     def _answer(self, served: Served, completion: Completion) -> Answer:
-        call, route, index, candidate = served.call, served.route, served.index, served.candidate
+        call, candidate = served.call, served.candidate
         trace, model = served.trace, candidate.model
         text, cut = postprocess.enforce_stop(completion.text, call.options.stop)
         finish = "stop" if cut and not completion.tool_calls else completion.finish_reason
@@ -290,21 +290,24 @@ class Dispatcher:
         thinking_only = model_defaults.thinking_only_warning(model.id, text, finish, completion.usage.reasoning_tokens)
         if thinking_only and not completion.tool_calls:
             warnings.append(thinking_only)
-        fallbacks = tuple(c.model.id for c in route.candidates[index + 1:])
         elapsed = self.clock() - served.start
         return Answer(
             text=text, data=data, model=completion.model or model.name, provider=model.provider,
             finish_reason=finish, usage=completion.usage, cost=cost,
-            latency_ms=int(round(elapsed * 1000)),
-            routing=Routing(is_auto_routed=route.is_auto, model_chosen=model.id,
-                            confidence=route.confidence if index == 0 else 0.0,
-                            reason=route.reason if index == 0 else
-                            f"{model.id} served the call as fallback {index} after "
-                            f"{route.candidates[0].model.id} failed.",
-                            fallbacks=fallbacks, attempts=trace.attempts),
+            latency_ms=int(round(elapsed * 1000)), routing=routing_of(served),
             warnings=tuple(dict.fromkeys(warnings)), request_id=call.request_id,
             upstream_ms=trace.upstream_s * 1000, estimated_cost=estimated, tool_calls=completion.tool_calls,
         )
+
+
+def routing_of(served: Served) -> Routing:
+    """How the call was routed, as its answer says: the candidate that served it, and why."""
+    route, index, model = served.route, served.index, served.candidate.model
+    return Routing(is_auto_routed=route.is_auto, model_chosen=model.id,
+                   confidence=route.confidence if index == 0 else 0.0,
+                   reason=route.reason if index == 0 else
+                   f"{model.id} served the call as fallback {index} after {route.candidates[0].model.id} failed.",
+                   fallbacks=tuple(c.model.id for c in route.candidates[index + 1:]), attempts=served.trace.attempts)
 
 
 class Exchange:

@@ -9,7 +9,7 @@ from app.answer_schemas import ModelsResponseSchema
 from ._common import boolean, either_auth, one_of, provider_named, query, services
 
 bp = Blueprint("models", __name__)
-CAPABILITIES = ("vision", "json_schema", "json_object", "stop", "temperature", "reasoning")
+CAPABILITIES = ("vision", "json_schema", "json_object", "stop", "temperature", "reasoning", "embeddings")
 
 
 def model_to_dict(model, configured: bool) -> dict:
@@ -19,7 +19,8 @@ def model_to_dict(model, configured: bool) -> dict:
         "aliases": list(model.aliases),
         "capabilities": {"vision": caps.vision, "json_schema": caps.json_schema, "json_object": caps.json_object,
                          "stop": caps.stop, "stop_limit": caps.stop_limit, "temperature": caps.temperature,
-                         "reasoning": caps.reasoning},
+                         "reasoning": caps.reasoning, "embeddings": caps.embeddings},
+        "embedding_dimensions": model.embedding_dimensions, "max_input_tokens": model.max_input_tokens,
         "price_input_per_1m": model.price_input, "price_output_per_1m": model.price_output,
         "price_cached_input_per_1m": model.price_cached_input, "price_cache_write_per_1m": model.price_cache_write,
         "context_window": model.context_window, "max_output_tokens": model.max_output_tokens,

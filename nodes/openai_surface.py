@@ -1,5 +1,6 @@
 """What /v1/chat/completions and /v1/responses do the same way: errors in OpenAI's shape, the
-flowcall key as a bearer token, and server-sent events relayed from a metered stream."""
+flowcall key as a bearer token, and server-sent events relayed from a metered stream (/v1/embeddings
+uses the first two)."""
 from __future__ import annotations
 
 import logging

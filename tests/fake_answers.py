@@ -3,10 +3,13 @@
 OpenAI Chat Completions, Anthropic Messages, Gemini generateContent and Perplexity Agent, shaped like
 the real recorded answers in ../shared/specs/fixtures. The text echoes the last user message
 ("Echo: ..."), honours native stop sequences the way providers do, and is schema-conforming JSON
-when structured output is asked for. Pure: no I/O, so streams and faults build on the same answers.
+when structured output is asked for. Embeddings (OpenAI /embeddings, Gemini :batchEmbedContents)
+are `vector_for(text, size)`: deterministic, never zero, so a test can check every vector it gets
+back. Pure: no I/O, so streams and faults build on the same answers.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -114,6 +117,32 @@ def perplexity_answer(body: dict) -> dict:
                                "tool_calls_cost": 0.005, "total_cost": 0.0050205}}}
 
 
+EMBEDDING_SIZE = 16         # the fake's vector size when the request sets none
+
+
+def vector_for(text, size: int = EMBEDDING_SIZE) -> list[float]:
+    """The fake's embedding of `text` (a string or a token array): values in [1/512, 1], exact in
+    float32, so base64's float32 round-trips them unchanged."""
+    digest = hashlib.sha256(json.dumps(text).encode()).digest()
+    return [(digest[i % len(digest)] + 1) / 256 for i in range(size)]
+
+
+def openai_embeddings_answer(body: dict) -> dict:
+    inputs = body.get("input")
+    inputs = [inputs] if isinstance(inputs, str) or (inputs and isinstance(inputs[0], int)) else inputs
+    size = body.get("dimensions") or EMBEDDING_SIZE
+    return {"object": "list", "data": [{"object": "embedding", "index": i, "embedding": vector_for(text, size)}
+                                       for i, text in enumerate(inputs)],
+            "model": body.get("model"),
+            "usage": {"prompt_tokens": 3 * len(inputs), "total_tokens": 3 * len(inputs)}}
+
+
+def gemini_embeddings_answer(body: dict) -> dict:
+    return {"embeddings": [{"values": vector_for(" ".join(p.get("text", "") for p in r["content"]["parts"]),
+                                                 r.get("outputDimensionality") or EMBEDDING_SIZE)}
+                           for r in body.get("requests") or []]}
+
+
 def answer(path: str, body: dict) -> dict:
     """The whole answer of the provider whose route `path` is."""
     if path.endswith("/chat/completions"):
@@ -124,4 +153,8 @@ def answer(path: str, body: dict) -> dict:
         return gemini_answer(body, path.rsplit("/", 1)[-1].split(":")[0])
     if path.endswith("/v1/agent"):
         return perplexity_answer(body)
+    if path.endswith("/embeddings"):
+        return openai_embeddings_answer(body)
+    if ":batchEmbedContents" in path:
+        return gemini_embeddings_answer(body)
     return {"error": {"message": f"fake provider: unknown path {path}"}}

@@ -9,9 +9,9 @@ Every request gets, in this order:
   the fake stops;
 - else a fault mode (tests/fake_faults.py), named by a `fault:<mode>` marker at the start of the last
   user message (so concurrent tests never share state) or by the fake's own `mode` when not "ok";
-- else the provider's answer (tests/fake_answers.py: OpenAI, Anthropic, Gemini, Perplexity, chosen by
-  path; tests/fake_tool_loop.py with `tool_loop=True`), as server-sent events (tests/fake_streams.py)
-  when the request asks for a stream.
+- else the provider's answer (tests/fake_answers.py: OpenAI, Anthropic, Gemini, Perplexity, and the
+  OpenAI and Gemini embeddings, chosen by path; tests/fake_tool_loop.py with `tool_loop=True`), as
+  server-sent events (tests/fake_streams.py) when the request asks for a stream.
 Every request is recorded with its number, path, headers, body, mode and `outcome` ("completed", or
 "client_left" when the client hung up mid-answer): GET /_fake/requests, or `received`, `count`,
 `outcome` in-process. POST /_fake/reset (or `reset`, which tests/conftest.py calls before each test

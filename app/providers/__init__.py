@@ -20,6 +20,10 @@ Adapters do no I/O and import nothing from Flask: dispatch inlines images that a
 fetch itself, the transport sends (the `send` an entry is given), and stop sequences are enforced
 on every answer afterwards by `app.postprocess` (so an adapter only decides what it can send natively).
 OpenAI-compatible providers (OpenAI, xAI, Groq, Ollama) are configuration of `openai_chat`.
+
+Embeddings have a registry of their own (`embedder_for`): per wire format a module with the same three
+pure functions over an `Embed` (openai_embeddings, gemini_embeddings) and the provider's bounds on
+one request, which app/embedding_mode.py splits the inputs to.
 """
 from __future__ import annotations
 
@@ -28,12 +32,12 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Protocol
 
-from app.calls import Call, Completion
+from app.calls import Call, Completion, Embed, Embedded
 from app.catalog import ModelInfo, ProviderConfig
 from app.errors import ProviderError
 from app.http import HttpRequest, HttpResponse, Plan
-from app.providers import (anthropic, anthropic_stream, gemini, gemini_stream, mock, openai_chat, openai_chat_stream,
-                           perplexity)
+from app.providers import (anthropic, anthropic_stream, gemini, gemini_embeddings, gemini_stream, mock, openai_chat,
+                           openai_chat_stream, openai_embeddings, perplexity)
 from app.providers.streams import StreamParser
 
 
@@ -129,3 +133,37 @@ _REGISTRY: dict[str, Adapter] = {
 def adapter_for(format_name: str) -> Adapter:
     """The registry's entry for a wire format (a catalog provider's `format`)."""
     return _REGISTRY[format_name]
+
+
+@dataclass(frozen=True)
+class Embedder:
+    """An embeddings wire format: build, send, parse; at most `max_inputs` inputs and (when set)
+    `max_request_tokens` tokens in one request."""
+    build_request: Callable[[Embed, Target], Plan]
+    parse_response: Callable[[HttpResponse, Embed, Target], Embedded]
+    parse_error: Callable[[HttpResponse, Target], ProviderError]
+    max_inputs: int
+    max_request_tokens: int | None
+
+    def embed(self, embed: Embed, target: Target, send: Send) -> Embedded:
+        """One request's vectors; `send` is called once."""
+        resp = send(self.build_request(embed, target).request)
+        if not 200 <= resp.status < 300:
+            raise self.parse_error(resp, target)
+        return self.parse_response(resp, embed, target)
+
+
+def _embedder(module: ModuleType) -> Embedder:
+    return Embedder(module.build_request, module.parse_response, module.parse_error, module.MAX_INPUTS,
+                    module.MAX_REQUEST_TOKENS)
+
+
+_EMBEDDERS: dict[str, Embedder] = {
+    "openai_chat": _embedder(openai_embeddings),     # OpenAI and the compatible servers (Ollama)
+    "gemini": _embedder(gemini_embeddings),
+}
+
+
+def embedder_for(format_name: str) -> Embedder | None:
+    """The embeddings entry for a wire format; None: its providers do not embed."""
+    return _EMBEDDERS.get(format_name)

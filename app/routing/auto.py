@@ -106,6 +106,8 @@ def gaps(model: ModelInfo, needs: Needs, policy: dict) -> list[str]:
     """The hard requirements this model misses (empty: it can serve the call)."""
     caps = model.capabilities
     missing = [c for c, _ in needs.capabilities if not getattr(caps, c)]
+    if caps.embeddings:
+        missing.append("chat")
     if needs.json_object and not (caps.json_object or caps.json_schema):
         missing.append("json_object")
     window = model.context_window or policy["request"]["assumed_context_window"]

@@ -15,7 +15,11 @@ from app.routing.route import Route
 
 def requirement_gaps(call: Call, model: ModelInfo) -> list[str]:
     """What the call needs that the model cannot do at all (soft differences are handled by adapters)."""
+    if call.embed is not None:          # a model the catalog does not list may embed: its provider decides
+        return ["embeddings"] if model.known and not model.capabilities.embeddings else []
     gaps = []
+    if model.capabilities.embeddings:
+        gaps.append("chat")
     if call.has_images and not model.capabilities.vision:
         gaps.append("vision")
     if (call.tools or any(m.role == "tool" or m.tool_calls for m in call.messages)) \
@@ -24,25 +28,41 @@ def requirement_gaps(call: Call, model: ModelInfo) -> list[str]:
     return gaps
 
 
-# gap -> (what the model cannot do, who can, the field's message)
-_GAPS = {"vision": ("cannot read images", "Vision-capable models", "model is not vision-capable"),
-         "tools": ("cannot call tools", "Models that can", "model cannot call tools")}
+# gap -> (what the model cannot do, who can, the field's message, whether a model can)
+_GAPS = {"vision": ("cannot read images", "Vision-capable models", "model is not vision-capable",
+                    lambda caps: caps.vision),
+         "tools": ("cannot call tools", "Models that can", "model cannot call tools", lambda caps: caps.tools),
+         "embeddings": ("cannot embed", "Embedding models", "model cannot embed", lambda caps: caps.embeddings),
+         "chat": ("is an embedding model and cannot answer messages", "Chat models", "an embedding model",
+                  lambda caps: not caps.embeddings)}
 
 
 def check_capabilities(call: Call, resolved: Resolved, catalog: Catalog) -> None:
     """A model that cannot do what the call needs is a 400 naming models that can."""
     for gap in requirement_gaps(call, resolved.model):
-        cannot, who, field = _GAPS[gap]
+        cannot, who, field, can = _GAPS[gap]
         alternatives = [m.id for m in catalog.models.values()
-                        if getattr(m.capabilities, gap) and m.status != "retired" and m.provider != "mock"][:6]
-        raise CapabilityMissing(f"{resolved.model.id} {cannot}. {who}: {', '.join(alternatives)} (or model 'auto').",
+                        if can(m.capabilities) and m.status != "retired" and m.provider != "mock"][:6]
+        auto = " (or model 'auto')" if gap != "embeddings" else ""
+        raise CapabilityMissing(f"{resolved.model.id} {cannot}. {who}: {', '.join(alternatives)}{auto}.",
                                 fields={"model": field})
 
 
+def auto_embedding(call: Call, catalog: Catalog, settings: Settings) -> Resolved:
+    """`auto` for an embeddings call: the cheapest embedding model of a configured provider."""
+    models = sorted((m for m in catalog.models.values() if m.capabilities.embeddings and m.status == "active"
+                     and settings.is_configured(catalog.providers[m.provider])),
+                    key=lambda m: (m.price_input is None, m.price_input or 0.0))
+    if not models:
+        raise CapabilityMissing("No embedding model's provider is configured here.", fields={"model": "auto"})
+    return Resolved(model=models[0], requested=call.model)
+
+
 def route(call: Call, catalog: Catalog, settings: Settings) -> Route:
-    if call.model.strip().lower() == "auto":
+    auto = call.model.strip().lower() == "auto"
+    if auto and call.embed is None:
         return autoroute.choose(call, catalog, settings)
-    chosen = catalog.resolve(call.model)
+    chosen = auto_embedding(call, catalog, settings) if auto else catalog.resolve(call.model)
     check_capabilities(call, chosen, catalog)
     fallbacks = []
     for i, spec in enumerate(call.fallbacks):
@@ -53,6 +73,9 @@ def route(call: Call, catalog: Catalog, settings: Settings) -> Route:
         configured = settings.is_configured(catalog.providers[resolved.model.provider])
         if resolved.model.id != chosen.model.id and configured and not requirement_gaps(call, resolved.model):
             fallbacks.append(resolved)
+    if auto:
+        return Route(candidates=(chosen, *fallbacks), is_auto=True, confidence=1.0,
+                     reason=f"auto: {chosen.model.id} is the cheapest configured embedding model.")
     return Route(candidates=(chosen, *fallbacks), is_auto=False, confidence=1.0,
                  reason=f"{chosen.model.id} was requested" + (
                      f" as {call.model}" if call.model != chosen.model.id else "") + ".")

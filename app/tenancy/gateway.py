@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from app.tenancy import budgets
 from app.tenancy.budgets import BudgetHolds
 from app.calls import Answer, Call, Usage
-from app.dispatch import Dispatcher
+from app.dispatch import Dispatcher, Mode
 from app.errors import FlowcallError
 from app.tenancy.idempotency import Idempotency, Replay, body_hash
 from app.tenancy.ledger import Ledger, Row
@@ -55,13 +55,16 @@ class Gateway:
         self.quotas = quotas
 
     def run(self, principal, endpoint: str, body: dict, make_call: Callable[[], Call],
-            render: Callable[[Answer], dict], idempotency_key: str | None = None) -> Outcome:
-        """Run `make_call()` once for this principal; `render` turns the answer into the stored body."""
+            render: Callable[[Answer], dict], idempotency_key: str | None = None,
+            mode: Mode | None = None) -> Outcome:
+        """Run `make_call()` once for this principal; `render` turns the answer into the stored body.
+        `mode`: how dispatch runs it (app/embedding_mode.py's for embeddings), else as a whole answer."""
         admitted = self.admit(principal, endpoint, body, make_call, idempotency_key)
         if isinstance(admitted, Replay):
             return Outcome(admitted.status, admitted.body, replayed=True)
         try:
-            answer = self.dispatcher.execute(admitted.call)
+            answer = self.dispatcher.execute(admitted.call) if mode is None else \
+                self.dispatcher.run(admitted.call, mode)
         except BaseException as exc:
             self.close(principal, endpoint, admitted, error=exc)
             raise

@@ -1,0 +1,162 @@
+"""Embeddings: the request read (OpenAI's CreateEmbeddingRequest, which both endpoints take), the
+inputs split into provider-sized requests, and the answer written as OpenAI's or our flat JSON.
+
+Pure: no I/O. The dispatch mode that sends the requests is app/embedding_mode.py; the wire formats are
+app/providers/openai_embeddings.py and gemini_embeddings.py.
+"""
+from __future__ import annotations
+
+import base64
+import struct
+
+from app.calls import Answer, Call, Embed, Message, Options, TextPart
+from app.catalog import ModelInfo
+from app.errors import CapabilityMissing, ValidationError
+
+MAX_INPUTS = 2048           # OpenAI's maxItems for `input`; the same bound for every provider here
+MAX_FALLBACKS = 5
+# A rejection here must not refuse what the provider would take: tokens are estimated as UTF-8 bytes
+# divided by this, more bytes a token than ordinary text averages, so for such text the estimate stays
+# under the real count. Inputs over the limit that the estimate misses are refused by the provider.
+BYTES_PER_TOKEN_AT_MOST = 8
+ENCODINGS = ("float", "base64")
+
+
+def _fail(field: str, message: str) -> ValidationError:
+    return ValidationError(f"{field}: {message}", fields={field: message})
+
+
+def _inputs(raw) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...], bool]:
+    """`input` as (texts, token arrays, whether it was one string)."""
+    def token_array(value, where: str) -> tuple[int, ...]:
+        if not value or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value):
+            raise _fail(where, "must be a non-empty array of non-negative integers (tokens)")
+        return tuple(value)
+
+    if isinstance(raw, str):
+        if not raw:
+            raise _fail("input", "must not be empty")
+        return (raw,), (), True
+    if not isinstance(raw, list) or not raw:
+        raise _fail("input", "must be a string, a non-empty array of strings, or token arrays")
+    if len(raw) > MAX_INPUTS:
+        raise _fail("input", f"at most {MAX_INPUTS} inputs a request (got {len(raw)})")
+    if all(isinstance(x, str) for x in raw):
+        empty = next((i for i, x in enumerate(raw) if not x), None)
+        if empty is not None:
+            raise _fail(f"input.{empty}", "must not be empty")
+        return tuple(raw), (), False
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
+        return (), (token_array(raw, "input"),), False
+    if all(isinstance(x, list) for x in raw):
+        return (), tuple(token_array(x, f"input.{i}") for i, x in enumerate(raw)), False
+    raise _fail("input", "must be a string, an array of strings, an array of tokens or an array of token arrays")
+
+
+def parse_request(raw: dict, extra: tuple[str, ...] = ()) -> tuple[Embed, str, str, tuple[str, ...]]:
+    """CreateEmbeddingRequest (plus flowcall's `fallbacks` and the names in `extra`) ->
+    (what to embed, the model spec, the encoding format, the fallbacks). Unknown fields are a 400."""
+    known = {"input", "model", "encoding_format", "dimensions", "user", "fallbacks", *extra}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValidationError(f"Unknown field(s): {', '.join(unknown)}.", fields={k: "unknown field" for k in unknown})
+    if "input" not in raw:
+        raise _fail("input", "is required")
+    model = raw.get("model")
+    if not isinstance(model, str) or not model.strip():
+        raise _fail("model", "is required: an embedding model, e.g. text-embedding-3-small")
+    encoding = raw.get("encoding_format", "float")
+    if encoding not in ENCODINGS:
+        raise _fail("encoding_format", "must be float or base64")
+    dimensions = raw.get("dimensions")
+    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1):
+        raise _fail("dimensions", "must be a positive integer")
+    user = raw.get("user")
+    if user is not None and not isinstance(user, str):
+        raise _fail("user", "must be a string")
+    fallbacks = raw.get("fallbacks") or []
+    if not isinstance(fallbacks, list) or len(fallbacks) > MAX_FALLBACKS or \
+            not all(isinstance(f, str) and f.strip() for f in fallbacks):
+        raise _fail("fallbacks", f"must be a list of at most {MAX_FALLBACKS} model names")
+    texts, tokens, query = _inputs(raw["input"])
+    return Embed(texts=texts, tokens=tokens, dimensions=dimensions, query=query, user=user), model.strip(), \
+        encoding, tuple(fallbacks)
+
+
+def embedding_call(embed: Embed, model: str, fallbacks: tuple[str, ...], *, request_id=None, tenant_id=None,
+                   agent_id=None, key_id=None, timeout_ms: int | None = None) -> Call:
+    """The Call dispatch runs; its messages are the texts, so budgets estimate and the ledger keeps
+    them as they do a prompt."""
+    messages = tuple(Message("user", (TextPart(t),)) for t in embed.texts)
+    return Call(messages=messages, model=model, options=Options(max_tokens=1, timeout_ms=timeout_ms),
+                fallbacks=fallbacks, tenant_id=tenant_id, agent_id=agent_id, key_id=key_id,
+                request_id=request_id, embed=embed)
+
+
+# -- per model ----------------------------------------------------------------------------------
+def estimated_tokens(text: str) -> int:
+    return -(-len(text.encode("utf-8")) // BYTES_PER_TOKEN_AT_MOST)
+
+
+def check_inputs(embed: Embed, model: ModelInfo) -> None:
+    """What `model` cannot take of this call is a 400 before anything is sent."""
+    if embed.tokens and not model.capabilities.token_input:
+        raise CapabilityMissing(f"{model.id} embeds text only: token arrays are taken by OpenAI's embedding "
+                                "models alone. Send the text instead.", fields={"input": "token arrays"})
+    if embed.dimensions is not None and model.known and not model.capabilities.dimensions:
+        raise CapabilityMissing(f"{model.id} has a fixed vector size ({model.embedding_dimensions}): "
+                                "`dimensions` cannot be set for it.", fields={"dimensions": "not supported"})
+    if embed.dimensions is not None and model.embedding_dimensions and embed.dimensions > model.embedding_dimensions:
+        raise _fail("dimensions", f"{model.id} makes vectors of at most {model.embedding_dimensions} dimensions")
+    limit = model.max_input_tokens
+    if limit is None:
+        return
+    sizes = [len(t) for t in embed.tokens] if embed.tokens else [estimated_tokens(t) for t in embed.texts]
+    over = next((i for i, n in enumerate(sizes) if n > limit), None)
+    if over is not None:
+        raise _fail("input" if embed.query else f"input.{over}",
+                    f"longer than {model.id}'s limit of {limit} tokens an input; split the text")
+
+
+def parts(embed: Embed, max_inputs: int, max_tokens: int | None) -> list[tuple[int, int]]:
+    """The (start, stop) ranges of inputs sent in one provider request each, in order: at most
+    `max_inputs` inputs and, when the provider caps a request's tokens, at most `max_tokens` of them
+    (estimated from above here: a split too many costs a request, one too few a 400)."""
+    sizes = [len(t) for t in embed.tokens] if embed.tokens else [len(t.encode("utf-8")) for t in embed.texts]
+    ranges, start, total = [], 0, 0
+    for i, size in enumerate(sizes):
+        full = i - start >= max_inputs or (max_tokens is not None and i > start and total + size > max_tokens)
+        if full:
+            ranges.append((start, i))
+            start, total = i, 0
+        total += size
+    ranges.append((start, len(sizes)))
+    return ranges
+
+
+# -- the answer ---------------------------------------------------------------------------------
+def base64_vector(vector: list[float]) -> str:
+    """OpenAI's `encoding_format: base64`: the vector as little-endian float32, base64-encoded."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+def openai_body(answer: Answer, encoding: str) -> dict:
+    """CreateEmbeddingResponse, plus a `flowcall` object as /v1/chat/completions has."""
+    encode = base64_vector if encoding == "base64" else (lambda v: v)
+    tokens = answer.usage.input_tokens if answer.usage.reported else 0
+    return {"object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": encode(v)} for i, v in enumerate(answer.vectors)],
+            "model": answer.routing.model_chosen,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "flowcall": {"request_id": answer.request_id, "provider": answer.provider, "provider_model": answer.model,
+                         "cost": answer.cost, "latency_ms": answer.latency_ms, "warnings": list(answer.warnings)}}
+
+
+def flat_body(answer: Answer) -> dict:
+    """Our envelope for HTTP-step users: the vectors as float lists."""
+    tokens = answer.usage.input_tokens
+    return {"success": True, "embeddings": list(answer.vectors), "model": answer.routing.model_chosen,
+            "provider": answer.provider,
+            "usage": {"input_tokens": tokens, "total_tokens": tokens} if answer.usage.reported else None,
+            "cost": answer.cost, "latency_ms": answer.latency_ms, "warnings": list(answer.warnings),
+            "request_id": answer.request_id}
