@@ -1,4 +1,4 @@
-"""`python -m bench.callpath` traces one real-provider call through the project's modules."""
+"""`python -m bench.callpath` and `python -m bench.inprocess` run: one real-provider call traced, CPU per call."""
 from __future__ import annotations
 
 import re
@@ -21,3 +21,10 @@ def test_callpath_lists_the_modules_one_call_visits():
                         lines[0]), lines[0]
     visited = {line.strip() for line in lines[1:] if not line.strip().startswith("climb:")}
     assert {"app.tenancy.gateway", "app.tenancy.ledger", "app.providers.openai_chat"} <= visited, visited
+
+
+def test_inprocess_prints_cpu_per_call():
+    done = subprocess.run([sys.executable, "-m", "bench.inprocess", "20"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.fullmatch(r"\d+\.\d{3} ms CPU per call \(best of 3 rounds of 20; rounds: .*\)\n", done.stdout), done.stdout
