@@ -4,13 +4,15 @@ OpenAI Chat Completions, Anthropic Messages, Gemini generateContent and Perplexi
 the real recorded answers in ../shared/specs/fixtures. The text echoes the last user message
 ("Echo: ..."), honours native stop sequences the way providers do, and is schema-conforming JSON
 when structured output is asked for. Embeddings (OpenAI /embeddings, Gemini :batchEmbedContents)
-are `vector_for(text, size)`: deterministic, never zero, so a test can check every vector it gets
-back. Pure: no I/O, so streams and faults build on the same answers.
+are `vector_for(text, size)`: bags of words, deterministic, never zero, so a test can check every
+vector it gets back and which document a query is nearest to. Pure: no I/O, so streams and faults
+build on the same answers.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 
 from app.providers.mock import example_for
@@ -121,10 +123,18 @@ EMBEDDING_SIZE = 16         # the fake's vector size when the request sets none
 
 
 def vector_for(text, size: int = EMBEDDING_SIZE) -> list[float]:
-    """The fake's embedding of `text` (a string or a token array): values in [1/512, 1], exact in
-    float32, so base64's float32 round-trips them unchanged."""
+    """The fake's embedding of `text` (a string or a token array): its words hashed into `size`
+    dimensions (a bag of words), so a query is nearest to the document that shares most of its words and
+    a retrieval test has a right answer; plus a small part from a hash of the whole text, so two texts
+    almost surely differ and no value is zero. Values are multiples of 1/256 in [1/256, 255/256],
+    exact in float32, so base64's float32 round-trips them unchanged."""
+    words = re.findall(r"\w+", text.lower()) if isinstance(text, str) else [str(token) for token in text]
+    counts = [0] * size
+    for word in words:
+        counts[int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "big") % size] += 1
+    peak = max(counts) or 1
     digest = hashlib.sha256(json.dumps(text).encode()).digest()
-    return [(digest[i % len(digest)] + 1) / 256 for i in range(size)]
+    return [(1 + digest[i % len(digest)] % 16 + round(239 * counts[i] / peak)) / 256 for i in range(size)]
 
 
 def openai_embeddings_answer(body: dict) -> dict:

@@ -9,6 +9,9 @@ the way each provider answers (shapes from ../shared/specs and its recorded fixt
 - a request that carries a tool result: the text "The tool said: <result>.";
 - anything else: "Echo: <last user text>".
 
+Embeddings (OpenAI `/embeddings`, Gemini `:batchEmbedContents`) are no turn of the loop: they get the
+fake's ordinary answer (tests/fake_answers.py), so an agent can search a vector store in this mode.
+
 Gemini's call carries a `thoughtSignature`, and a later turn that sends the call back without it gets
 the 400 Gemini gives ("Function call is missing a thought_signature"), so the round trip of provider
 state is tested, not assumed. Pure: (status, answer) from (path, body).
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import json
 import re
+
+import fake_answers
 
 ARGUMENTS = {"input": "6 * 7"}
 SIGNATURE = "Q2lYQVk0K2Z0aG91Z2h0LXNpZ25hdHVyZQ=="
@@ -112,4 +117,6 @@ def answer(path: str, body: dict) -> tuple[int, dict]:
         return anthropic_turn(body)
     if gemini:
         return gemini_turn(body, gemini.group(1))
+    if path.endswith("/embeddings") or ":batchEmbedContents" in path:
+        return 200, fake_answers.answer(path, body)
     return 404, {"error": {"message": f"no route {path}"}}
