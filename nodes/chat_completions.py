@@ -29,7 +29,7 @@ from app.openapi import CALL_ERRORS, doc
 from app.json_body import parse_json_body
 from app.schemas import call_from_body
 
-from ._common import idempotency_key, read_body, services
+from ._common import idempotency_key, outcome_response, read_body, services
 from .openai_surface import ERRORS_TEXT, bearer_principal, event_stream, relay, use_openai_errors
 
 bp = Blueprint("chat_completions", __name__)
@@ -94,13 +94,7 @@ def chat_completions():
     if chat.stream:
         return _stream(principal, raw, chat, make_call, render, key, created)
     outcome = svc.gateway.run(principal, ENDPOINT, raw, make_call, render, idempotency_key=key)
-    if outcome.answer is not None:
-        g.upstream_ms = outcome.answer.upstream_ms
-    response = jsonify(outcome.body)
-    response.status_code = outcome.status
-    if outcome.replayed:
-        response.headers["Idempotent-Replay"] = "true"
-    return response
+    return outcome_response(outcome)
 
 
 def _stream(principal, raw: dict, chat: compat.ChatRequest, make_call, render, key, created: int) -> Response:

@@ -3,14 +3,14 @@
 CreateEmbeddingRequest (app/embeddings.py reads it), so one body works here and at /v1/embeddings."""
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, g
 
 from app.embedding_mode import Embedding
 from app.embeddings import embedding_call, flat_body, parse_request
 from app.json_body import parse_json_body
 from app.openapi import CALL_ERRORS, doc
 
-from ._common import either_auth, idempotency_key, read_body, services
+from ._common import either_auth, idempotency_key, outcome_response, read_body, services
 
 bp = Blueprint("embeddings", __name__)
 ENDPOINT = "embeddings"
@@ -54,11 +54,4 @@ def embeddings():
 
     outcome = svc.gateway.run(principal, ENDPOINT, raw, make_call, flat_body, idempotency_key=idempotency_key(),
                               mode=Embedding())
-    if outcome.answer is not None:
-        g.upstream_ms = outcome.answer.upstream_ms
-        g.answer = outcome.answer
-    response = jsonify(outcome.body)
-    response.status_code = outcome.status
-    if outcome.replayed:
-        response.headers["Idempotent-Replay"] = "true"
-    return response
+    return outcome_response(outcome)

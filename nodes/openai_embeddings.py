@@ -6,14 +6,14 @@ by pointing their base URL here. Auth and errors as /v1/chat/completions (nodes/
 each vector's little-endian float32 bytes, base64-encoded (app/embeddings.base64_vector)."""
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify
+from flask import Blueprint, g
 
 from app.embedding_mode import Embedding
 from app.embeddings import embedding_call, openai_body, parse_request
 from app.json_body import parse_json_body
 from app.openapi import CALL_ERRORS, doc
 
-from ._common import idempotency_key, read_body, services
+from ._common import idempotency_key, outcome_response, read_body, services
 from .embeddings import REQUEST_SCHEMA
 from .openai_surface import ERRORS_TEXT, bearer_principal, use_openai_errors
 
@@ -53,11 +53,4 @@ def create_embeddings():
 
     outcome = svc.gateway.run(principal, ENDPOINT, raw, make_call, lambda answer: openai_body(answer, encoding),
                               idempotency_key=idempotency_key(), mode=Embedding())
-    if outcome.answer is not None:
-        g.upstream_ms = outcome.answer.upstream_ms
-        g.answer = outcome.answer
-    response = jsonify(outcome.body)
-    response.status_code = outcome.status
-    if outcome.replayed:
-        response.headers["Idempotent-Replay"] = "true"
-    return response
+    return outcome_response(outcome)

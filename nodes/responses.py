@@ -21,7 +21,7 @@ from app.openapi import CALL_ERRORS, doc
 from app.json_body import parse_json_body
 from app.openai_api.responses_input import new_id
 
-from ._common import idempotency_key, read_body, services
+from ._common import idempotency_key, outcome_response, read_body, services
 from .openai_surface import ERRORS_TEXT, bearer_principal, event_stream, relay, use_openai_errors
 
 log = logging.getLogger(__name__)
@@ -95,15 +95,9 @@ def create_response():
     outcome = svc.gateway.run(principal, ENDPOINT, body, make_call,
                               lambda answer: output.completed_response(req, response_id, created, answer),
                               idempotency_key=key)
-    if outcome.answer is not None:
-        g.upstream_ms = outcome.answer.upstream_ms
     if not outcome.replayed:
         save(outcome.body)
-    response = jsonify(outcome.body)
-    response.status_code = outcome.status
-    if outcome.replayed:
-        response.headers["Idempotent-Replay"] = "true"
-    return response
+    return outcome_response(outcome)
 
 
 class _Closing:
