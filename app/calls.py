@@ -128,12 +128,14 @@ class Options:
 @dataclass(frozen=True)
 class Embed:
     """What an embeddings call embeds: `texts`, or `tokens` (token arrays, which only OpenAI takes).
-    `query`: the caller sent one string, which Gemini embeds as a search query, not a document."""
+    `query`: the caller sent one string, which Gemini embeds as a search query, not a document.
+    `truncate`: an input over the model's limit is cut to it (with a warning) rather than refused."""
     texts: tuple[str, ...] = ()
     tokens: tuple[tuple[int, ...], ...] = ()
     dimensions: int | None = None
     query: bool = False
     user: str | None = None
+    truncate: bool = False
 
     @property
     def count(self) -> int:

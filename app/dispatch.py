@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 from app import model_defaults, postprocess
 from app.routing import resolve as routing
 from app.breaker import CircuitBreaker, is_provider_failure
-from app.calls import Answer, Call, Completion, ImagePart, Message, Options, Routing, TextPart
+from app.calls import Answer, Call, Completion, ImagePart, Message, Routing
 from app.tenancy.budgets import estimate_cost
 from app.catalog import Catalog, Resolved
 from app.config import Settings
@@ -141,14 +141,12 @@ class Dispatcher:
         err.model_id = route.candidates[-1].model.id if trace.attempts else route.candidates[0].model.id
         raise err
 
-    def probe(self, spec: str, timeout_s: float = 15.0) -> float:
-        """One minimal real call, no retries, fallbacks or breaker: for credential checks. Seconds."""
-        model = self.catalog.resolve(spec).model
-        call = Call(messages=(Message("user", (TextPart("ping"),)),), model=model.id,
-                    options=Options(max_tokens=16))
-        target = self.target(model)
+    def probe(self, call: Call, mode: Mode, timeout_s: float = 15.0) -> float:
+        """One attempt of `call` in `mode` at its model, no retries, fallbacks or breaker: for credential
+        checks (nodes/connection_check.py). Seconds."""
+        target = self.target(self.catalog.resolve(call.model).model)
         started = self.clock()
-        WHOLE.attempt(self, adapter_for(target.provider.format), call, target, timeout_s, Trace())
+        mode.attempt(self, adapter_for(target.provider.format), call, target, timeout_s, Trace())
         return self.clock() - started
 
     def timeout_s(self, call: Call) -> float:

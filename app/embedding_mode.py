@@ -11,7 +11,7 @@ from __future__ import annotations
 from app.tenancy.budgets import estimate_cost
 from app.calls import Answer, Call, Embedded, Usage
 from app.dispatch import Dispatcher, Exchange, Served, Trace, routing_of
-from app.embeddings import check_inputs, parts
+from app.embeddings import check_inputs, fitted, parts
 from app.errors import CapabilityMissing, ProviderTimeout
 from app.providers import Adapter, Target, embedder_for
 
@@ -28,7 +28,7 @@ class Embedding:
         if embedder is None:
             raise CapabilityMissing(f"{target.provider.label} does not serve embeddings.",
                                     fields={"model": "cannot embed"})
-        embed = call.embed
+        embed, warnings = fitted(call.embed, target.model)
         check_inputs(embed, target.model)
         ranges = parts(embed, embedder.max_inputs, embedder.max_request_tokens)
         started = dispatcher.clock()
@@ -42,11 +42,11 @@ class Embedding:
                                       "attempt's time ran out.", provider=target.provider.name)
             with Exchange(dispatcher, target, trace, left) as exchange:
                 self._done[key] = embedder.embed(embed.part(start, stop), target, exchange.send)
-        return merged([self._done[(target.model.id, n)] for n in range(len(ranges))]), ()
+        return merged([self._done[(target.model.id, n)] for n in range(len(ranges))]), warnings
 
     def served(self, dispatcher: Dispatcher, served: Served, result: Embedded) -> Answer:
         model, trace = served.candidate.model, served.trace
-        warnings = [*served.candidate.warnings, *trace.warnings]
+        warnings = [*served.candidate.warnings, *served.plan_warnings, *trace.warnings]
         estimated = cost = None
         if result.usage.reported:
             cost, price_warnings = model.price_usage(result.usage)

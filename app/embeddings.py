@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import struct
+from dataclasses import dataclass, replace
 
 from app.calls import Answer, Call, Embed, Message, Options, TextPart
 from app.catalog import ModelInfo
@@ -53,10 +54,31 @@ def _inputs(raw) -> tuple[tuple[str, ...], tuple[tuple[int, ...], ...], bool]:
     raise _fail("input", "must be a string, an array of strings, an array of tokens or an array of token arrays")
 
 
-def parse_request(raw: dict, extra: tuple[str, ...] = ()) -> tuple[Embed, str, str, tuple[str, ...]]:
-    """CreateEmbeddingRequest (plus flowcall's `fallbacks` and the names in `extra`) ->
-    (what to embed, the model spec, the encoding format, the fallbacks). Unknown fields are a 400."""
-    known = {"input", "model", "encoding_format", "dimensions", "user", "fallbacks", *extra}
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    """A read CreateEmbeddingRequest: what to embed, the model spec, the encoding, the fallbacks,
+    and the routing task for `auto` (None: the embed task)."""
+    embed: Embed
+    model: str
+    encoding: str
+    fallbacks: tuple[str, ...]
+    task: str | None = None
+
+
+def _task(raw) -> str | None:
+    if not isinstance(raw, dict) or set(raw) - {"task"}:
+        raise _fail("context", 'must be an object with only "task", e.g. {"task": "embed"}')
+    task = raw.get("task")
+    if task is not None and (not isinstance(task, str) or not 1 <= len(task) <= 64):
+        raise _fail("context.task", "must be a string of 1 to 64 characters")
+    return task
+
+
+def parse_request(raw: dict, *, context: bool = False) -> EmbeddingRequest:
+    """CreateEmbeddingRequest, plus flowcall's `fallbacks` and `truncate`, and with `context` its
+    `context: {"task": ...}` as the call endpoints take it. Unknown fields are a 400."""
+    known = {"input", "model", "encoding_format", "dimensions", "user", "fallbacks", "truncate",
+             *(("context",) if context else ())}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValidationError(f"Unknown field(s): {', '.join(unknown)}.", fields={k: "unknown field" for k in unknown})
@@ -74,28 +96,57 @@ def parse_request(raw: dict, extra: tuple[str, ...] = ()) -> tuple[Embed, str, s
     user = raw.get("user")
     if user is not None and not isinstance(user, str):
         raise _fail("user", "must be a string")
+    truncate = raw.get("truncate", False)
+    if not isinstance(truncate, bool):
+        raise _fail("truncate", "must be true or false")
     fallbacks = raw.get("fallbacks") or []
     if not isinstance(fallbacks, list) or len(fallbacks) > MAX_FALLBACKS or \
             not all(isinstance(f, str) and f.strip() for f in fallbacks):
         raise _fail("fallbacks", f"must be a list of at most {MAX_FALLBACKS} model names")
+    task = _task(raw["context"]) if "context" in raw else None
     texts, tokens, query = _inputs(raw["input"])
-    return Embed(texts=texts, tokens=tokens, dimensions=dimensions, query=query, user=user), model.strip(), \
-        encoding, tuple(fallbacks)
+    embed = Embed(texts=texts, tokens=tokens, dimensions=dimensions, query=query, user=user, truncate=truncate)
+    return EmbeddingRequest(embed, model.strip(), encoding, tuple(fallbacks), task)
 
 
-def embedding_call(embed: Embed, model: str, fallbacks: tuple[str, ...], *, request_id=None, tenant_id=None,
-                   agent_id=None, key_id=None, timeout_ms: int | None = None) -> Call:
+def embedding_call(request: EmbeddingRequest, *, request_id=None, tenant_id=None, agent_id=None, key_id=None,
+                   timeout_ms: int | None = None) -> Call:
     """The Call dispatch runs; its messages are the texts, so budgets estimate and the ledger keeps
     them as they do a prompt."""
-    messages = tuple(Message("user", (TextPart(t),)) for t in embed.texts)
-    return Call(messages=messages, model=model, options=Options(max_tokens=1, timeout_ms=timeout_ms),
-                fallbacks=fallbacks, tenant_id=tenant_id, agent_id=agent_id, key_id=key_id,
-                request_id=request_id, embed=embed)
+    messages = tuple(Message("user", (TextPart(t),)) for t in request.embed.texts)
+    return Call(messages=messages, model=request.model, options=Options(max_tokens=1, timeout_ms=timeout_ms),
+                task=request.task, fallbacks=request.fallbacks, tenant_id=tenant_id, agent_id=agent_id,
+                key_id=key_id, request_id=request_id, embed=request.embed)
 
 
 # -- per model ----------------------------------------------------------------------------------
 def estimated_tokens(text: str) -> int:
     return -(-len(text.encode("utf-8")) // BYTES_PER_TOKEN_AT_MOST)
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """`text` in at most `max_bytes` UTF-8 bytes, never splitting a character."""
+    return text.encode("utf-8")[:max_bytes].decode("utf-8", "ignore")
+
+
+def fitted(embed: Embed, model: ModelInfo) -> tuple[Embed, tuple[str, ...]]:
+    """With `truncate`, every input that check_inputs would refuse as over `model`'s limit cut to
+    that limit by the same estimate (token arrays exactly), and a warning naming them."""
+    limit = model.max_input_tokens
+    if not embed.truncate or limit is None:
+        return embed, ()
+    if embed.tokens:
+        over = [i for i, t in enumerate(embed.tokens) if len(t) > limit]
+        cut = replace(embed, tokens=tuple(t[:limit] for t in embed.tokens))
+    else:
+        over = [i for i, t in enumerate(embed.texts) if estimated_tokens(t) > limit]
+        cut = replace(embed, texts=tuple(_cut(t, limit * BYTES_PER_TOKEN_AT_MOST) if i in over else t
+                                         for i, t in enumerate(embed.texts)))
+    if not over:
+        return embed, ()
+    which = "input" if embed.query else "inputs " + ", ".join(map(str, over[:10])) + (" ..." if len(over) > 10 else "")
+    return cut, (f"truncate: {which} cut to {model.id}'s limit of {limit} tokens an input (estimated as "
+                 f"{BYTES_PER_TOKEN_AT_MOST} UTF-8 bytes a token).",)
 
 
 def check_inputs(embed: Embed, model: ModelInfo) -> None:
@@ -115,7 +166,8 @@ def check_inputs(embed: Embed, model: ModelInfo) -> None:
     over = next((i for i, n in enumerate(sizes) if n > limit), None)
     if over is not None:
         raise _fail("input" if embed.query else f"input.{over}",
-                    f"longer than {model.id}'s limit of {limit} tokens an input; split the text")
+                    f"longer than {model.id}'s limit of {limit} tokens an input; split the text, "
+                    "or send truncate: true to cut it to the limit")
 
 
 def parts(embed: Embed, max_inputs: int, max_tokens: int | None) -> list[tuple[int, int]]:

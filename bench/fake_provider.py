@@ -1,11 +1,13 @@
 """A fast fake LLM provider for the benchmark: raw HTTP/1.1 keep-alive on asyncio, one process.
 
-It answers the three wire formats flowcall speaks:
+It answers the three wire formats flowcall speaks, and OpenAI's embeddings:
     POST .../chat/completions               OpenAI Chat Completions (and every OpenAI-compatible server)
     POST .../v1/messages                    Anthropic Messages
     POST .../models/<m>:generateContent     Google Gemini
+    POST .../embeddings                     OpenAI Embeddings
 with well-formed answers ("Echo: <last user text>", or an example object matching the requested
-JSON schema, built by the same rules as the mock provider's `example_for`). It imports nothing from
+JSON schema, built by the same rules as the mock provider's `example_for`; for embeddings one vector
+an input, `dimensions` long (1536 unless asked), a pure function of the input's text). It imports nothing from
 the app, so it starts in a blink and stays a separate, cheap process.
 
 Why not tests/fake_provider.py: that one is a ThreadingHTTPServer (a thread and a `time.sleep` per
@@ -28,6 +30,7 @@ import asyncio
 import collections
 import json
 import os
+import random
 import resource
 import signal
 import socket
@@ -136,6 +139,24 @@ def gemini_answer(body: dict, model: str) -> dict:
             "modelVersion": model, "responseId": "bench-response-id"}
 
 
+EMBEDDING_DIMENSIONS = 1536       # text-embedding-3-small's
+
+
+def embeddings_answer(body: dict) -> dict:
+    """Vectors seeded by each input's text, rounded as OpenAI's are, so answers have a real size."""
+    inputs = body.get("input")
+    inputs = [inputs] if isinstance(inputs, str) else inputs if isinstance(inputs, list) else []
+    size = body.get("dimensions") or EMBEDDING_DIMENSIONS
+    data = []
+    for i, item in enumerate(inputs):
+        rng = random.Random(json.dumps(item))
+        data.append({"object": "embedding", "index": i, "embedding": [round(rng.uniform(-0.1, 0.1), 9)
+                                                                         for _ in range(size)]})
+    tokens = sum(max(1, len(str(item)) // 4) for item in inputs)
+    return {"object": "list", "data": data, "model": body.get("model") or "text-embedding-3-small",
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
 def answer(path: str, raw: bytes) -> tuple[int, dict]:
     """(status, JSON body) for a provider request. Large bodies (images) are not parsed."""
     if len(raw) <= SMALL_BODY:
@@ -149,6 +170,8 @@ def answer(path: str, raw: bytes) -> tuple[int, dict]:
         body = {"model": None}
     if path.endswith("/chat/completions"):
         return 200, openai_answer(body)
+    if path.endswith("/embeddings"):
+        return 200, embeddings_answer(body)
     if path.endswith("/v1/messages"):
         return 200, anthropic_answer(body)
     if ":generateContent" in path:

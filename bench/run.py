@@ -23,7 +23,7 @@ from . import loadgen, procs, profile, scenarios, wrk
 from .service import ROOT, FakeProvider, Gateway, http_json, serving_config
 
 RESULTS = ROOT / "bench" / "results"
-ALL = ("a_rate", "a_max", "b_hold", "c_batch", "d_image")
+ALL = ("a_rate", "a_max", "b_hold", "c_batch", "d_image", "e_embed")
 DISTURBED_CORES = 0.25     # CPU used by processes outside the run (cores) above which a phase is flagged
 
 
@@ -144,9 +144,9 @@ class Bench:
         d_file = scenarios.write_body(self.tmp, f"{scn.name}-direct", scn.direct_body)
         g_file = scenarios.write_body(self.tmp, f"{scn.name}-gateway", scn.gateway_body)
         d_load = scn.direct_load or scn.load
-        d_url = self.fake.url + scenarios.OPENAI_PATH
+        d_url = self.fake.url + scn.direct_path
         g_url = self.gw.url + scn.gateway_path
-        g_headers = {"X-Api-Key": self.gw.key}
+        g_headers = {"Authorization": f"Bearer {self.gw.key}"} if scn.bearer else {"X-Api-Key": self.gw.key}
         d_tool, g_tool = tool_for(d_load, self.args.loadgen), tool_for(scn.load, self.args.loadgen)
         direct = self.phase(f"{scn.name}:direct", d_url, {}, d_file, d_load, d_tool)
         self.warm(scn, g_url, g_headers, g_file)
@@ -299,6 +299,8 @@ def parse_args(argv=None):
                          "(auto: the endpoint if it exists)")
     ap.add_argument("--d-image-mb", type=float, default=5.0, help="d_image: image size in MB")
     ap.add_argument("--d-concurrency", type=int, default=2, help="d_image: connections")
+    ap.add_argument("--e-size", type=int, default=100, help="e_embed: inputs per embeddings request")
+    ap.add_argument("--e-concurrency", type=int, default=None, help="e_embed: connections (default 4; --quick 2)")
     ap.add_argument("--workers", type=int, help="WEB_CONCURRENCY for this run")
     ap.add_argument("--worker-class", help="FLOWCALL_WORKER_CLASS for this run (gthread, gevent, sync)")
     ap.add_argument("--threads", type=int, help="FLOWCALL_THREADS for this run")
@@ -322,6 +324,7 @@ def parse_args(argv=None):
     args.a_concurrency = args.a_concurrency or (4 if q else 64)
     args.b_concurrency = args.b_concurrency or (20 if q else 1000)
     args.b_latency_ms = args.b_latency_ms if args.b_latency_ms is not None else (100 if q else 1000)
+    args.e_concurrency = args.e_concurrency or (2 if q else 4)
     if q:
         args.c_size = min(args.c_size, 5)
         args.d_image_mb = min(args.d_image_mb, 1.0)

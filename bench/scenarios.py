@@ -4,6 +4,9 @@ Every scenario is measured twice under the same load: `direct` (load generator -
 with the body flowcall itself would send upstream) and `gateway` (load generator -> flowcall
 POST /api/v3/llm/public/call -> fake provider). The difference is what flowcall adds.
 
+Scenario (e) sends a batch of inputs to POST /v1/embeddings (Bearer key) instead, against the
+fake's /embeddings directly on the other path.
+
 Scenario (c), the structured-output batch, is pluggable (`BATCH_DRIVERS`): today `fanout` sends the
 batch as 20 concurrent json_schema calls; `endpoint` sends one POST /api/v3/llm/batch with the 20
 items once that route exists (`--c-mode auto` probes for it).
@@ -19,6 +22,9 @@ from pathlib import Path
 CALL_PATH = "/api/v3/llm/public/call"
 BATCH_PATH = "/api/v3/llm/batch"
 OPENAI_PATH = "/openai/v1/chat/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
+OPENAI_EMBEDDINGS_PATH = "/openai/v1/embeddings"
+EMBEDDING_MODEL = "text-embedding-3-small"
 PROMPT = "What is the capital of France?"
 PERSON_SCHEMA = {"type": "object",
                  "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "email": {"type": "string"}},
@@ -46,6 +52,8 @@ class Scenario:
     direct_body: dict
     gateway_body: dict
     gateway_path: str = CALL_PATH
+    direct_path: str = OPENAI_PATH
+    bearer: bool = False              # the gateway takes the key as `Authorization: Bearer` (the /v1 routes)
     direct_load: Load | None = None   # when the direct path is loaded differently (batch endpoint)
     batch_size: int = 0               # c_batch: calls per batch
     warmup: int = 0               # gateway requests sent before measuring (threads, pools, caches)
@@ -80,6 +88,13 @@ def image_bodies(megabytes: float) -> tuple[dict, dict]:
     return openai_request(parts, max_completion_tokens=500), {"model": "openai.gpt-4o",
                                                               "messages": [{"role": "user", "content": parts}],
                                                               "options": {"maxTokens": 500}}
+
+
+def embeddings_bodies(size: int) -> tuple[dict, dict]:
+    """`size` distinct documents; flowcall sends OpenAI the same body it is given (float vectors)."""
+    texts = [f"Document {i}: the Eiffel Tower is in Paris, and this is passage {i} of the corpus." for i in range(size)]
+    body = {"model": EMBEDDING_MODEL, "input": texts, "encoding_format": "float"}
+    return body, body
 
 
 # -- scenario (c): how a batch is sent ----------------------------------------------------------------
@@ -142,6 +157,12 @@ def build(args) -> list[Scenario]:
             "d_image", f"{args.d_image_mb:g} MB image (data URI) to openai.gpt-4o, {args.d_concurrency} connections",
             0, Load("closed", connections=args.d_concurrency, max_requests=n or 40, duration_s=dur),
             *image_bodies(args.d_image_mb), warmup=min(args.warmup, 4)),
+        "e_embed": Scenario(
+            "e_embed", f"a batch of {args.e_size} inputs to /v1/embeddings ({EMBEDDING_MODEL}, float vectors), "
+                       f"{args.e_concurrency} connections", 0,
+            Load("closed", connections=args.e_concurrency, max_requests=n or 10**7, duration_s=dur),
+            *embeddings_bodies(args.e_size), gateway_path=EMBEDDINGS_PATH, direct_path=OPENAI_EMBEDDINGS_PATH,
+            bearer=True, warmup=min(args.warmup, 4)),
     }
     chosen = [out[name] for name in args.scenarios]
     for scn in chosen:

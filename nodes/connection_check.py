@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from app.calls import Call, Embed, Message, Options, TextPart
+from app.catalog import ModelInfo
+from app.dispatch import WHOLE, Mode
+from app.embedding_mode import Embedding
 from app.errors import (FlowcallError, ModelNotFound, ProviderAuthFailed, ProviderRateLimited, ProviderTimeout,
                         ProviderUnreachable, ServiceUnavailable, ValidationError)
 from app import examples
@@ -42,6 +46,15 @@ def _model_spec(catalog, provider_name: str, model: str | None) -> tuple[str, st
     return provider.name, default
 
 
+def probe_of(model: ModelInfo) -> tuple[Call, Mode]:
+    """The smallest real call `model` takes: one input to embed for an embedding model (a chat
+    request would be refused by it), else a one-word chat."""
+    ping = (Message("user", (TextPart("ping"),)),)
+    if model.capabilities.embeddings:
+        return Call(messages=ping, model=model.id, embed=Embed(texts=("ping",))), Embedding()
+    return Call(messages=ping, model=model.id, options=Options(max_tokens=16)), WHOLE
+
+
 @bp.post("/api/v3/llm/test-connection")
 @doc(summary="Test the connection to a provider with one minimal real call", tags=("providers",), auth="either",
      request=TestConnectionSchema, response=TestConnectionResponseSchema, errors=(400, 401, 403, 413, 503),
@@ -54,7 +67,7 @@ def test_connection():
     body = {"success": False, "provider": provider, "model": spec, "latency_ms": None,
             "status": "error", "message": ""}
     try:
-        seconds = svc.dispatcher.probe(spec)
+        seconds = svc.dispatcher.probe(*probe_of(svc.catalog.resolve(spec).model))
     except ServiceUnavailable as err:
         body.update(status="not_configured", message=err.message)
     except ValidationError:

@@ -27,7 +27,13 @@ REQUEST_SCHEMA = {"type": "object", "required": ["input", "model"], "properties"
                         "description": "Taken for symmetry with /v1/embeddings; vectors here are float lists"},
     "user": {"type": "string"},
     "fallbacks": {"type": "array", "items": {"type": "string"}, "maxItems": 5,
-                  "description": "Embedding models to try in order; one answer's vectors all come from one model"}}}
+                  "description": "Embedding models to try in order; one answer's vectors all come from one model"},
+    "truncate": {"type": "boolean", "default": False,
+                 "description": "Cut an input over the model's token limit to the limit, with a warning, "
+                                "instead of answering 400"}}}
+NODE_REQUEST_SCHEMA = {**REQUEST_SCHEMA, "properties": {**REQUEST_SCHEMA["properties"], "context": {
+    "type": "object", "additionalProperties": False, "properties": {"task": {
+        "type": "string", "description": "For model auto: embed (the default; the only task it takes here)"}}}}}
 RESPONSE_SCHEMA = {"type": "object", "properties": {
     "success": {"type": "boolean"},
     "embeddings": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
@@ -39,17 +45,17 @@ RESPONSE_SCHEMA = {"type": "object", "properties": {
 
 
 @bp.post("/api/v3/llm/embeddings")
-@doc(summary="Embed texts (vectors as flat JSON)", tags=("calls",), auth="either", request=REQUEST_SCHEMA,
+@doc(summary="Embed texts (vectors as flat JSON)", tags=("calls",), auth="either", request=NODE_REQUEST_SCHEMA,
      response=RESPONSE_SCHEMA, errors=CALL_ERRORS, idempotent=True,
      request_example={"model": "text-embedding-3-small", "input": ["The Eiffel Tower is in Paris."]})
 def embeddings():
     svc = services()
     principal = either_auth()
     raw = parse_json_body(read_body())
-    embed, model, _encoding, fallbacks = parse_request(raw)
+    request = parse_request(raw, context=True)
 
     def make_call():
-        return embedding_call(embed, model, fallbacks, request_id=g.request_id, tenant_id=principal.tenant_id,
+        return embedding_call(request, request_id=g.request_id, tenant_id=principal.tenant_id,
                               agent_id=principal.agent_id, key_id=principal.key_id)
 
     outcome = svc.gateway.run(principal, ENDPOINT, raw, make_call, flat_body, idempotency_key=idempotency_key(),

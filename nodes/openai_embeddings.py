@@ -45,12 +45,13 @@ def create_embeddings():
     svc = services()
     principal = bearer_principal()
     raw = parse_json_body(read_body())
-    embed, model, encoding, fallbacks = parse_request(raw)
+    request = parse_request(raw)
 
     def make_call():
-        return embedding_call(embed, model, fallbacks, request_id=g.request_id, tenant_id=principal.tenant_id,
+        return embedding_call(request, request_id=g.request_id, tenant_id=principal.tenant_id,
                               agent_id=principal.agent_id, key_id=principal.key_id)
 
-    outcome = svc.gateway.run(principal, ENDPOINT, raw, make_call, lambda answer: openai_body(answer, encoding),
+    outcome = svc.gateway.run(principal, ENDPOINT, raw, make_call,
+                              lambda answer: openai_body(answer, request.encoding),
                               idempotency_key=idempotency_key(), mode=Embedding())
     return outcome_response(outcome)

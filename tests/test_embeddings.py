@@ -54,9 +54,9 @@ def gemini_ok(count: int, start: int = 0) -> dict:
     ({"input": [[1, 2], [3]], "model": "m"}, (), ((1, 2), (3,)), False),
 ])
 def test_inputs(raw, texts, tokens, query):
-    embed, model, encoding, fallbacks = embeddings.parse_request(raw)
-    assert (embed.texts, embed.tokens, embed.query, model, encoding, fallbacks) == (texts, tokens, query, "m",
-                                                                                    "float", ())
+    r = embeddings.parse_request(raw)
+    assert (r.embed.texts, r.embed.tokens, r.embed.query, r.model, r.encoding, r.fallbacks, r.task) == (
+        texts, tokens, query, "m", "float", (), None)
 
 
 @pytest.mark.parametrize("raw, field", [
@@ -114,9 +114,10 @@ def test_input_limits_per_model():
 
 
 # -- routing --------------------------------------------------------------------------------------
-def embed_call(model="text-embedding-3-small", texts=("a",), **kw):
-    return embeddings.embedding_call(Embed(texts=texts, query=len(texts) == 1, **kw.pop("embed", {})), model,
-                                     tuple(kw.pop("fallbacks", ())), request_id="r-1", **kw)
+def embed_call(model="text-embedding-3-small", texts=("a",), task=None, **kw):
+    embed = Embed(texts=texts, query=len(texts) == 1, **kw.pop("embed", {}))
+    return embeddings.embedding_call(embeddings.EmbeddingRequest(embed, model, "float", tuple(kw.pop("fallbacks", ())),
+                                                                 task), request_id="r-1", **kw)
 
 
 def test_a_chat_model_cannot_embed_and_the_error_names_embedding_models():

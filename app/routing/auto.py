@@ -20,6 +20,7 @@ from app.errors import CapabilityMissing, ServiceUnavailable, ValidationError
 from app.routing.route import Route
 
 LOCAL = "@local"                        # the policy's placeholder for the configurable local model
+EMBED_TASK = "embed"                    # the task of an embeddings call that names none
 ROUTING_FILE_ENV = "FLOWCALL_ROUTING_FILE"
 PREFERENCES = ("balanced", "cost", "quality")
 
@@ -67,6 +68,11 @@ def task_of(call: Call, policy: dict) -> tuple[str, bool]:
         raise ValidationError(f"Unknown task {call.task!r} for model 'auto'. Known tasks: {known}.",
                               fields={"context.task": f"unknown task; one of: {known}"})
     return key, False
+
+
+def embeds(policy: dict, task: str) -> bool:
+    """Whether `task` is for embeddings calls (its models must embed): no chat call routes to it."""
+    return "embeddings" in policy["tasks"][task].get("requires", ())
 
 
 # -- what the call needs ------------------------------------------------------------------------
@@ -250,6 +256,9 @@ def resolve_fallbacks(call: Call, catalog: Catalog) -> list[Resolved]:
 def choose(call: Call, catalog: Catalog, settings: Settings) -> Route:
     policy = load_policy(settings.routing_file)
     task, defaulted = task_of(call, policy)
+    if embeds(policy, task):
+        raise ValidationError(f"Task {task} is for embeddings: send the texts to POST /v1/embeddings or "
+                              "/api/v3/llm/embeddings.", fields={"context.task": "an embeddings task"})
     explicit = resolve_fallbacks(call, catalog)
     configured = configured_providers(catalog, settings)
     if not configured:

@@ -1,11 +1,13 @@
 """Model spec -> the ordered models to try: the chosen one first, then its fallbacks.
 
 An explicit spec ("provider.model" or an alias) is resolved through the catalog, retirements
-followed, and checked against what the call needs. `auto` is delegated to `app.routing.auto`.
+followed, and checked against what the call needs. `auto` is delegated to `app.routing.auto`
+(embeddings calls: `app.routing.auto_embedding`).
 """
 from __future__ import annotations
 
 from app.routing import auto as autoroute
+from app.routing import auto_embedding
 from app.calls import Call
 from app.catalog import Catalog, ModelInfo, Resolved
 from app.config import Settings
@@ -48,21 +50,11 @@ def check_capabilities(call: Call, resolved: Resolved, catalog: Catalog) -> None
                                 fields={"model": field})
 
 
-def auto_embedding(call: Call, catalog: Catalog, settings: Settings) -> Resolved:
-    """`auto` for an embeddings call: the cheapest embedding model of a configured provider."""
-    models = sorted((m for m in catalog.models.values() if m.capabilities.embeddings and m.status == "active"
-                     and settings.is_configured(catalog.providers[m.provider])),
-                    key=lambda m: (m.price_input is None, m.price_input or 0.0))
-    if not models:
-        raise CapabilityMissing("No embedding model's provider is configured here.", fields={"model": "auto"})
-    return Resolved(model=models[0], requested=call.model)
-
-
 def route(call: Call, catalog: Catalog, settings: Settings) -> Route:
     auto = call.model.strip().lower() == "auto"
     if auto and call.embed is None:
         return autoroute.choose(call, catalog, settings)
-    chosen = auto_embedding(call, catalog, settings) if auto else catalog.resolve(call.model)
+    chosen, why = auto_embedding.choose(call, catalog, settings) if auto else (catalog.resolve(call.model), "")
     check_capabilities(call, chosen, catalog)
     fallbacks = []
     for i, spec in enumerate(call.fallbacks):
@@ -75,7 +67,7 @@ def route(call: Call, catalog: Catalog, settings: Settings) -> Route:
             fallbacks.append(resolved)
     if auto:
         return Route(candidates=(chosen, *fallbacks), is_auto=True, confidence=1.0,
-                     reason=f"auto: {chosen.model.id} is the cheapest configured embedding model.")
+                     reason=why)
     return Route(candidates=(chosen, *fallbacks), is_auto=False, confidence=1.0,
                  reason=f"{chosen.model.id} was requested" + (
                      f" as {call.model}" if call.model != chosen.model.id else "") + ".")
