@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from app.routing.auto import LOCAL, ROUTING_FILE_ENV, choose, load_policy, local_model
-from app.calls import Call, Message, TextPart
+from app.calls import Call, Embed, Message, TextPart
+from app.routing import auto_embedding
+from app.routing.auto import LOCAL, ROUTING_FILE_ENV, choose, embeds, load_policy, local_model
 from app.catalog import Catalog
 from app.config import Settings, is_provider_variable
 from app.errors import FlowcallError
@@ -66,8 +67,11 @@ def _probe_policy(policy: dict, path: str | None, catalog: Catalog, settings: Se
     every_provider = replace(settings, provider_env=provider_env)
     for task in policy["tasks"]:
         call = Call(messages=(Message("user", (TextPart("ping"),)),), model="auto", task=task)
+        route = choose
+        if embeds(policy, task):              # an embeddings task: routed as an embeddings call is
+            call, route = replace(call, embed=Embed(texts=("ping",))), auto_embedding.choose
         try:
-            choose(call, catalog, every_provider)
+            route(call, catalog, every_provider)
         except FlowcallError:
             pass
         except Exception as exc:  # noqa: BLE001 - any other failure is the policy's

@@ -35,6 +35,16 @@ def _routing_file_without_a_scoring_weight(tmp_path) -> str:
     return str(path)
 
 
+def _routing_file_whose_embed_task_names_an_unknown_model(tmp_path) -> str:
+    """Only an embeddings call routes through the `embed` task: the start probes it as one."""
+    from importlib import resources
+    policy = json.loads(resources.files("app").joinpath("data/routing.json").read_text("utf-8"))
+    policy["tasks"]["embed"]["models"][0]["id"] = "openai.no-such-embedding"
+    path = tmp_path / "routing.json"
+    path.write_text(json.dumps(policy))
+    return str(path)
+
+
 def _models_file_with_an_unread_key_variable(tmp_path) -> str:
     """A provider whose key variable Settings would never keep (not *_API_KEY)."""
     path = tmp_path / "models.json"
@@ -65,6 +75,7 @@ LATE_SETTINGS = [
     ("FLOWCALL_ROUTING_FILE", _routing_file_without_tasks),
     ("FLOWCALL_ROUTING_FILE", lambda tmp: str(tmp / "missing.json")),
     ("FLOWCALL_ROUTING_FILE", _routing_file_without_a_scoring_weight),
+    ("FLOWCALL_ROUTING_FILE", _routing_file_whose_embed_task_names_an_unknown_model),
     ("FLOWCALL_ROUTING_FILE", _routing_file_with_another_local_model_variable),
     ("FLOWCALL_LOG_CONTENT", lambda tmp: "maybe"),
     ("FLOWCALL_MODELS_FILE", _models_file_with_an_unread_key_variable),
