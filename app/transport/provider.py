@@ -12,6 +12,7 @@ with `trust_env = False` and no cookies would send: requests' default headers, t
 """
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 import time
@@ -121,11 +122,22 @@ def prepared(request: HttpRequest) -> requests.PreparedRequest:
     headers.update(request.headers)
     p = requests.PreparedRequest()
     p.prepare_method(request.method)
-    p.prepare_url(request.url, None)
+    p.url, url_auth = prepared_url(request.url)
     p.prepare_headers({k: v for k, v in headers.items() if v is not None})
     p.prepare_body(None, None, request.json)
-    p.prepare_auth(None, request.url)
+    if url_auth:
+        p.prepare_auth(url_auth)
     return p
+
+
+@functools.lru_cache(maxsize=256)
+def prepared_url(url: str) -> tuple[str, tuple[str, str] | None]:
+    """`url` as requests sends it, and the credentials in it if any: a provider's few URLs are
+    parsed once, not on every call."""
+    p = requests.PreparedRequest()
+    p.prepare_url(url, None)
+    url_auth = requests.utils.get_auth_from_url(p.url)
+    return p.url, url_auth if any(url_auth) else None
 
 
 def failure(exc: Exception, provider: str, secrets: tuple[str, ...], cutoff: Cutoff) -> Exception:
