@@ -6,7 +6,7 @@ the table below (streams use it too). The transport knows nothing of providers' 
 never retries: dispatch decides that, within the deadline.
 
 Requests go straight to the adapter, not through a `requests.Session`: a session's per-call work
-(merging environment settings, cookies and hooks, following redirects) does nothing for a provider
+(merging environment settings, cookies and hooks, the redirect look-ahead) does nothing for a provider
 call and cost about a tenth of flowcall's CPU per call. The headers and body are what a session
 with `trust_env = False` and no cookies would send: requests' default headers, then ours.
 """
