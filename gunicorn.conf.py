@@ -24,7 +24,7 @@ Every setting can be changed from the environment (or with gunicorn's own flags,
 Correctness under gevent (the worker calls gevent.monkey.patch_all() after the fork, before it
 imports the app; nothing here may import the app, requests or urllib3 into the master, and the app
 is not preloaded, so every socket, lock and queue the app creates is cooperative):
-  * requests.Session per provider per process: urllib3's sockets and pool queue are patched, so a
+  * requests adapter (urllib3 pool) per provider per process: urllib3's sockets and pool queue are patched, so a
     greenlet waiting on a provider yields.
   * The circuit breaker's threading.Lock is patched into a gevent lock; its critical sections never
     block, so it is never contended across a yield.
