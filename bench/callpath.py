@@ -67,20 +67,25 @@ def start_fake() -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{line.split()[1]}"
 
 
-def one_call(fake_url: str):
-    """A built app, a key and one warm-up call; returns the traced call's function."""
+def client_and_key(fake_url: str, name: str):
+    """Flask's test client of an app on a fresh, migrated SQLite store whose OpenAI is the fake, and
+    an API key for it."""
     from app.tenancy.db import make_engine, upgrade
     from nodes import create_app
 
-    directory = Path(tempfile.mkdtemp(prefix="flowcall-callpath-"))
-    url = f"sqlite:///{directory / 'flowcall.db'}"
+    url = f"sqlite:///{Path(tempfile.mkdtemp(prefix=f'flowcall-{name}-')) / 'flowcall.db'}"
     engine = make_engine(url)
     upgrade(engine)
     engine.dispose()
     app = create_app({"FLOWCALL_DATABASE_URL": url, "FLOWCALL_LOG_LEVEL": "WARNING",
-                      "OPENAI_API_KEY": "sk-callpath", "OPENAI_BASE_URL": f"{fake_url}/openai/v1"})
-    _, key = app.extensions["flowcall"].store.create_key(str(uuid.uuid4()), name="callpath")
-    client = app.test_client()
+                      "OPENAI_API_KEY": f"sk-{name}", "OPENAI_BASE_URL": f"{fake_url}/openai/v1"})
+    _, key = app.extensions["flowcall"].store.create_key(str(uuid.uuid4()), name=name)
+    return app.test_client(), key
+
+
+def one_call(fake_url: str):
+    """A built app, a key and one warm-up call; returns the traced call's function."""
+    client, key = client_and_key(fake_url, "callpath")
     body = {"model": "openai.gpt-4o", "prompt": "hello"}
 
     def call():

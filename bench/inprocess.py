@@ -10,28 +10,15 @@ before/after check for a change on the call path. It leaves out gunicorn's and g
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
-import uuid
-from pathlib import Path
 
-from bench.callpath import start_fake
+from bench.callpath import client_and_key, start_fake
 
 
 def main(n: int = 1000) -> None:
-    from app.tenancy.db import make_engine, upgrade
-    from nodes import create_app
-
     fake, fake_url = start_fake()
     try:
-        url = f"sqlite:///{Path(tempfile.mkdtemp(prefix='flowcall-inprocess-')) / 'flowcall.db'}"
-        engine = make_engine(url)
-        upgrade(engine)
-        engine.dispose()
-        app = create_app({"FLOWCALL_DATABASE_URL": url, "FLOWCALL_LOG_LEVEL": "WARNING",
-                          "OPENAI_API_KEY": "sk-inprocess", "OPENAI_BASE_URL": f"{fake_url}/openai/v1"})
-        _, key = app.extensions["flowcall"].store.create_key(str(uuid.uuid4()), name="inprocess")
-        client = app.test_client()
+        client, key = client_and_key(fake_url, "inprocess")
         body, headers = {"model": "openai.gpt-4o", "prompt": "hello"}, {"X-Api-Key": key}
         for _ in range(200):                                   # warm-up: imports, caches, connections
             answer = client.post("/api/v3/llm/public/call", json=body, headers=headers)
