@@ -17,8 +17,8 @@ from app.calls import Call, Message, Options, TextPart, Usage
 from app.catalog import Catalog
 from app.config import Settings
 from app.dispatch import Dispatcher
+from specs import fixture_file
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "specs" / "fixtures"
 CATALOG = Catalog.load()
 ENV = {"OPENAI_API_KEY": "sk-test-openai-0123456789", "GEMINI_API_KEY": "gm-test-0123456789",
        "GROQ_API_KEY": "gsk-test-0123456789", "XAI_API_KEY": "xai-test-0123456789abcdef",
@@ -26,7 +26,7 @@ ENV = {"OPENAI_API_KEY": "sk-test-openai-0123456789", "GEMINI_API_KEY": "gm-test
 
 
 def recorded(path: str) -> dict:
-    interaction = yaml.safe_load((FIXTURES / path).read_text())["interactions"][-1]
+    interaction = yaml.safe_load(fixture_file(path).read_text())["interactions"][-1]
     return interaction["response"]["parsed_body"]
 
 

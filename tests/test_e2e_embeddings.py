@@ -8,17 +8,16 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from pathlib import Path
 
 import pytest
 import requests
 
 from fake_answers import EMBEDDING_SIZE, vector_for
 from service import SDK_ENV, e2e_service, openai_client, received, script, usage_totals
+from specs import FIXTURES as SPEC_FIXTURES
 
 pytestmark = pytest.mark.e2e
-N8N = Path(__file__).resolve().parents[2] / "shared" / "specs" / "fixtures" / "n8n"
-FIXTURES = sorted(N8N.glob("embeddings_*.json"))
+FIXTURES = sorted((SPEC_FIXTURES / "n8n").glob("embeddings_*.json"))     # none without ../shared: skipped
 DOCS = ["Flowcall routes chat requests to several model providers.",
         "The Eiffel Tower is in Paris, the capital of France."]
 

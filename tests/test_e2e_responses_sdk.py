@@ -6,14 +6,14 @@ response's retrieve / delete / input_items, and another tenant's id a 404.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import openai
 import pytest
 import yaml
 from pydantic import BaseModel
 
-from service import ROOT, SDK_ENV, create_key, e2e_service, openai_client, received, script, usage_totals
+from service import SDK_ENV, create_key, e2e_service, openai_client, received, script, usage_totals
+from specs import fixture_file
 
 pytestmark = pytest.mark.e2e
 PROMPT = "What is the capital of France?"
@@ -209,11 +209,8 @@ def test_function_call_and_its_output(client, fake, model):
     assert "What is 12 times 7?" in body and "12 * 7" in body and "84" in body
 
 
-FIXTURES = ROOT.parent / "shared" / "specs" / "fixtures"
-if not FIXTURES.is_dir():
-    FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "specs" / "fixtures"
-_N8N_STREAM = json.loads((FIXTURES / "n8n/agent_stream_webhook_chat_1_tool_call.json").read_text())
-_GEMINI_STREAM = yaml.safe_load((FIXTURES / "test_google/test_google_streaming_tool_call_thought_signature.yaml")
+_N8N_STREAM = json.loads(fixture_file("n8n/agent_stream_webhook_chat_1_tool_call.json").read_text())
+_GEMINI_STREAM = yaml.safe_load(fixture_file("test_google/test_google_streaming_tool_call_thought_signature.yaml")
                                 .read_text())["interactions"][0]["response"]["body"]["string"]
 GET_COUNTRY = {"type": "function", "name": "get_country", "description": "",
                "parameters": {"type": "object", "properties": {}}}

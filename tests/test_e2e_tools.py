@@ -6,7 +6,6 @@ streamed and not; what each provider receives; the ledger; idempotency; 400s tha
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import openai
 import pytest
@@ -14,16 +13,16 @@ import requests
 import yaml
 
 from service import SDK_ENV, e2e_service, openai_client, received, script, usage_totals
+from specs import fixture_file
 
 pytestmark = pytest.mark.e2e
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "specs" / "fixtures"
-N8N_FIRST = json.loads((FIXTURES / "n8n/agent_calc_chat13_noresp_chat_1_tool_call.json").read_text())
+N8N_FIRST = json.loads(fixture_file("n8n/agent_calc_chat13_noresp_chat_1_tool_call.json").read_text())
 CALCULATOR = N8N_FIRST["request"]["body"]["tools"]          # with n8n's $schema and additionalProperties
 QUESTION = N8N_FIRST["request"]["body"]["messages"][0]["content"]
 
 
 def _recorded(path: str, pick) -> dict:
-    return next(pick(i) for i in yaml.safe_load((FIXTURES / path).read_text())["interactions"] if pick(i))
+    return next(pick(i) for i in yaml.safe_load(fixture_file(path).read_text())["interactions"] if pick(i))
 
 
 ANTHROPIC_ANSWER = _recorded("test_anthropic/test_anthropic_text_output_function.yaml",
@@ -38,7 +37,7 @@ GEMINI_FINAL = {"candidates": [{"content": {"parts": [{"text": "Mexico City."}],
                                 "finishReason": "STOP", "index": 0}],
                 "usageMetadata": {"promptTokenCount": 120, "candidatesTokenCount": 4, "totalTokenCount": 124},
                 "modelVersion": "gemini-3-pro-preview"}
-FINALS = {"openai": json.loads((FIXTURES / "n8n/agent_calc_chat13_noresp_chat_2_tool_result.json").read_text())[
+FINALS = {"openai": json.loads(fixture_file("n8n/agent_calc_chat13_noresp_chat_2_tool_result.json").read_text())[
     "answer_given"], "anthropic": ANTHROPIC_FINAL, "gemini": GEMINI_FINAL}
 GEMINI_SIGNATURE = GEMINI_ANSWER["candidates"][0]["content"]["parts"][0]["thoughtSignature"]
 FINAL_RESULT = [{"type": "function", "function": {"name": "final_result", "description": "The final answer",
@@ -48,9 +47,9 @@ FINAL_RESULT = [{"type": "function", "function": {"name": "final_result", "descr
 COUNTRY = [{"type": "function", "function": {"name": "get_user_country", "description": "",
                                              "parameters": {"type": "object", "properties": {},
                                                             "additionalProperties": False}}}]
-N8N_STREAMED = json.loads((FIXTURES / "n8n/agent_stream_webhook_chat_1_tool_call.json").read_text())
+N8N_STREAMED = json.loads(fixture_file("n8n/agent_stream_webhook_chat_1_tool_call.json").read_text())
 OPENAI_SSE = "".join(f"data: {json.dumps(e)}\n\n" for e in N8N_STREAMED["answer_given"]["sse"]) + "data: [DONE]\n\n"
-GEMINI_STREAM = yaml.safe_load((FIXTURES / "test_google/test_google_streaming_tool_call_thought_signature.yaml")
+GEMINI_STREAM = yaml.safe_load(fixture_file("test_google/test_google_streaming_tool_call_thought_signature.yaml")
                                .read_text())["interactions"][0]["response"]["body"]["string"]
 GEMINI_STREAM_SIGNATURE = json.loads(GEMINI_STREAM.split("\r\n")[0][len("data: "):])[
     "candidates"][0]["content"]["parts"][0]["thoughtSignature"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
 
 import pytest
 import responses
@@ -19,10 +18,8 @@ from app.calls import Answer, Routing, TextPart, Tool, ToolCall, ToolCallPart, T
 from app.tenancy.db import ledger
 from app.errors import ValidationError
 from app.openai_api.response_store import ResponseStore
+from specs import fixture_file
 
-N8N = Path(__file__).resolve().parents[2] / "shared" / "specs" / "fixtures" / "n8n"
-if not N8N.is_dir():
-    N8N = Path(__file__).resolve().parents[2] / "shared" / "specs" / "fixtures" / "n8n"
 OPENAI = "https://api.openai.com/v1/chat/completions"
 SSE = "text/event-stream"
 KEYS = {"OPENAI_API_KEY": "sk-test-openai-0123456789", "ANTHROPIC_API_KEY": "sk-ant-test-0123456789"}
@@ -30,7 +27,7 @@ PROMPT = "What is the capital of France?"
 
 
 def fixture(name: str) -> dict:
-    return json.loads((N8N / name).read_text())
+    return json.loads(fixture_file(f"n8n/{name}").read_text())
 
 
 def answer(text="Paris.", tool_calls=(), finish="stop", data=None) -> Answer:

@@ -3,7 +3,6 @@ tool-call pieces, and put together again into exactly the answer the whole call 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import responses
@@ -17,14 +16,14 @@ from app.errors import InvalidProviderResponse
 from app.providers import gemini
 from app.providers.streams import ToolCallDelta
 from app.streaming import StreamingDispatcher
+from specs import fixture_file
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "specs" / "fixtures"
 CATALOG = Catalog.load()
 ENV = {"OPENAI_API_KEY": "sk-test-openai-0123456789", "ANTHROPIC_API_KEY": "sk-ant-test-0123456789",
        "GEMINI_API_KEY": "gem-test-0123456789"}
 SSE = "text/event-stream; charset=utf-8"
-N8N_SSE = json.loads((FIXTURES / "n8n/agent_stream_webhook_chat_1_tool_call.json").read_text())["answer_given"]["sse"]
-GEMINI_STREAM = yaml.safe_load((FIXTURES / "test_google/test_google_streaming_tool_call_thought_signature.yaml")
+N8N_SSE = json.loads(fixture_file("n8n/agent_stream_webhook_chat_1_tool_call.json").read_text())["answer_given"]["sse"]
+GEMINI_STREAM = yaml.safe_load(fixture_file("test_google/test_google_streaming_tool_call_thought_signature.yaml")
                                .read_text())["interactions"][0]["response"]["body"]["string"]
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
 
 import pytest
 import responses
@@ -40,10 +39,9 @@ from app.http import HttpResponse
 from app.images import to_data_uri
 from app.providers import anthropic, gemini, openai_chat, perplexity
 from tests.test_strict_schema import CONTACT, assert_openai_strict
+from specs import SPECS
 
-# shared/ sits beside the repository, in CI as in the workspace.
-SPEC = next((p for p in (Path(__file__).resolve().parents[3] / "shared" / "specs" / "openai" / "openapi.yaml",)
-             if p.is_file()), None)
+SPEC = SPECS / "openai" / "openapi.yaml" if (SPECS / "openai" / "openapi.yaml").is_file() else None
 CATALOG = Catalog.load()
 ENV = {"OPENAI_API_KEY": "sk-test-openai-0123456789", "XAI_API_KEY": "xai-test-0123456789abcdef",
        "GROQ_API_KEY": "gsk_test0123456789abcdef", "OLLAMA_BASE_URL": "http://127.0.0.1:11434/v1",

@@ -3,7 +3,6 @@ from recorded real answers (../shared/specs/fixtures, pydantic-ai recordings (MI
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import responses as responses_lib
@@ -19,8 +18,8 @@ from app.errors import InvalidProviderResponse
 from app.http import HttpResponse
 from app.providers import anthropic, gemini, mock, openai_chat
 from app.schemas import CallSchema, call_from_body, load
+from specs import fixture_file
 
-SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs" / "fixtures"
 CATALOG = Catalog.load()
 ENV = {"OPENAI_API_KEY": "sk-test-openai-0123456789", "ANTHROPIC_API_KEY": "sk-ant-test-0123456789",
        "GEMINI_API_KEY": "gem-test-0123456789", "GROQ_API_KEY": "gsk_test0123456789abcdef"}
@@ -31,11 +30,11 @@ def target(spec: str):
 
 
 def recorded(path: str) -> list[dict]:
-    return yaml.safe_load((SPECS / path).read_text())["interactions"]
+    return yaml.safe_load(fixture_file(path).read_text())["interactions"]
 
 
 def n8n(name: str) -> dict:
-    return json.loads((SPECS / "n8n" / name).read_text())
+    return json.loads(fixture_file(f"n8n/{name}").read_text())
 
 
 def resp(body: dict) -> HttpResponse:
