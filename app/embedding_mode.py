@@ -11,7 +11,7 @@ from __future__ import annotations
 from app.tenancy.budgets import estimate_cost
 from app.calls import Answer, Call, Embedded, Usage
 from app.dispatch import Dispatcher, Exchange, Served, Trace, routing_of
-from app.embeddings import check_inputs, fitted, parts
+from app.embeddings import check_inputs, dimensions_of, fitted, parts
 from app.errors import CapabilityMissing, ProviderTimeout
 from app.providers import Adapter, Target, embedder_for
 
@@ -30,7 +30,7 @@ class Embedding:
                                     fields={"model": "cannot embed"})
         embed, warnings = fitted(call.embed, target.model)
         check_inputs(embed, target.model)
-        ranges = parts(embed, embedder.max_inputs, embedder.max_request_tokens)
+        ranges = parts(embed, embedder.max_inputs, embedder.max_request_tokens, dimensions_of(embed, target.model))
         started = dispatcher.clock()
         for number, (start, stop) in enumerate(ranges):
             key = (target.model.id, number)

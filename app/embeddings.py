@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from app.calls import Answer, Call, Embed, Message, Options, TextPart
 from app.catalog import ModelInfo
 from app.errors import CapabilityMissing, ValidationError
+from app.transport.provider import MAX_RESPONSE_BYTES
 
 MAX_INPUTS = 2048           # OpenAI's maxItems for `input`; the same bound for every provider here
 MAX_FALLBACKS = 5
@@ -20,6 +21,16 @@ MAX_FALLBACKS = 5
 # divided by this, more bytes a token than ordinary text averages, so for such text the estimate stays
 # under the real count. Inputs over the limit that the estimate misses are refused by the provider.
 BYTES_PER_TOKEN_AT_MOST = 8
+# What one call's vectors may hold (inputs x dimensions), checked before any provider is paid: the
+# vectors live in the worker's memory and are written as JSON on its event loop (about 0.25 us a value
+# as floats), so one caller's call is bounded to a few hundred ms of a shared worker. 2**21 takes
+# n8n's default batch of 512 documents at 3,072 dimensions; more is a 400 that says how to split.
+MAX_VECTOR_VALUES = 2 ** 21
+# A vector value in a provider's JSON answer takes at most this many bytes (Gemini indents its JSON),
+# so a part is sized for its answer to stay under the transport's cap on one answer.
+ANSWER_BYTES_PER_VALUE = 24
+PART_VALUES = MAX_RESPONSE_BYTES // ANSWER_BYTES_PER_VALUE
+UNKNOWN_DIMENSIONS = 4096     # a model the catalog does not list (an Ollama model): sized as a large one
 ENCODINGS = ("float", "base64")
 
 
@@ -159,6 +170,11 @@ def check_inputs(embed: Embed, model: ModelInfo) -> None:
                                 "`dimensions` cannot be set for it.", fields={"dimensions": "not supported"})
     if embed.dimensions is not None and model.embedding_dimensions and embed.dimensions > model.embedding_dimensions:
         raise _fail("dimensions", f"{model.id} makes vectors of at most {model.embedding_dimensions} dimensions")
+    values = embed.count * dimensions_of(embed, model)
+    if model.embedding_dimensions and values > MAX_VECTOR_VALUES:
+        raise _fail("input", f"{embed.count} inputs of {dimensions_of(embed, model)} dimensions are {values:,} "
+                             f"values; one call makes at most {MAX_VECTOR_VALUES:,}: send fewer inputs a call, "
+                             "or fewer dimensions")
     limit = model.max_input_tokens
     if limit is None:
         return
@@ -170,10 +186,17 @@ def check_inputs(embed: Embed, model: ModelInfo) -> None:
                     "or send truncate: true to cut it to the limit")
 
 
-def parts(embed: Embed, max_inputs: int, max_tokens: int | None) -> list[tuple[int, int]]:
+def dimensions_of(embed: Embed, model: ModelInfo) -> int:
+    """The size of the vectors `model` makes for this call (asked for, the catalog's, or assumed large)."""
+    return embed.dimensions or model.embedding_dimensions or UNKNOWN_DIMENSIONS
+
+
+def parts(embed: Embed, max_inputs: int, max_tokens: int | None, dimensions: int = 1) -> list[tuple[int, int]]:
     """The (start, stop) ranges of inputs sent in one provider request each, in order: at most
-    `max_inputs` inputs and, when the provider caps a request's tokens, at most `max_tokens` of them
-    (estimated from above here: a split too many costs a request, one too few a 400)."""
+    `max_inputs` inputs, no more vectors of `dimensions` than an answer under the transport's cap
+    holds, and, when the provider caps a request's tokens, at most `max_tokens` of them (estimated
+    from above here: a split too many costs a request, one too few a 400)."""
+    max_inputs = max(1, min(max_inputs, PART_VALUES // dimensions))
     sizes = [len(t) for t in embed.tokens] if embed.tokens else [len(t.encode("utf-8")) for t in embed.texts]
     ranges, start, total = [], 0, 0
     for i, size in enumerate(sizes):

@@ -14,6 +14,7 @@ import responses
 from sqlalchemy import select
 
 from app import embeddings
+from app.transport.provider import MAX_RESPONSE_BYTES
 from app.breaker import CircuitBreaker
 from app.calls import Embed
 from app.catalog import Catalog
@@ -97,6 +98,24 @@ def test_parts(sizes, max_inputs, max_tokens, ranges):
     assert embeddings.parts(embed, max_inputs, max_tokens) == ranges
 
 
+def test_a_part_holds_no_more_vectors_than_an_answer_under_the_transports_cap():
+    per_part = embeddings.PART_VALUES // 1536
+    assert embeddings.PART_VALUES * embeddings.ANSWER_BYTES_PER_VALUE <= MAX_RESPONSE_BYTES
+    embed = Embed(texts=("t",) * 1000)
+    assert embeddings.parts(embed, 2048, None, 1536) == [(0, per_part), (per_part, 2 * per_part),
+                                                          (2 * per_part, 1000)]
+    assert embeddings.parts(embed, 2048, None, 10 ** 9) == [(i, i + 1) for i in range(1000)]   # one at the least
+
+
+def test_one_calls_vectors_are_bounded_before_any_provider_is_paid():
+    large = CATALOG.resolve("text-embedding-3-large").model
+    embeddings.check_inputs(Embed(texts=("a",) * 512), large)                  # n8n's default batch, 3072 dims
+    with pytest.raises(ValidationError, match="at most 2,097,152") as err:
+        embeddings.check_inputs(Embed(texts=("a",) * 2048), large)
+    assert err.value.fields == {"input": err.value.fields["input"]}
+    embeddings.check_inputs(Embed(texts=("a",) * 2048, dimensions=1024), large)   # fewer dimensions: fits
+
+
 def test_input_limits_per_model():
     small = CATALOG.resolve("text-embedding-3-small").model
     gemini = CATALOG.resolve("gemini-embedding-001").model
@@ -156,7 +175,7 @@ def test_openai_inputs_over_2048_are_split_and_merged_in_order():
     texts = tuple(f"t{i}" for i in range(2100))
     responses.post(OPENAI, json=openai_ok(texts[:2048]))
     responses.post(OPENAI, json=openai_ok(texts[2048:], start=2048))
-    answer = make().run(embed_call(texts=texts), Embedding())
+    answer = make().run(embed_call(texts=texts, embed={"dimensions": 256}), Embedding())    # 2048 a part fit the cap
     sent = [json.loads(c.request.body) for c in responses.calls]
     assert [len(s["input"]) for s in sent] == [2048, 52] and sent[1]["input"][0] == "t2048"
     assert [v[0] for v in answer.vectors] == [float(i + 1) for i in range(2100)]
