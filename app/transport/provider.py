@@ -132,8 +132,8 @@ def prepared(request: HttpRequest) -> requests.PreparedRequest:
 
 @functools.lru_cache(maxsize=256)
 def prepared_url(url: str) -> tuple[str, tuple[str, str] | None]:
-    """`url` as requests sends it, and the credentials in it if any: a provider's few URLs are
-    parsed once, not on every call."""
+    """`url` as requests sends it, and the credentials in it if any, parsed once per URL rather than
+    on every call. Bounded: URLs that name a caller's unlisted models only evict one another."""
     p = requests.PreparedRequest()
     p.prepare_url(url, None)
     url_auth = requests.utils.get_auth_from_url(p.url)
