@@ -64,11 +64,36 @@ def test_openai_model_without_a_cached_price_still_says_so():
     assert any("1536 cached input tokens were priced as ordinary input" in w for w in answer.warnings)
 
 
+@responses.activate
+def test_gpt_5_6_terra_bills_each_class_as_its_model_page_says():
+    """developers.openai.com (zh-Hant copy) gpt-5.6-terra: $2.00 input, $0.20 cached input, $12.00 output per
+    1M; cache writes at 1.25x the uncached input rate ($2.50). The answer is the recorded gpt-5 one with a
+    cache hit and a cache write (`prompt_tokens_details.cache_write_tokens`, counted in prompt_tokens)."""
+    body = openai_with_cache_hit()
+    body["usage"]["prompt_tokens_details"]["cache_write_tokens"] = 256
+    answer = execute("openai.gpt-5.6-terra", "https://api.openai.com/v1/chat/completions", body)
+    u = answer.usage
+    assert (u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens) == (2048, 1536, 256, 11)
+    assert answer.cost == pytest.approx((256 * 2.00 + 1536 * 0.20 + 256 * 2.50 + 11 * 12.00) / 1e6)
+    assert not [w for w in answer.warnings if "price" in w]
+
+
 def test_openai_cache_writes_at_their_own_price():
     usage = Usage(input_tokens=3000, output_tokens=10, cached_input_tokens=1000, cache_write_tokens=1500)
     cost, warnings = CATALOG.models["openai.gpt-6.1-terra"].price_usage(usage)
     # developers.openai.com gpt-6.1-terra: $1 input, $0.05 cached, $1.25 cache writes, $5 output per 1M
     assert cost == pytest.approx((500 * 1 + 1000 * 0.05 + 1500 * 1.25 + 10 * 5) / 1e6)
+    assert warnings == ()
+
+
+# -- Anthropic --------------------------------------------------------------------------------------------
+def test_claude_sonnet_5_bills_each_class_as_its_model_page_says():
+    """platform.claude.com (zh-CN copy) models/sonnet-5/overview, Pricing block: $2 input, $2.50 5-minute
+    cache writes, $4 1-hour cache writes, $0.20 cache reads, $10 output per 1M tokens."""
+    usage = Usage(input_tokens=10_000, output_tokens=500, cached_input_tokens=6_000, cache_write_tokens=3_000,
+                  cache_write_1h_tokens=1_000)
+    cost, warnings = CATALOG.models["anthropic.claude-sonnet-5"].price_usage(usage)
+    assert cost == pytest.approx((1_000 * 2 + 6_000 * 0.20 + 2_000 * 2.50 + 1_000 * 4 + 500 * 10) / 1e6)
     assert warnings == ()
 
 
