@@ -78,6 +78,19 @@ def test_gpt_5_6_terra_bills_each_class_as_its_model_page_says():
     assert not [w for w in answer.warnings if "price" in w]
 
 
+@pytest.mark.parametrize("model_id, input_, cached, write, output", [
+    # developers.openai.com (ja-JP copy) gpt-6.1-sol: $2.00 input, $0.10 cached, $2.50 cache writes, $10.00 output
+    ("openai.gpt-6.1-sol", 2.00, 0.10, 2.50, 10.00),
+    # developers.openai.com gpt-5.6-sol: $4.00 input, $0.40 cached, $20.00 output; writes at 1.25x input (ja-JP copy)
+    ("openai.gpt-5.6-sol", 4.00, 0.40, 5.00, 20.00),
+])
+def test_openai_model_pages_price_every_class(model_id, input_, cached, write, output):
+    usage = Usage(input_tokens=3000, output_tokens=10, cached_input_tokens=1000, cache_write_tokens=1500)
+    cost, warnings = CATALOG.models[model_id].price_usage(usage)
+    assert cost == pytest.approx((500 * input_ + 1000 * cached + 1500 * write + 10 * output) / 1e6)
+    assert warnings == ()
+
+
 def test_openai_cache_writes_at_their_own_price():
     usage = Usage(input_tokens=3000, output_tokens=10, cached_input_tokens=1000, cache_write_tokens=1500)
     cost, warnings = CATALOG.models["openai.gpt-6.1-terra"].price_usage(usage)
