@@ -16,7 +16,8 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("a_rate", "a_max", "b_hold", "c_batch", "d_image", "e_embed")
+SCENARIOS = ("a_rate", "a_max", "b_hold", "c_batch", "d_image", "e_embed", "f_chat", "g_stream", "h_tools",
+             "i_responses")
 REQUESTS = 20
 
 
@@ -58,6 +59,17 @@ def test_quick_bench_runs_every_scenario_without_errors(tmp_path):
         assert _number(gw["gunicorn"]["cpu_ms_per_request"]) and _number(gw["gunicorn"]["peak_rss_mb"])
         assert gw["fake"]["requests"] == REQUESTS                          # each call reached the provider once
 
+    for name in ("f_chat", "g_stream", "h_tools", "i_responses"):    # the direct path sends what flowcall sent
+        assert result["scenarios"][name]["upstream_matches_direct"] is True, name
+    stream = result["scenarios"]["g_stream"]
+    for path in ("direct", "gateway"):                                  # every streamed answer had a first token
+        assert stream[path]["ttft_ms"]["samples"] == REQUESTS, path
+        assert stream[path]["ttft_ms"]["p50"] <= stream[path]["latency_ms"]["p50"], path
+    assert all(_number(stream["added_ttft_ms"][p]) for p in ("p50", "p99"))
+    tools = result["scenarios"]["h_tools"]
+    assert tools["load"]["turns"] == 2 and tools["gateway"]["rounds_ms"]["rounds"] >= 1
+    assert set(result["per_call"]) == {"f_chat", "h_tools", "i_responses"}
+    assert all(_number(v["cpu_vs_f_chat"]) for v in result["per_call"].values())
     assert "batch_ms" in result["scenarios"]["c_batch"]["gateway"]
     assert result["scenarios"]["b_hold"]["gateway"]["fake"]["peak_in_flight"] >= 2   # calls really overlapped
     assert "c_batch" in proc.stdout and "peak RSS" in proc.stdout                    # the one-line summaries
