@@ -79,7 +79,11 @@ def install(version: str = LITELLM_VERSION, root: Path | None = None, log=print)
 
 
 class LiteLLMProxy:
-    """LiteLLM's proxy with `workers` workers on 127.0.0.1; `pid` the process whose tree is measured."""
+    """LiteLLM's proxy with `workers` workers on 127.0.0.1; `pid` the process whose tree is measured.
+
+    Served by gunicorn with uvicorn workers (`--run_gunicorn`, LiteLLM's option for several workers):
+    under uvicorn's own multi-process mode, on a busy 2-core box, workers still importing the proxy
+    missed uvicorn's 5 s liveness ping and were killed and restarted over and over."""
 
     name = "litellm"
 
@@ -97,10 +101,10 @@ class LiteLLMProxy:
         self.log_path = tmp / "litellm.log"
         self._log = open(self.log_path, "wb")     # noqa: SIM115 - the proxy's log for its whole life
         self.proc = subprocess.Popen([str(exe), "--config", str(config), "--host", "127.0.0.1",
-                                      "--port", str(self.port), "--num_workers", str(workers)],
+                                      "--port", str(self.port), "--num_workers", str(workers), "--run_gunicorn"],
                                      cwd=tmp, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
-        self._wait_ready(180.0)
+        self._wait_ready(300.0)
 
     def _wait_ready(self, timeout: float) -> None:
         """Ready when a chat completion goes through (every worker answers /health/liveliness early)."""
