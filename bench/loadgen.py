@@ -216,12 +216,22 @@ async def open_loop(spec: dict, host: str, port: int, payloads: list[bytes], rec
     tasks = set()
 
     async def fire(intended: float, payload: bytes):
-        async with slots:                     # waiting for a free connection counts as latency
+        # Waiting for a free connection counts as latency, and the timeout runs from the intended
+        # send time: a server far slower than the rate times requests out instead of piling up a
+        # queue that would outlast the phase.
+        try:
+            await asyncio.wait_for(slots.acquire(), max(0.001, intended + timeout - time.perf_counter()))
+        except TimeoutError:
+            rec.fail(HttpError("timeout", "no free connection before the timeout"))
+            return
+        try:
             conn = idle.pop() if idle else None
             if conn is None:
                 conn, opened[0] = _conn(spec, host, port), opened[0] + 1
-            await _one(conn, payload, timeout, rec, started=intended)
+            await _one(conn, payload, max(0.001, intended + timeout - time.perf_counter()), rec, started=intended)
             idle.append(conn)
+        finally:
+            slots.release()
 
     t0 = time.perf_counter()
     for i in range(total):
