@@ -47,6 +47,7 @@ def test_quick_bench_runs_every_scenario_without_errors(tmp_path):
     for name in SCENARIOS:
         scn = result["scenarios"][name]
         assert scn["errors"] == 0, (name, scn["direct"]["first_error"], scn["gateway"]["first_error"])
+        assert scn["upstream_matches_direct"] is not False, name          # None: a body too large to keep
         batch_endpoint = name == "c_batch" and result["batch_mode"] == "endpoint"
         for path in ("direct", "gateway"):
             s = scn[path]
