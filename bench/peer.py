@@ -20,10 +20,10 @@ from pathlib import Path
 
 from .service import free_port, http_json
 
-# The newest release whose `litellm[proxy]` installs from the package index this bench was run
-# against on 2026-11-29: 1.108.8 to 1.110.2 pin litellm-proxy, litellm-proxy-extras or
-# litellm-enterprise releases that index did not serve. 1.82.7 and 1.82.8 were compromised
-# releases (March 2026) and are refused whatever is asked.
+# The newest release whose `litellm[proxy]` installed from the package index this bench was run
+# against on 2026-11-29: the later ones checked (1.108.8, 1.108.9, 1.108.11-14, 1.109.3, 1.110.2)
+# pin litellm-proxy, litellm-proxy-extras or litellm-enterprise releases that index did not serve.
+# 1.82.7 and 1.82.8 were compromised releases (March 2026) and are refused whatever is asked.
 LITELLM_VERSION = "1.108.7"
 COMPROMISED = frozenset({"1.82.7", "1.82.8"})
 MASTER_KEY = "sk-bench-litellm-master-0123456789"
