@@ -1,7 +1,10 @@
 """A fast fake LLM provider for the benchmark: raw HTTP/1.1 keep-alive on asyncio, one process.
 
 It answers the three wire formats flowcall speaks, and OpenAI's embeddings:
-    POST .../chat/completions               OpenAI Chat Completions (and every OpenAI-compatible server)
+    POST .../chat/completions               OpenAI Chat Completions (and every OpenAI-compatible server);
+                                            `stream: true` streams `chat.completion.chunk` events as
+                                            OpenAI does, and a request with `tools` whose last message
+                                            is not a tool result is answered with a call of the first tool
     POST .../v1/messages                    Anthropic Messages
     POST .../models/<m>:generateContent     Google Gemini
     POST .../embeddings                     OpenAI Embeddings
@@ -18,8 +21,11 @@ delayed request), fine for correctness tests but it would be the bottleneck here
 Control routes (not part of any provider's API):
     GET  /_fake/stats    {"requests", "in_flight", "peak_in_flight", "connections", "peak_connections",
                           "bytes_in", "cpu_s", "latency_ms"}
-    POST /_fake/config   {"latency_ms": N}   the delay applied to every provider answer from now on
-    POST /_fake/reset    zero the counters (peaks included)
+    POST /_fake/config   {"latency_ms": N, "stream_gap_ms": M}   the delay before every provider answer
+                         (before a stream's first event) and between a stream's content events, from now on
+    POST /_fake/reset    zero the counters (peaks included) and forget the bodies seen
+    GET  /_fake/seen     {"bodies": [...]} the distinct JSON request bodies (up to 16) since the last reset,
+                         so a run can check that its direct path sends what flowcall sent
 
 Run alone: `python -m bench.fake_provider --port 8900 --latency-ms 0` (prints `READY <port>`).
 """
@@ -31,6 +37,7 @@ import collections
 import json
 import os
 import random
+import re
 import resource
 import signal
 import socket
@@ -98,7 +105,31 @@ def _text(prompt: str, schema, json_mode: bool) -> str:
     return "Echo: " + prompt[:2000]
 
 
+TOOL_CALL_ID = "call_bench_0"
+
+
+def wants_tool_call(body: dict) -> bool:
+    """As a model would: offered tools and not yet given a result, it calls the first one."""
+    messages = body.get("messages") or []
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    return bool(body.get("tools")) and body.get("tool_choice") != "none" and last.get("role") != "tool"
+
+
+def _tool_call(body: dict) -> dict:
+    fn = (body["tools"][0] or {}).get("function") or {}
+    arguments = json.dumps(example_for(fn.get("parameters")), separators=(",", ":"))
+    return {"id": TOOL_CALL_ID, "type": "function",
+            "function": {"name": fn.get("name", "tool"), "arguments": arguments}}
+
+
 def openai_answer(body: dict) -> dict:
+    if wants_tool_call(body):
+        return {"id": "chatcmpl-bench", "object": "chat.completion", "created": int(time.time()),
+                "model": body.get("model") or "gpt-4o", "system_fingerprint": "fp_bench",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": None,
+                                                     "annotations": [], "tool_calls": [_tool_call(body)]},
+                             "logprobs": None, "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": 40, "completion_tokens": 12, "total_tokens": 52}}
     rf = body.get("response_format") or {}
     schema = (rf.get("json_schema") or {}).get("schema") if rf.get("type") == "json_schema" else None
     prompt = _last_user(body.get("messages"), lambda m: _text_of_openai(m.get("content")))
@@ -139,6 +170,50 @@ def gemini_answer(body: dict, model: str) -> dict:
             "modelVersion": model, "responseId": "bench-response-id"}
 
 
+def openai_stream_events(body: dict) -> list[list[bytes]]:
+    """The `data:` events of a streamed Chat Completion, shaped as OpenAI's (a role chunk with empty
+    content, one chunk a word, a finish chunk, the usage chunk when `stream_options.include_usage`,
+    `[DONE]`), grouped by when they leave: the first content event with the role chunk, each later
+    one `stream_gap_ms` after the one before, the closing events with the last."""
+    whole = openai_answer({k: v for k, v in body.items() if k != "stream"})
+    model = whole["model"]
+
+    def chunk(delta: dict | None, finish=None, usage=None) -> bytes:
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        data = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": whole["created"],
+                "model": model, "system_fingerprint": "fp_bench", "choices": choices, "usage": usage}
+        return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+    message = whole["choices"][0]["message"]
+    if message.get("tool_calls"):
+        call = message["tool_calls"][0]
+        first = {**call, "function": {"name": call["function"]["name"], "arguments": ""}}
+        groups = [[chunk({"role": "assistant", "content": None, "tool_calls": [{"index": 0, **first}],
+                          "refusal": None})],
+                  [chunk({"tool_calls": [{"index": 0, "function": {"arguments": call["function"]["arguments"]}}]})]]
+        finish = "tool_calls"
+    else:
+        words = re.findall(r"\S+\s*", message["content"]) or [""]
+        groups = [[chunk({"role": "assistant", "content": "", "refusal": None}), chunk({"content": words[0]})]]
+        groups += [[chunk({"content": w})] for w in words[1:]]
+        finish = "stop"
+    groups[-1].append(chunk({}, finish))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        groups[-1].append(chunk(None, usage=whole["usage"]))
+    groups[-1].append(b"data: [DONE]\n\n")
+    return groups
+
+
+def stream_pieces(groups: list[list[bytes]], keep_alive: bool) -> list[bytes]:
+    """The HTTP answer of a stream, one piece per group: chunked transfer coding, as OpenAI's."""
+    head = ("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nTransfer-Encoding: chunked\r\n"
+            + ("" if keep_alive else "Connection: close\r\n") + "\r\n").encode("latin-1")
+    pieces = [b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in group) for group in groups]
+    pieces[0] = head + pieces[0]
+    pieces[-1] += b"0\r\n\r\n"
+    return pieces
+
+
 EMBEDDING_DIMENSIONS = 1536       # text-embedding-3-small's
 
 
@@ -157,8 +232,9 @@ def embeddings_answer(body: dict) -> dict:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
 
-def answer(path: str, raw: bytes) -> tuple[int, dict]:
-    """(status, JSON body) for a provider request. Large bodies (images) are not parsed."""
+def answer(path: str, raw: bytes) -> tuple[int, dict | list]:
+    """(status, JSON body) for a provider request, or (200, event groups) for a streamed Chat
+    Completion. Large bodies (images) are not parsed."""
     if len(raw) <= SMALL_BODY:
         try:
             body = json.loads(raw) if raw else {}
@@ -169,7 +245,7 @@ def answer(path: str, raw: bytes) -> tuple[int, dict]:
     else:
         body = {"model": None}
     if path.endswith("/chat/completions"):
-        return 200, openai_answer(body)
+        return 200, openai_stream_events(body) if body.get("stream") is True else openai_answer(body)
     if path.endswith("/embeddings"):
         return 200, embeddings_answer(body)
     if path.endswith("/v1/messages"):
@@ -177,6 +253,13 @@ def answer(path: str, raw: bytes) -> tuple[int, dict]:
     if ":generateContent" in path:
         return 200, gemini_answer(body, path.rsplit("/", 1)[-1].split(":")[0])
     return 404, {"error": {"message": f"fake provider: unknown path {path}"}}
+
+
+def _json_or_text(raw: bytes):
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
 
 
 def response_bytes(status: int, payload, keep_alive: bool) -> bytes:
@@ -188,8 +271,11 @@ def response_bytes(status: int, payload, keep_alive: bool) -> bytes:
 
 # -- the server -------------------------------------------------------------------------------------
 class Stats:
+    SEEN = 16
+
     def __init__(self):
         self.latency_ms = 0
+        self.stream_gap_ms = 0
         self.reset()
 
     def reset(self):
@@ -199,13 +285,18 @@ class Stats:
         self.connections = getattr(self, "connections", 0)
         self.peak_connections = self.connections
         self.bytes_in = 0
+        self.seen: dict[bytes, None] = {}      # distinct small bodies, in arrival order
+
+    def see(self, body: bytes) -> None:
+        if len(self.seen) < self.SEEN and len(body) <= CACHE_BODY:
+            self.seen[body] = None
 
     def as_dict(self) -> dict:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         return {"requests": self.requests, "in_flight": self.in_flight, "peak_in_flight": self.peak_in_flight,
                 "connections": self.connections, "peak_connections": self.peak_connections,
                 "bytes_in": self.bytes_in, "cpu_s": round(ru.ru_utime + ru.ru_stime, 4),
-                "latency_ms": self.latency_ms, "pid": os.getpid()}
+                "latency_ms": self.latency_ms, "stream_gap_ms": self.stream_gap_ms, "pid": os.getpid()}
 
 
 class Connection(asyncio.Protocol):
@@ -216,7 +307,7 @@ class Connection(asyncio.Protocol):
         self.loop = loop
         self.buf = bytearray()
         self.head = None            # (method, path, keep_alive, content_length) while reading a body
-        self.queue: collections.deque = collections.deque()   # [due, bytes, counts_in_flight, close]
+        self.queue: collections.deque = collections.deque()   # [due, bytes, ends_an_answer, close]
         self.timer = None
         self.transport = None
 
@@ -230,7 +321,7 @@ class Connection(asyncio.Protocol):
         self.stats.connections -= 1
         if self.timer is not None:
             self.timer.cancel()
-        self.stats.in_flight -= sum(1 for item in self.queue if item[2])
+        self.stats.in_flight -= sum(1 for item in self.queue if item[2])   # answers not finished
         self.queue.clear()
 
     def data_received(self, data: bytes):
@@ -294,17 +385,21 @@ class Connection(asyncio.Protocol):
         s.requests += 1
         s.in_flight += 1
         s.peak_in_flight = max(s.peak_in_flight, s.in_flight)
+        s.see(body)
         key = (path, body, keep_alive) if len(body) <= CACHE_BODY else None
-        data = _cache.get(key) if key else None
-        if data is None:
+        pieces = _cache.get(key) if key else None
+        if pieces is None:
             status, payload = answer(path, body)
-            data = response_bytes(status, payload, keep_alive)
+            pieces = (stream_pieces(payload, keep_alive) if isinstance(payload, list)
+                      else [response_bytes(status, payload, keep_alive)])
             if key:
                 if len(_cache) >= CACHE_ENTRIES:
                     _cache.clear()
-                _cache[key] = data
+                _cache[key] = pieces
         due = self.loop.time() + s.latency_ms / 1000.0
-        self.queue.append([due, data, True, not keep_alive])
+        for i, data in enumerate(pieces):      # a stream's pieces leave stream_gap_ms apart
+            last = i == len(pieces) - 1
+            self.queue.append([due + i * s.stream_gap_ms / 1000.0, data, last, last and not keep_alive])
         self._pump()
 
     def _control(self, method: str, path: str, body: bytes) -> bytes:
@@ -314,7 +409,10 @@ class Connection(asyncio.Protocol):
         if path == "/_fake/config" and method == "POST":
             cfg = json.loads(body or b"{}")
             s.latency_ms = max(0, int(cfg.get("latency_ms", s.latency_ms)))
+            s.stream_gap_ms = max(0, int(cfg.get("stream_gap_ms", s.stream_gap_ms)))
             return response_bytes(200, s.as_dict(), True)
+        if path == "/_fake/seen":
+            return response_bytes(200, {"bodies": [_json_or_text(b) for b in s.seen]}, True)
         if path == "/_fake/reset" and method == "POST":
             s.reset()
             return response_bytes(200, s.as_dict(), True)

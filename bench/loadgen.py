@@ -8,6 +8,11 @@ Three modes, all bounded by a request count and a wall-clock deadline:
             behind fewer requests (no coordinated omission)
     burst   B requests at once on B connections, wait for all, repeat (a batch of calls)
 
+A spec may name several bodies (`body_files`): each connection sends them in turn, as a client
+does a conversation's turns (a tool call, then its result), and the time of each whole sequence is
+kept (`rounds_ms`). With `ttft` (a regular expression over the raw answer bytes) the answer is read
+as it arrives and the time to the first match is kept too (`ttft_ms`: a streamed answer's first token).
+
 `run(spec, procs)` splits the load over `procs` forked child processes started together and merges
 their samples (`python -m bench.loadgen SPEC_JSON` runs one generator alone). Everything stays on 127.0.0.1.
 """
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import re
 import os
 import resource
 import sys
@@ -46,11 +52,13 @@ def build_request(url: str, headers: dict, body: bytes) -> bytes:
 
 
 class Conn:
-    """One keep-alive client connection: request bytes in, (status, overhead header) out."""
+    """One keep-alive client connection: request bytes in, (status, overhead header, time of the first
+    `ttft` match or None) out."""
 
-    def __init__(self, host: str, port: int, expect: bytes = b""):
+    def __init__(self, host: str, port: int, expect: bytes = b"", ttft: re.Pattern | None = None):
         self.host, self.port = host, port
         self.expect = expect              # a 2xx body must contain this (e.g. a batch's '"failed":0')
+        self.ttft = ttft                  # the answer bytes that mark its first token
         self.reader = self.writer = None
         self.last_used = 0.0
 
@@ -103,19 +111,27 @@ class Conn:
             elif name == OVERHEAD_HEADER:
                 overhead = float(value)
         body = b""
+        first = None
         if chunked:
             while True:
                 size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                start = max(0, len(body) - 256)         # a match may straddle two chunks
                 body += (await self.reader.readexactly(size + 2))[:-2]
+                if first is None and self.ttft is not None and self.ttft.search(body, start):
+                    first = time.perf_counter()
                 if size == 0:
                     break
         elif length:
             body = await self.reader.readexactly(length)
+        if first is None and self.ttft is not None and self.ttft.search(body):
+            first = time.perf_counter()
         if close:
             self.close()
         if self.expect and 200 <= status < 300 and self.expect not in body:
             raise HttpError("body_mismatch", f"2xx answer without {self.expect!r}")
-        return status, overhead
+        if self.ttft is not None and 200 <= status < 300 and first is None:
+            raise HttpError("no_first_token", "2xx answer without its first token")
+        return status, overhead, first
 
 
 class Recorder:
@@ -125,56 +141,73 @@ class Recorder:
         self.statuses: dict[str, int] = {}
         self.errors: dict[str, int] = {}
         self.bursts: list[float] = []         # ms, burst mode: wall time of each whole batch
+        self.ttft: list[float] = []           # ms, send to the first token (spec `ttft`), 2xx only
+        self.rounds: list[float] = []         # ms, several bodies: one whole sequence, all 2xx
         self.first_error = ""
         self.in_flight = 0
         self.peak_in_flight = 0
 
-    def ok(self, status: int, overhead, ms: float):
+    def ok(self, status: int, overhead, ms: float, ttft_ms: float | None = None) -> bool:
         self.statuses[str(status)] = self.statuses.get(str(status), 0) + 1
         if 200 <= status < 300:
             self.latencies.append(ms)
+            if ttft_ms is not None:
+                self.ttft.append(ttft_ms)
             if overhead is not None:
                 self.overheads.append(overhead)
         else:
             self.errors[f"http_{status}"] = self.errors.get(f"http_{status}", 0) + 1
             self.first_error = self.first_error or f"HTTP {status}"
+        return 200 <= status < 300
 
     def fail(self, err: HttpError):
         self.errors[err.kind] = self.errors.get(err.kind, 0) + 1
         self.first_error = self.first_error or str(err)
 
 
-async def _one(conn: Conn, payload: bytes, timeout: float, rec: Recorder, started: float | None = None):
+async def _one(conn: Conn, payload: bytes, timeout: float, rec: Recorder, started: float | None = None) -> bool:
+    """One request, recorded; -> whether it succeeded."""
     started = time.perf_counter() if started is None else started
     rec.in_flight += 1
     rec.peak_in_flight = max(rec.peak_in_flight, rec.in_flight)
     try:
-        status, overhead = await conn.request(payload, timeout)
-        rec.ok(status, overhead, (time.perf_counter() - started) * 1000)
+        status, overhead, first = await conn.request(payload, timeout)
+        return rec.ok(status, overhead, (time.perf_counter() - started) * 1000,
+                      None if first is None else (first - started) * 1000)
     except HttpError as err:
         rec.fail(err)
+        return False
     finally:
         rec.in_flight -= 1
 
 
-async def closed_loop(spec: dict, host: str, port: int, payload: bytes, rec: Recorder, deadline: float):
-    expect = (spec.get("expect") or "").encode()
+def _conn(spec: dict, host: str, port: int) -> Conn:
+    ttft = re.compile(spec["ttft"].encode()) if spec.get("ttft") else None
+    return Conn(host, port, (spec.get("expect") or "").encode(), ttft)
+
+
+async def closed_loop(spec: dict, host: str, port: int, payloads: list[bytes], rec: Recorder, deadline: float):
     budget = [spec["max_requests"]]
     timeout = spec["timeout_s"]
 
     async def worker():
-        conn = Conn(host, port, expect)
+        conn = _conn(spec, host, port)
+        turn, round_ok, round_started = 0, True, time.perf_counter()
         try:
             while budget[0] > 0 and time.perf_counter() < deadline:
                 budget[0] -= 1
-                await _one(conn, payload, timeout, rec)
+                round_ok = await _one(conn, payloads[turn], timeout, rec) and round_ok
+                turn = (turn + 1) % len(payloads)
+                if turn == 0:
+                    if round_ok and len(payloads) > 1:
+                        rec.rounds.append((time.perf_counter() - round_started) * 1000)
+                    round_ok, round_started = True, time.perf_counter()
         finally:
             conn.close()
     await asyncio.gather(*(worker() for _ in range(spec["connections"])))
 
 
-async def open_loop(spec: dict, host: str, port: int, payload: bytes, rec: Recorder, deadline: float):
-    expect = (spec.get("expect") or "").encode()
+async def open_loop(spec: dict, host: str, port: int, payloads: list[bytes], rec: Recorder, deadline: float):
     rate, total, timeout = spec["rate"], spec["max_requests"], spec["timeout_s"]
     max_conns = spec.get("connections") or 1000
     idle: list[Conn] = []
@@ -182,13 +215,23 @@ async def open_loop(spec: dict, host: str, port: int, payload: bytes, rec: Recor
     slots = asyncio.Semaphore(max_conns)
     tasks = set()
 
-    async def fire(intended: float):
-        async with slots:                     # waiting for a free connection counts as latency
+    async def fire(intended: float, payload: bytes):
+        # Waiting for a free connection counts as latency, and the timeout runs from the intended
+        # send time: a server far slower than the rate times requests out instead of piling up a
+        # queue that would outlast the phase.
+        try:
+            await asyncio.wait_for(slots.acquire(), max(0.001, intended + timeout - time.perf_counter()))
+        except TimeoutError:
+            rec.fail(HttpError("timeout", "no free connection before the timeout"))
+            return
+        try:
             conn = idle.pop() if idle else None
             if conn is None:
-                conn, opened[0] = Conn(host, port, expect), opened[0] + 1
-            await _one(conn, payload, timeout, rec, started=intended)
+                conn, opened[0] = _conn(spec, host, port), opened[0] + 1
+            await _one(conn, payload, max(0.001, intended + timeout - time.perf_counter()), rec, started=intended)
             idle.append(conn)
+        finally:
+            slots.release()
 
     t0 = time.perf_counter()
     for i in range(total):
@@ -198,7 +241,7 @@ async def open_loop(spec: dict, host: str, port: int, payload: bytes, rec: Recor
         delay = intended - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        task = asyncio.ensure_future(fire(intended))
+        task = asyncio.ensure_future(fire(intended, payloads[i % len(payloads)]))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
@@ -207,10 +250,10 @@ async def open_loop(spec: dict, host: str, port: int, payload: bytes, rec: Recor
         conn.close()
 
 
-async def bursts(spec: dict, host: str, port: int, payload: bytes, rec: Recorder, deadline: float):
-    expect = (spec.get("expect") or "").encode()
+async def bursts(spec: dict, host: str, port: int, payloads: list[bytes], rec: Recorder, deadline: float):
     size, timeout = spec["burst"], spec["timeout_s"]
-    conns = [Conn(host, port, expect) for _ in range(size)]
+    payload = payloads[0]
+    conns = [_conn(spec, host, port) for _ in range(size)]
     try:
         for _ in range(max(1, spec["max_requests"] // size)):
             if time.perf_counter() >= deadline:
@@ -233,20 +276,22 @@ async def _run_child(spec: dict) -> dict:
     host, port = parts.hostname, parts.port or 80
     if host not in ("127.0.0.1", "localhost", "::1"):
         raise SystemExit("the bench load generator only targets loopback addresses")
-    with open(spec["body_file"], "rb") as f:
-        body = f.read()
-    payload = build_request(spec["url"], spec.get("headers") or {}, body)
+    payloads = []
+    for name in spec.get("body_files") or [spec["body_file"]]:
+        with open(name, "rb") as f:
+            payloads.append(build_request(spec["url"], spec.get("headers") or {}, f.read()))
     rec = Recorder()
     wait = spec.get("start_at", 0) - time.time()
     if wait > 0:
         await asyncio.sleep(wait)
     start = time.perf_counter()
     deadline = start + spec["duration_s"]
-    await MODES[spec["mode"]](spec, host, port, payload, rec, deadline)
+    await MODES[spec["mode"]](spec, host, port, payloads, rec, deadline)
     wall = time.perf_counter() - start
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return {"latencies_ms": rec.latencies, "overhead_ms": rec.overheads, "statuses": rec.statuses,
-            "errors": rec.errors, "bursts_ms": rec.bursts, "first_error": rec.first_error,
+            "errors": rec.errors, "bursts_ms": rec.bursts, "ttft_ms": rec.ttft, "rounds_ms": rec.rounds,
+            "first_error": rec.first_error,
             "wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "peak_in_flight": rec.peak_in_flight}
 
 
@@ -285,8 +330,8 @@ def run(spec: dict, procs: int = 1) -> dict:
     """Run `spec` in `procs` forked child processes started together; merged raw samples + totals.
 
     Forked rather than spawned: a child starts in milliseconds with nothing to import, which keeps
-    many short phases (the smoke test) quick. spec: url, headers, body_file, mode
-    (closed|open|burst), connections, rate, burst, max_requests, duration_s, timeout_s.
+    many short phases (the smoke test) quick. spec: url, headers, body_file (or body_files), mode
+    (closed|open|burst), connections, rate, burst, max_requests, duration_s, timeout_s, expect, ttft.
     """
     procs = 1 if spec["mode"] == "burst" else max(1, procs)
     start_at = time.time() + 0.3 + 0.1 * procs if procs > 1 else 0   # several children start together
@@ -317,10 +362,11 @@ def run(spec: dict, procs: int = 1) -> dict:
             if proc.is_alive():
                 proc.kill()
                 proc.join()
-    merged = {"latencies_ms": [], "overhead_ms": [], "bursts_ms": [], "statuses": {}, "errors": {},
+    merged = {"latencies_ms": [], "overhead_ms": [], "bursts_ms": [], "ttft_ms": [], "rounds_ms": [],
+              "statuses": {}, "errors": {},
               "first_error": "", "wall_s": 0.0, "cpu_s": 0.0, "peak_in_flight": 0, "procs": len(outs)}
     for o in outs:
-        for key in ("latencies_ms", "overhead_ms", "bursts_ms"):
+        for key in ("latencies_ms", "overhead_ms", "bursts_ms", "ttft_ms", "rounds_ms"):
             merged[key] += o[key]
         for key in ("statuses", "errors"):
             for k, v in o[key].items():

@@ -19,11 +19,11 @@ import time
 from datetime import datetime, UTC
 from pathlib import Path
 
-from . import loadgen, procs, profile, scenarios, wrk
+from . import loadgen, peer, procs, profile, scenarios, wrk
 from .service import ROOT, FakeProvider, Gateway, http_json, serving_config
 
 RESULTS = ROOT / "bench" / "results"
-ALL = ("a_rate", "a_max", "b_hold", "c_batch", "d_image", "e_embed")
+ALL = ("a_rate", "a_max", "b_hold", "c_batch", "d_image", "e_embed", "f_chat", "g_stream", "h_tools", "i_responses")
 DISTURBED_CORES = 0.25     # CPU used by processes outside the run (cores) above which a phase is flagged
 
 
@@ -61,13 +61,18 @@ def summarize(raw: dict, tool: str) -> dict:
     if raw.get("bursts_ms"):
         b = raw["bursts_ms"]
         out["batch_ms"] = {"p50": _r(pct(b, 50)), "p95": _r(pct(b, 95)), "p99": _r(pct(b, 99)), "batches": len(b)}
+    for key, count in (("ttft_ms", "samples"), ("rounds_ms", "rounds")):
+        if raw.get(key):
+            xs = raw[key]
+            out[key] = {"p50": _r(pct(xs, 50)), "p95": _r(pct(xs, 95)), "p99": _r(pct(xs, 99)), count: len(xs)}
     return out
 
 
-def tool_for(load: scenarios.Load, choice: str) -> str:
+def tool_for(load: scenarios.Load, choice: str, python_only: bool = False) -> str:
     """wrk for duration-bound closed loops (wrk's run always lasts its -d, so a request-capped phase,
-    whose wall time matters, goes to the Python generator); Python for everything else."""
-    if load.mode != "closed" or choice == "python" or load.max_requests < 10**6:
+    whose wall time matters, goes to the Python generator); Python for everything else, and for what
+    only it measures (time to first token, several bodies in turn)."""
+    if load.mode != "closed" or choice == "python" or load.max_requests < 10**6 or python_only:
         return "python"
     if wrk.available():
         return "wrk"
@@ -76,7 +81,10 @@ def tool_for(load: scenarios.Load, choice: str) -> str:
     return "python"
 
 
-def run_load(url: str, headers: dict, body_file: str, load: scenarios.Load, tool: str, py_procs: int) -> dict:
+def run_load(url: str, headers: dict, body_file: str | list[str], load: scenarios.Load, tool: str, py_procs: int,
+             ttft: str = "") -> dict:
+    body_files = body_file if isinstance(body_file, list) else [body_file]
+    body_file = body_files[0]
     if tool == "wrk":
         raw = wrk.run(url, headers, body_file, load.connections, load.duration_s, load.timeout_s,
                       load.max_requests)
@@ -85,7 +93,7 @@ def run_load(url: str, headers: dict, body_file: str, load: scenarios.Load, tool
     spec = {"url": url, "headers": headers, "body_file": body_file, "mode": load.mode,
             "connections": load.connections, "rate": load.rate, "burst": load.burst,
             "max_requests": load.max_requests, "duration_s": load.duration_s, "timeout_s": load.timeout_s,
-            "expect": load.expect}
+            "expect": load.expect, "body_files": body_files, "ttft": ttft}
     return loadgen.run(spec, py_procs)
 
 
@@ -93,16 +101,17 @@ def run_load(url: str, headers: dict, body_file: str, load: scenarios.Load, tool
 class Bench:
     def __init__(self, args, tmp: Path, fake: FakeProvider, gw: Gateway, sampler: procs.Sampler):
         self.args, self.tmp, self.fake, self.gw, self.sampler = args, tmp, fake, gw, sampler
+        self.server_pid, self.server_key = gw.pid, "gunicorn"     # whose CPU and memory a phase measures
 
-    def phase(self, label: str, url: str, headers: dict, body_file: str, load, tool: str) -> dict:
-        gw_pids = procs.tree(self.gw.pid)
+    def phase(self, label: str, url: str, headers: dict, body_file, load, tool: str, ttft: str = "") -> dict:
+        gw_pids = procs.tree(self.server_pid)
         self.fake.reset()
         cpu0, fake0 = procs.cpu_seconds(gw_pids), self.fake.stats()["cpu_s"]
         kids0, busy0 = procs.children_cpu_seconds(), procs.machine_busy_seconds()
         self.sampler.phase = label
         self.sampler.record(label)
         started = time.monotonic()
-        raw = run_load(url, headers, body_file, load, tool, self.args.loadgen_procs)
+        raw = run_load(url, headers, body_file, load, tool, self.args.loadgen_procs, ttft)
         wall = time.monotonic() - started
         self.sampler.record(label)
         self.sampler.phase = "idle"
@@ -114,11 +123,12 @@ class Bench:
         s = summarize(raw, tool)
         s["loadgen_cpu_s"] = _r(loadgen_cpu)
         requests = s["ok"] + s["errors"]
-        s["gunicorn"] = {"cpu_s": _r(gw_cpu), "cpu_ms_per_request": _r(gw_cpu / requests * 1000) if requests else None,
-                         "cpu_util_cores": _r(gw_cpu / wall, 2),
-                         "peak_rss_mb": _r(self.sampler.peaks.get(label, {}).get("rss_mb"), 1),
-                         "peak_pss_mb": _r(self.sampler.peaks.get(label, {}).get("pss_mb"), 1),
-                         "processes": self.sampler.peaks.get(label, {}).get("processes")}
+        s[self.server_key] = {"cpu_s": _r(gw_cpu),
+                              "cpu_ms_per_request": _r(gw_cpu / requests * 1000) if requests else None,
+                              "cpu_util_cores": _r(gw_cpu / wall, 2),
+                              "peak_rss_mb": _r(self.sampler.peaks.get(label, {}).get("rss_mb"), 1),
+                              "peak_pss_mb": _r(self.sampler.peaks.get(label, {}).get("pss_mb"), 1),
+                              "processes": self.sampler.peaks.get(label, {}).get("processes")}
         fake_cpu = fstats["cpu_s"] - fake0
         # CPU used on this machine by anything but the gateway, the fake and the load generator
         # (another job running beside the benchmark): when this is not ~0 the figures are disturbed.
@@ -130,7 +140,7 @@ class Bench:
                      "cpu_ms_per_request": _r(fake_cpu / fstats["requests"] * 1000) if fstats["requests"] else None}
         return s
 
-    def warm(self, scn: scenarios.Scenario, url: str, headers: dict, body_file: str) -> None:
+    def warm(self, scn: scenarios.Scenario, url: str, headers: dict, body_file) -> None:
         if not scn.warmup:
             return
         conns = max(1, min(scn.warmup, scn.load.connections or scn.load.burst or 1))
@@ -138,38 +148,80 @@ class Bench:
                               duration_s=max(5.0, scn.upstream_ms / 1000 * 3), timeout_s=scn.load.timeout_s)
         run_load(url, headers, body_file, load, "python", 1)
 
+    def body_files(self, scn: scenarios.Scenario) -> tuple[list[str], list[str]]:
+        direct, gateway = scn.bodies()
+        return ([scenarios.write_body(self.tmp, f"{scn.name}-direct-{i}", b) for i, b in enumerate(direct)],
+                [scenarios.write_body(self.tmp, f"{scn.name}-gateway-{i}", b) for i, b in enumerate(gateway)])
+
+    def upstream_matches_direct(self, scn: scenarios.Scenario) -> bool | None:
+        """Did the gateway phase send the provider exactly the direct path's bodies (None: too large
+        for the fake to keep)? A drifted direct body would compare flowcall with the wrong baseline."""
+        direct, _ = scn.bodies()
+        if any(len(json.dumps(b)) > 16 * 1024 for b in direct):
+            return None
+        seen = self.fake.seen()
+        return all(b in seen for b in direct)
+
     def scenario(self, scn: scenarios.Scenario) -> dict:
         print(f"-- {scn.name}: {scn.title}", flush=True)
-        self.fake.configure(scn.upstream_ms)
-        d_file = scenarios.write_body(self.tmp, f"{scn.name}-direct", scn.direct_body)
-        g_file = scenarios.write_body(self.tmp, f"{scn.name}-gateway", scn.gateway_body)
+        self.fake.configure(scn.upstream_ms, scn.stream_gap_ms)
+        d_file, g_file = self.body_files(scn)
         d_load = scn.direct_load or scn.load
         d_url = self.fake.url + scn.direct_path
         g_url = self.gw.url + scn.gateway_path
         g_headers = {"Authorization": f"Bearer {self.gw.key}"} if scn.bearer else {"X-Api-Key": self.gw.key}
-        d_tool, g_tool = tool_for(d_load, self.args.loadgen), tool_for(scn.load, self.args.loadgen)
-        direct = self.phase(f"{scn.name}:direct", d_url, {}, d_file, d_load, d_tool)
+        special = bool(scn.ttft or scn.turns)
+        d_tool, g_tool = tool_for(d_load, self.args.loadgen, special), tool_for(scn.load, self.args.loadgen, special)
+        direct = self.phase(f"{scn.name}:direct", d_url, {}, d_file, d_load, d_tool, scn.ttft)
         self.warm(scn, g_url, g_headers, g_file)
-        gateway = self.phase(f"{scn.name}:gateway", g_url, g_headers, g_file, scn.load, g_tool)
+        gateway = self.phase(f"{scn.name}:gateway", g_url, g_headers, g_file, scn.load, g_tool, scn.ttft)
+        matches = self.upstream_matches_direct(scn)
         if scn.gateway_path == scenarios.BATCH_PATH:     # one request is one whole batch
             gateway["batch_ms"] = {p: gateway["latency_ms"][p] for p in ("p50", "p95", "p99")}
             gateway["batch_ms"]["batches"] = gateway["ok"]
         result = {"name": scn.name, "title": scn.title, "upstream_ms": scn.upstream_ms,
-                  "load": {**vars(scn.load), "gateway_path": scn.gateway_path, "batch_size": scn.batch_size},
-                  "note": scn.note, "direct": direct, "gateway": gateway}
+                  "load": {**vars(scn.load), "gateway_path": scn.gateway_path, "batch_size": scn.batch_size,
+                           "turns": 1 + len(scn.turns), "stream_gap_ms": scn.stream_gap_ms},
+                  "note": scn.note, "direct": direct, "gateway": gateway, "upstream_matches_direct": matches}
         result["added_ms"], result["ratio"] = {}, {}
         for p in ("p50", "p95", "p99"):
             d, g = direct["latency_ms"].get(p), gateway["latency_ms"].get(p)
             result["added_ms"][p] = _r(g - d) if d is not None and g is not None else None
             result["ratio"][p] = _r(g / d, 2) if d and g is not None else None
-        if "batch_ms" in direct and "batch_ms" in gateway:
-            result["added_batch_ms"] = {p: _r(gateway["batch_ms"][p] - direct["batch_ms"][p])
-                                        for p in ("p50", "p95", "p99")}
+        for key in ("batch_ms", "ttft_ms", "rounds_ms"):
+            if key in direct and key in gateway:
+                result[f"added_{key}"] = {p: _r(gateway[key][p] - direct[key][p]) for p in ("p50", "p95", "p99")}
+        if matches is False:
+            print("   WARNING: the direct path's body is not what flowcall sent the provider", flush=True)
         result["errors"] = direct["errors"] + gateway["errors"]
         result["peak_rss_mb"] = gateway["gunicorn"]["peak_rss_mb"]
         result["targets"] = check_targets(scn, result)
         print(summary_line(result), flush=True)
         return result
+
+    def peer_scenario(self, scn: scenarios.Scenario, result: dict, server) -> None:
+        """The scenario's direct bodies, under the direct path's load, through the peer gateway;
+        into `result` as "peer", "peer_added_ms" (peer − direct) and "vs_peer"."""
+        if scn.peer_na:
+            result["peer"] = {"na": scn.peer_na}
+            return
+        print(f"-- {scn.name} on {server.name}", flush=True)
+        self.fake.configure(scn.upstream_ms, scn.stream_gap_ms)
+        d_files, _ = self.body_files(scn)
+        load = scn.direct_load or scn.load
+        url, headers = server.url + peer.route_for(scn.direct_path), {"Authorization": f"Bearer {server.key}"}
+        self.warm(scn, url, headers, d_files)
+        s = self.phase(f"{scn.name}:{server.name}", url, headers, d_files, load,
+                       tool_for(load, self.args.loadgen, bool(scn.ttft or scn.turns)), scn.ttft)
+        direct = result["direct"]
+        result["peer"] = s
+        result["peer_added_ms"] = {p: _r(s["latency_ms"][p] - direct["latency_ms"][p])
+                                   if s["latency_ms"].get(p) is not None and direct["latency_ms"].get(p) is not None
+                                   else None for p in ("p50", "p95", "p99")}
+        for key in ("batch_ms", "ttft_ms", "rounds_ms"):
+            if key in direct and key in s:
+                result[f"peer_added_{key}"] = {p: _r(s[key][p] - direct[key][p]) for p in ("p50", "p95", "p99")}
+        result["vs_peer"] = peer.compare(result)
 
     def ceiling(self) -> dict:
         """How far the load generators and the fake go on their own (direct, upstream 0 ms)."""
@@ -225,7 +277,7 @@ def check_targets(scn: scenarios.Scenario, r: dict) -> list[dict]:
     g = r["gateway"]
     measured = {"added_p50_ms": r["added_ms"]["p50"], "added_p99_ms": r["added_ms"]["p99"],
                 "gateway_rps": g["rps"], "errors": r["errors"], "peak_rss_mb": r["peak_rss_mb"],
-                "held": g["fake"]["peak_in_flight"]}
+                "held": g["fake"]["peak_in_flight"], "added_ttft_p50_ms": r.get("added_ttft_ms", {}).get("p50")}
     out = []
     for name, target in scn.targets.items():
         value = measured[name]
@@ -245,6 +297,11 @@ def summary_line(r: dict) -> str:
              f"upstream in flight peak {g['fake']['peak_in_flight']}", f"errors {r['errors']}"]
     if "added_batch_ms" in r:
         parts.insert(2, f"batch p50 {g['batch_ms']['p50']} ms (added {r['added_batch_ms']['p50']})")
+    if "added_ttft_ms" in r:
+        parts.insert(2, f"first token p50 {g['ttft_ms']['p50']} p99 {g['ttft_ms']['p99']} ms "
+                        f"(added p50 {r['added_ttft_ms']['p50']} / p99 {r['added_ttft_ms']['p99']})")
+    if "added_rounds_ms" in r:
+        parts.insert(2, f"round trip p50 {g['rounds_ms']['p50']} ms (added {r['added_rounds_ms']['p50']})")
     others = max(d["machine"]["others_cores"] or 0, g["machine"]["others_cores"] or 0)
     if others > DISTURBED_CORES:
         parts.append(f"DISTURBED: other jobs used {others} cores")
@@ -301,6 +358,16 @@ def parse_args(argv=None):
     ap.add_argument("--d-concurrency", type=int, default=2, help="d_image: connections")
     ap.add_argument("--e-size", type=int, default=100, help="e_embed: inputs per embeddings request")
     ap.add_argument("--e-concurrency", type=int, default=None, help="e_embed: connections (default 4; --quick 2)")
+    ap.add_argument("--v1-concurrency", type=int, default=None,
+                    help="f_chat, h_tools, i_responses: connections (default 50; --quick 4)")
+    ap.add_argument("--g-rate", type=float, default=100.0, help="g_stream: requests/s (default 100)")
+    ap.add_argument("--g-gap-ms", type=int, default=None,
+                    help="g_stream: the fake's pause between content events (default 5; --quick 1)")
+    ap.add_argument("--i-store", action="store_true", help="i_responses: send store: true (default false)")
+    ap.add_argument("--peer", choices=sorted(peer.PEERS),
+                    help="also run the scenarios against this gateway (installed once into its own virtualenv "
+                         "under ~/.cache/flowcall-bench) and print flowcall vs it; see bench/peer.py")
+    ap.add_argument("--peer-workers", type=int, default=2, help="the peer's worker processes (default 2)")
     ap.add_argument("--workers", type=int, help="WEB_CONCURRENCY for this run")
     ap.add_argument("--worker-class", help="FLOWCALL_WORKER_CLASS for this run (gthread, gevent, sync)")
     ap.add_argument("--threads", type=int, help="FLOWCALL_THREADS for this run")
@@ -325,6 +392,8 @@ def parse_args(argv=None):
     args.b_concurrency = args.b_concurrency or (20 if q else 1000)
     args.b_latency_ms = args.b_latency_ms if args.b_latency_ms is not None else (100 if q else 1000)
     args.e_concurrency = args.e_concurrency or (2 if q else 4)
+    args.v1_concurrency = args.v1_concurrency or (4 if q else 50)
+    args.g_gap_ms = args.g_gap_ms if args.g_gap_ms is not None else (1 if q else 5)
     if q:
         args.c_size = min(args.c_size, 5)
         args.d_image_mb = min(args.d_image_mb, 1.0)
@@ -334,6 +403,54 @@ def parse_args(argv=None):
         ap.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     args.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return args
+
+
+def per_call_costs(results: dict) -> dict | None:
+    """Tool calls and the Responses API against plain chat completions in the same run: CPU per call
+    and added p50 of each, and the CPU ratio to f_chat's (the target: no more than 1)."""
+    base = results.get("f_chat")
+    if not base:
+        return None
+    base_cpu = base["gateway"]["gunicorn"]["cpu_ms_per_request"]
+    out = {}
+    for name in ("f_chat", "h_tools", "i_responses"):
+        if name in results:
+            cpu = results[name]["gateway"]["gunicorn"]["cpu_ms_per_request"]
+            out[name] = {"cpu_ms_per_request": cpu, "added_p50_ms": results[name]["added_ms"]["p50"],
+                         "cpu_vs_f_chat": _r(cpu / base_cpu, 2) if cpu is not None and base_cpu else None}
+    if len(out) > 1:
+        print("per call, against f_chat: " + "; ".join(
+            f"{k} {v['cpu_ms_per_request']} ms CPU (x{v['cpu_vs_f_chat']}), added p50 {v['added_p50_ms']} ms"
+            for k, v in out.items()), flush=True)
+    return out
+
+
+def run_peer(args, tmp: Path, fake: FakeProvider, bench: Bench, built: list, result: dict) -> dict:
+    """Every built scenario against the peer gateway, measured as flowcall was; prints the comparison."""
+    print(f"-- peer: {args.peer}, {args.peer_workers} workers", flush=True)
+    server = peer.PEERS[args.peer](fake.url, tmp, workers=args.peer_workers)
+    psampler = procs.Sampler(server.pid)
+    psampler.start()
+    saved = bench.server_pid, bench.server_key, bench.sampler
+    bench.server_pid, bench.server_key, bench.sampler = server.pid, "server", psampler
+    try:
+        for scn in built:
+            bench.peer_scenario(scn, result["scenarios"][scn.name], server)
+        out = {"name": server.name, "version": server.version, "workers": server.workers,
+               "idle_rss_mb": _r(psampler.peaks.get("idle", {}).get("rss_mb"), 1),
+               "peak_rss_mb": _r(max((p["rss_mb"] for p in psampler.peaks.values()), default=0.0), 1),
+               "peak_pss_mb": _r(max((p["pss_mb"] for p in psampler.peaks.values()), default=0.0), 1),
+               "errors": sum(s["peer"].get("errors", 0) for s in result["scenarios"].values() if "peer" in s),
+               "log_tail": server.log_tail(1500)}
+    finally:
+        bench.server_pid, bench.server_key, bench.sampler = saved
+        psampler.stop()
+        server.stop()
+    for line in peer.comparison_lines(args.peer, result["scenarios"]):
+        print(line, flush=True)
+    print(f"   whole run: peak RSS flowcall {result['peak_rss_mb']} MB (PSS {result['peak_pss_mb']}) vs "
+          f"{args.peer} {out['peak_rss_mb']} MB (PSS {out['peak_pss_mb']})", flush=True)
+    return out
 
 
 def resolve_batch_mode(args, gw: Gateway) -> str:
@@ -371,12 +488,17 @@ def main(argv=None) -> int:
                       "scenarios": {}, "profile": None}
             if not args.no_ceiling:
                 result["ceiling"] = bench.ceiling()
-            for scn in scenarios.build(args):
+            built = scenarios.build(args)
+            for scn in built:
                 result["scenarios"][scn.name] = bench.scenario(scn)
             if args.profile:
                 result["profile"] = bench.profile()
             result["idle_rss_mb"] = _r(sampler.peaks.get("idle", {}).get("rss_mb"), 1)
             result["peak_rss_mb"] = _r(max((p["rss_mb"] for p in sampler.peaks.values()), default=0.0), 1)
+            result["peak_pss_mb"] = _r(max((p["pss_mb"] for p in sampler.peaks.values()), default=0.0), 1)
+            result["per_call"] = per_call_costs(result["scenarios"])
+            if args.peer:
+                result["peer"] = run_peer(args, tmp, fake, bench, built, result)
             result["errors"] = sum(s["errors"] for s in result["scenarios"].values())
             result["elapsed_s"] = _r(time.monotonic() - started, 1)
             gunicorn_log = gw.log_tail(3000)

@@ -5,7 +5,9 @@ with the body flowcall itself would send upstream) and `gateway` (load generator
 POST /api/v3/llm/public/call -> fake provider). The difference is what flowcall adds.
 
 Scenario (e) sends a batch of inputs to POST /v1/embeddings (Bearer key) instead, against the
-fake's /embeddings directly on the other path.
+fake's /embeddings directly on the other path. Scenarios (f) to (i) use the OpenAI-shaped routes the
+same way: plain /v1/chat/completions (the baseline the others are compared with), the same streamed
+(time to first token), a tool call and its result (two requests a round), and /v1/responses.
 
 Scenario (c), the structured-output batch, is pluggable (`BATCH_DRIVERS`): today `fanout` sends the
 batch as 20 concurrent json_schema calls; `endpoint` sends one POST /api/v3/llm/batch with the 20
@@ -20,12 +22,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CALL_PATH = "/api/v3/llm/public/call"
+CHAT_PATH = "/v1/chat/completions"
+RESPONSES_PATH = "/v1/responses"
 BATCH_PATH = "/api/v3/llm/batch"
 OPENAI_PATH = "/openai/v1/chat/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 OPENAI_EMBEDDINGS_PATH = "/openai/v1/embeddings"
 EMBEDDING_MODEL = "text-embedding-3-small"
 PROMPT = "What is the capital of France?"
+V1_MODEL = "openai.gpt-4o"
+V1_MAX_TOKENS = 4096              # what flowcall's /v1 routes send upstream when the caller sets no limit
+# The first content a streamed answer carries (OpenAI's chunks, flowcall's and LiteLLM's): its role
+# chunk has `"content":""`, so the first non-empty content string is the first token.
+CHAT_FIRST_TOKEN = r'"content":\s*"[^"]'
+WEATHER_QUESTION = "What is the weather in Paris?"
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city", "strict": True,
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+                   "additionalProperties": False}}}
+WEATHER_RESULT = '{"temperature_c":18,"sky":"clear"}'
 PERSON_SCHEMA = {"type": "object",
                  "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "email": {"type": "string"}},
                  "required": ["name", "age", "email"], "additionalProperties": False}
@@ -59,6 +74,14 @@ class Scenario:
     warmup: int = 0               # gateway requests sent before measuring (threads, pools, caches)
     targets: dict = field(default_factory=dict)
     note: str = ""
+    turns: list = field(default_factory=list)   # more (direct, gateway) bodies each connection sends in turn
+    ttft: str = ""                    # a regex over the answer bytes marking its first token (streams)
+    stream_gap_ms: int = 0            # the fake's pause between a stream's content events
+    peer_na: str = ""                 # why a peer gateway cannot run this scenario ("" when it can)
+
+    def bodies(self) -> tuple[list[dict], list[dict]]:
+        """(direct bodies, gateway bodies), in the order a connection sends them."""
+        return [self.direct_body, *(d for d, _ in self.turns)], [self.gateway_body, *(g for _, g in self.turns)]
 
 
 def gateway_call(prompt: str = PROMPT, **extra) -> dict:
@@ -69,6 +92,34 @@ def openai_request(content, **extra) -> dict:
     """The body flowcall sends to OpenAI for gpt-4o (what the direct path sends to the fake)."""
     return {"model": "gpt-4o", "messages": [{"role": "user", "content": content}], "temperature": 0.7,
             "max_completion_tokens": 1000, **extra}
+
+
+def v1_chat(messages: list[dict], **extra) -> tuple[dict, dict]:
+    """(what flowcall sends OpenAI, what a client sends flowcall's /v1/chat/completions)."""
+    return (openai_request(None, max_completion_tokens=V1_MAX_TOKENS, **extra) | {"messages": messages},
+            {"model": V1_MODEL, "messages": messages, **extra})
+
+
+def stream_bodies() -> tuple[dict, dict]:
+    direct, gateway = v1_chat([{"role": "user", "content": PROMPT}])
+    return direct | {"stream": True, "stream_options": {"include_usage": True}}, gateway | {"stream": True}
+
+
+def tool_turns() -> list[tuple[dict, dict]]:
+    """A tool-call round trip: the question with a tool (the fake calls it), then the same with the
+    call and its result (the fake answers). The call's arguments are as flowcall hands them on."""
+    asked = [{"role": "user", "content": WEATHER_QUESTION}]
+    call = {"id": "call_bench_0", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "example"}'}}
+    answered = asked + [{"role": "assistant", "content": None, "tool_calls": [call]},
+                        {"role": "tool", "tool_call_id": "call_bench_0", "content": WEATHER_RESULT}]
+    return [v1_chat(asked, tools=[WEATHER_TOOL]), v1_chat(answered, tools=[WEATHER_TOOL])]
+
+
+def responses_bodies(store: bool) -> tuple[dict, dict]:
+    """/v1/responses with a plain input: flowcall sends the provider the Chat Completion f_chat sends."""
+    direct, _ = v1_chat([{"role": "user", "content": PROMPT}])
+    return direct, {"model": V1_MODEL, "input": PROMPT, "store": store}
 
 
 def structured_bodies() -> tuple[dict, dict]:
@@ -131,6 +182,9 @@ def build(args) -> list[Scenario]:
     """The scenarios selected by the command line, with their loads."""
     n, dur = args.requests, args.duration
     direct_plain, gw_plain = openai_request(PROMPT), gateway_call()
+
+    def v1_load() -> Load:
+        return Load("closed", connections=args.v1_concurrency, max_requests=n or 10**7, duration_s=dur)
     out = {
         "a_rate": Scenario(
             "a_rate", f"upstream 0 ms, fixed rate {args.rate:g} requests/s (open loop)", 0,
@@ -163,6 +217,29 @@ def build(args) -> list[Scenario]:
             Load("closed", connections=args.e_concurrency, max_requests=n or 10**7, duration_s=dur),
             *embeddings_bodies(args.e_size), gateway_path=EMBEDDINGS_PATH, direct_path=OPENAI_EMBEDDINGS_PATH,
             bearer=True, warmup=min(args.warmup, 4)),
+        "f_chat": Scenario(
+            "f_chat", f"/v1/chat/completions, upstream 0 ms, {args.v1_concurrency} connections (closed loop)", 0,
+            v1_load(), *v1_chat([{"role": "user", "content": PROMPT}]), gateway_path=CHAT_PATH, bearer=True,
+            warmup=args.warmup),
+        "g_stream": Scenario(
+            "g_stream", f"/v1/chat/completions stream: true, fixed rate {args.g_rate:g} requests/s (open loop), "
+                        f"first token at 0 ms then one word every {args.g_gap_ms} ms", 0,
+            Load("open", connections=args.rate_connections, rate=args.g_rate,
+                 max_requests=min(n, int(args.g_rate * dur)) if n else int(args.g_rate * dur), duration_s=dur),
+            *stream_bodies(), gateway_path=CHAT_PATH, bearer=True, warmup=args.warmup, ttft=CHAT_FIRST_TOKEN,
+            stream_gap_ms=args.g_gap_ms, targets={"added_ttft_p50_ms": 2.0}),
+        "h_tools": Scenario(
+            "h_tools", f"tool call round trip on /v1/chat/completions (the call, then its result), "
+                       f"{args.v1_concurrency} connections (closed loop)", 0,
+            v1_load(), *tool_turns()[0], gateway_path=CHAT_PATH, bearer=True, warmup=args.warmup,
+            turns=tool_turns()[1:]),
+        "i_responses": Scenario(
+            "i_responses", f"/v1/responses, store {str(args.i_store).lower()}, {args.v1_concurrency} connections "
+                           f"(closed loop)", 0,
+            v1_load(), *responses_bodies(args.i_store), gateway_path=RESPONSES_PATH, bearer=True,
+            warmup=args.warmup,
+            peer_na="LiteLLM sends an openai/ model's Responses call to the provider's own /responses, "
+                    "which the fake does not serve (flowcall translates it to Chat Completions)"),
     }
     chosen = [out[name] for name in args.scenarios]
     for scn in chosen:

@@ -75,8 +75,12 @@ class FakeProvider:
         self.stop()
         raise RuntimeError(f"fake provider did not start: {self.proc.stderr.read().decode()[-2000:]}")
 
-    def configure(self, latency_ms: int) -> None:
-        http_json("POST", f"{self.url}/_fake/config", {"latency_ms": latency_ms})
+    def configure(self, latency_ms: int, stream_gap_ms: int = 0) -> None:
+        http_json("POST", f"{self.url}/_fake/config", {"latency_ms": latency_ms, "stream_gap_ms": stream_gap_ms})
+
+    def seen(self) -> list:
+        """The distinct request bodies the fake was sent since the last reset (up to 16 small ones)."""
+        return http_json("GET", f"{self.url}/_fake/seen")[1]["bodies"]
 
     def reset(self) -> None:
         http_json("POST", f"{self.url}/_fake/reset", {})
