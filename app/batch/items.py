@@ -42,6 +42,9 @@ class EnvelopeSchema(Schema):
                               metadata={"description": "Items run at once (the server caps it)."})
 
 
+_ENVELOPE_SCHEMA = EnvelopeSchema()
+
+
 @dataclass(frozen=True)
 class Envelope:
     items: list
@@ -55,7 +58,7 @@ def parse_envelope(body: dict, limits: BatchLimits) -> Envelope:
     if isinstance(items, list) and len(items) > limits.max_items:
         raise PayloadTooLarge(f"The batch has {len(items)} items; a batch may have {limits.describe()}.",
                               fields={"items": f"at most {limits.max_items} items"})
-    data = load(EnvelopeSchema(), body)
+    data = load(_ENVELOPE_SCHEMA, body)
     defaults = data.get("defaults") or {}
     _check_defaults(defaults)
     too_costly = batch_schemas_problem(data["items"], defaults)

@@ -38,6 +38,8 @@ from app.batch.resume import answer_lost, answered, record_interrupted
 from app.schemas import CallSchema, load
 from app.tenancy.store import Limits
 
+_CALL_SCHEMA = CallSchema()      # built once, as nodes/call.py's is
+
 log = logging.getLogger(__name__)
 
 RUN_TASK = "flowcall.run_job"
@@ -115,7 +117,7 @@ class Jobs:
             callbacks.check_url(callback_url, self.settings.allow_private_callback_hosts)
         if "items" in body:
             return "batch", body, callback_url, len(parse_envelope(body, self.limits).items)
-        load(CallSchema(), body)
+        load(_CALL_SCHEMA, body)
         return "call", body, callback_url, 1
 
     def submit(self, principal, body: dict, *, request_id: str, status_url_for,
@@ -221,7 +223,7 @@ class Jobs:
         if row["runs"] > 1 and answered(svc.store.engine, row["tenant_id"], "job", [rid], since=row["created_at"]):
             err = answer_lost(rid)
             return "failed", err.status, error_body(err, rid)
-        status, body = execute_item(ctx, load(CallSchema(), request), rid)
+        status, body = execute_item(ctx, load(_CALL_SCHEMA, request), rid)
         return ("done" if status == 200 else "failed"), status, body
 
     def _record_died_in_flight(self, row: dict, principal: Principal, models: dict[str, object]) -> None:

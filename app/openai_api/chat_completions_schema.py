@@ -149,7 +149,10 @@ ChatCompletionRequestSchema = type("ChatCompletionRequestSchema", (_HonouredFiel
 UNKNOWN_FIELD = "Unknown field: not an OpenAI Chat Completions field flowcall accepts."
 
 
+_SCHEMA = ChatCompletionRequestSchema()      # built once: a marshmallow schema's construction copies every field
+
+
 def load_request(body: dict) -> dict:
     """The body validated by its schema; errors are a 400 with dotted field paths. flowcall's hints
     are not given: they point at flowcall's own body (`task` -> "use context.task")."""
-    return load(ChatCompletionRequestSchema(), body, unknown_field=lambda path: UNKNOWN_FIELD)
+    return load(_SCHEMA, body, unknown_field=lambda path: UNKNOWN_FIELD)
