@@ -62,8 +62,54 @@ ledger = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("prompt", Text, nullable=True),        # only with FLOWCALL_LOG_CONTENT=1
     Column("answer", Text, nullable=True),
+    Column("routing_reason", String(500), nullable=True),     # the dashboard's call detail (issue 17)
+    Column("fallbacks", String(1000), nullable=True),         # the routing's untried fallbacks, comma-separated
+    Column("upstream_ms", Integer, nullable=True),            # time at the provider; latency_ms minus it is ours
+    Column("error_message", String(500), nullable=True),      # what the caller was told (the error's message)
     Index("ix_ledger_tenant_created", "tenant_id", "created_at"),
     Index("ix_ledger_key_created", "key_id", "created_at"),
+)
+
+# The dashboard (app/dashboard/): server-side sessions (the cookie holds a random token, this its SHA-256),
+# and per-day rollups of completed UTC days, computed when a page first asks (`ledger_days` marks a
+# tenant's day as rolled up, even an empty one). Nothing on the call path touches either.
+dashboard_sessions = Table(
+    "dashboard_sessions", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("agent_id", String(64), nullable=True),
+    Column("key_id", String(32), nullable=True),
+    Column("subject", String(200), nullable=True),
+    Column("csrf", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),         # epoch seconds
+)
+
+ledger_days = Table(
+    "ledger_days", metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("day", String(10), primary_key=True),                     # YYYY-MM-DD, UTC
+)
+
+ledger_daily = Table(
+    "ledger_daily", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("agent_id", String(64), nullable=True),
+    Column("key_id", String(32), nullable=True),
+    Column("model", String(200), nullable=True),
+    Column("provider", String(32), nullable=True),
+    Column("endpoint", String(64), nullable=False),
+    Column("error_code", String(64), nullable=True),
+    Column("calls", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cost", Float, nullable=False),
+    Column("latency", String(200), nullable=False),       # histogram counts per bucket (app/dashboard/histogram.py)
+    Column("upstream", String(200), nullable=False),
+    Column("overhead", String(200), nullable=False),
+    Index("ix_ledger_daily_tenant_day", "tenant_id", "day"),
 )
 
 idempotency = Table(
