@@ -16,29 +16,24 @@ _FIELD = {"model": "model", "provider": "provider", "endpoint": "endpoint", "age
 SORTABLE = ("group", "calls", "errors", "error_rate", "input_tokens", "output_tokens", "total_tokens", "cost")
 
 
-def _totals(cells: Iterable[Cell]) -> dict:
-    out = {"calls": 0, "errors": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0,
-           "latency": histogram.EMPTY, "upstream": histogram.EMPTY, "overhead": histogram.EMPTY}
+def _totals(cells: Iterable[Cell], percentiles: bool = False) -> dict:
+    out = {"calls": 0, "errors": 0, "input_tokens": 0, "output_tokens": 0, "cost": 0.0}
+    members = []
     for cell in cells:
         out["calls"] += cell.calls
         out["errors"] += cell.errors
         out["input_tokens"] += cell.input_tokens
         out["output_tokens"] += cell.output_tokens
         out["cost"] += cell.cost
-        out["latency"] = histogram.add(out["latency"], cell.latency)
-        out["upstream"] = histogram.add(out["upstream"], cell.upstream)
-        out["overhead"] = histogram.add(out["overhead"], cell.overhead)
-    return _finish(out)
-
-
-def _finish(out: dict) -> dict:
+        members.append(cell)
     out["total_tokens"] = out["input_tokens"] + out["output_tokens"]
     out["cost"] = round(out["cost"], 8)
     out["error_rate"] = round(out["errors"] / out["calls"], 4) if out["calls"] else 0.0
-    for name in ("latency", "upstream", "overhead"):
-        hist = out.pop(name)
-        out[f"{name}_p50"] = histogram.percentile(hist, 0.50)
-        out[f"{name}_p95"] = histogram.percentile(hist, 0.95)
+    if percentiles:                     # the cells must have been read with their histograms
+        for name in ("latency", "upstream", "overhead"):
+            hist = histogram.total([getattr(c, name) for c in members])
+            out[f"{name}_p50"] = histogram.percentile(hist, 0.50)
+            out[f"{name}_p95"] = histogram.percentile(hist, 0.95)
     return out
 
 
@@ -60,7 +55,7 @@ def breakdown(cells: list[Cell], by: str, sort: str = "cost", descending: bool =
     groups: dict[str | None, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(getattr(cell, field), []).append(cell)
-    rows = [{"group": group, **_totals(members)} for group, members in groups.items()]
+    rows = [{"group": group, **_totals(members, percentiles=True)} for group, members in groups.items()]
     if sort == "group":
         rows.sort(key=lambda r: (r["group"] is None, r["group"] or ""), reverse=descending)
     else:

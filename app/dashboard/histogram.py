@@ -29,8 +29,14 @@ def encode(hist: tuple[int, ...]) -> str:
 
 
 def decode(text: str) -> tuple[int, ...]:
-    values = tuple(int(n) for n in text.split(","))
+    values = tuple(map(int, text.split(","))) if text else EMPTY
     return values if len(values) == len(EMPTY) else EMPTY
+
+
+def total(texts: list[str]) -> tuple[int, ...]:
+    """The sum of many stored histograms (column by column, in one pass)."""
+    decoded = [decode(t) for t in texts if t]
+    return tuple(map(sum, zip(*decoded, strict=True))) if decoded else EMPTY
 
 
 def add(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:

@@ -37,11 +37,9 @@ class Dashboard:
 
     # -- cells ----------------------------------------------------------------------------------
     def cells(self, scope: Scope, first: date, last: date, agent: str | None = None,
-              now: datetime | None = None) -> list[Cell]:
+              now: datetime | None = None, histograms: bool = False) -> list[Cell]:
         """The scope's cells of first..last; `agent` narrows a tenant-wide scope to one agent."""
-        cells = self.rollups.cells(scope.tenant_id, first, last, now)
-        wanted = scope.agent_id or agent
-        return [c for c in cells if c.agent_id == wanted] if wanted else cells
+        return narrow(self.rollups.cells(scope.tenant_id, first, last, now, histograms), scope.agent_id or agent)
 
     # -- rows -----------------------------------------------------------------------------------
     def _where(self, scope: Scope, agent: str | None):
@@ -87,15 +85,14 @@ class Dashboard:
         sessions only: an agent's session must not learn the other agents' spend) and its key's."""
         now = now or datetime.now(UTC)
         first = month_start(now)
-        cells = self.rollups.cells(scope.tenant_id, first.date(), now.date(), now)
         out = []
         if scope.agent_id is None:
-            spent = round(sum(c.cost for c in cells), 8)
+            spent = self.rollups.cost(scope.tenant_id, first.date(), now.date(), now=now)
             out.append(_budget("tenant", self.store.tenant_limits(scope.tenant_id), spent, first, now))
         if scope.key_id is not None:
             key = self.store.active_key(scope.key_id)
             if key is not None:
-                spent = round(sum(c.cost for c in cells if c.key_id == scope.key_id), 8)
+                spent = self.rollups.cost(scope.tenant_id, first.date(), now.date(), key_id=scope.key_id, now=now)
                 out.append(_budget("key", key.limits, spent, first, now))
         return out
 
@@ -119,6 +116,11 @@ class Dashboard:
             for name in ("created_at", "started_at", "finished_at"):
                 r[name] = _when(r[name])
         return rows
+
+
+def narrow(cells: list[Cell], agent: str | None) -> list[Cell]:
+    """Only `agent`'s cells (all of them when None)."""
+    return [c for c in cells if c.agent_id == agent] if agent else cells
 
 
 def _budget(scope: str, limits: Limits, spent: float, first: datetime, now: datetime) -> dict:

@@ -37,9 +37,9 @@ class Cell:
     input_tokens: int
     output_tokens: int
     cost: float
-    latency: tuple[int, ...]
-    upstream: tuple[int, ...]
-    overhead: tuple[int, ...]
+    latency: str = ""                   # histograms, encoded (app/dashboard/histogram.py); "" when not read
+    upstream: str = ""
+    overhead: str = ""
 
 
 def day_start(day: date) -> datetime:
@@ -52,48 +52,54 @@ def _day_expr(dialect: str):
     return func.to_char(func.timezone("UTC", ledger.c.created_at), "YYYY-MM-DD")
 
 
-def live_cells(conn, tenant_id: str, start: datetime, end: datetime) -> list[Cell]:
-    """The tenant's rows with start <= created_at < end, summed per day and dimension."""
+def live_cells(conn, tenant_id: str, start: datetime, end: datetime, histograms: bool = True) -> list[Cell]:
+    """The tenant's rows with start <= created_at < end, summed per day and dimension (with the
+    latency histograms only when asked: they are most of the query's work)."""
     c = ledger.c
     dims = [_day_expr(conn.dialect.name).label("day"), c.agent_id, c.key_id,
             func.coalesce(c.model_served, c.model_requested).label("model"), c.provider, c.endpoint, c.error_code]
-    overhead = case((c.upstream_ms.is_not(None), c.latency_ms - c.upstream_ms), else_=None)
     measures = [func.count().label("calls"), func.sum(case((c.status >= 400, 1), else_=0)).label("errors"),
                 func.coalesce(func.sum(c.input_tokens), 0).label("input_tokens"),
                 func.coalesce(func.sum(c.output_tokens), 0).label("output_tokens"),
-                func.coalesce(func.sum(c.cost), 0.0).label("cost"),
-                *histogram.sql_columns(c.latency_ms, "l"), *histogram.sql_columns(c.upstream_ms, "u"),
-                *histogram.sql_columns(overhead, "o")]
+                func.coalesce(func.sum(c.cost), 0.0).label("cost")]
+    if histograms:
+        overhead = case((c.upstream_ms.is_not(None), c.latency_ms - c.upstream_ms), else_=None)
+        measures += [*histogram.sql_columns(c.latency_ms, "l"), *histogram.sql_columns(c.upstream_ms, "u"),
+                     *histogram.sql_columns(overhead, "o")]
     query = (select(*dims, *measures)
              .where(c.tenant_id == tenant_id, c.created_at >= start, c.created_at < end)
              .group_by(*dims))
-    return [Cell(day=str(r["day"]), agent_id=r["agent_id"], key_id=r["key_id"], model=r["model"],
-                 provider=r["provider"], endpoint=r["endpoint"], error_code=r["error_code"], calls=int(r["calls"]),
-                 errors=int(r["errors"] or 0), input_tokens=int(r["input_tokens"]),
-                 output_tokens=int(r["output_tokens"]), cost=float(r["cost"] or 0.0),
-                 latency=histogram.from_row(r, "l"), upstream=histogram.from_row(r, "u"),
-                 overhead=histogram.from_row(r, "o"))
-            for r in conn.execute(query).mappings()]
+    out = []
+    for r in conn.execute(query).mappings():
+        hists = {name: histogram.encode(histogram.from_row(r, prefix)) for name, prefix in
+                 (("latency", "l"), ("upstream", "u"), ("overhead", "o"))} if histograms else {}
+        out.append(Cell(day=str(r["day"]), agent_id=r["agent_id"], key_id=r["key_id"], model=r["model"],
+                        provider=r["provider"], endpoint=r["endpoint"], error_code=r["error_code"],
+                        calls=int(r["calls"]), errors=int(r["errors"] or 0), input_tokens=int(r["input_tokens"]),
+                        output_tokens=int(r["output_tokens"]), cost=float(r["cost"] or 0.0), **hists))
+    return out
 
 
 class Rollups:
     def __init__(self, engine):
         self.engine = engine
 
-    def cells(self, tenant_id: str, first: date, last: date, now: datetime | None = None) -> list[Cell]:
+    def cells(self, tenant_id: str, first: date, last: date, now: datetime | None = None,
+              histograms: bool = False) -> list[Cell]:
         """Every cell of the days first..last (inclusive): stored for completed days (computed now
-        if missing), live for the rest."""
+        if missing), live for the rest; with the latency histograms when `histograms`."""
         now = now or datetime.now(UTC)
         completed_until = (now - timedelta(seconds=GRACE_S)).date()    # days before this one are complete
         stored_last = min(last, completed_until - timedelta(days=1))
         out: list[Cell] = []
         if first <= stored_last:
             self._fill(tenant_id, first, stored_last)
-            out.extend(self._stored(tenant_id, first, stored_last))
+            out.extend(self._stored(tenant_id, first, stored_last, histograms))
         live_first = max(first, stored_last + timedelta(days=1))
         if live_first <= last:
             with self.engine.connect() as conn:
-                out.extend(live_cells(conn, tenant_id, day_start(live_first), day_start(last + timedelta(days=1))))
+                out.extend(live_cells(conn, tenant_id, day_start(live_first), day_start(last + timedelta(days=1)),
+                                      histograms))
         return out
 
     def _fill(self, tenant_id: str, first: date, last: date) -> None:
@@ -118,25 +124,49 @@ class Rollups:
         except IntegrityError:
             pass                    # another worker stored (some of) these days first; theirs stand
 
-    def _stored(self, tenant_id: str, first: date, last: date) -> list[Cell]:
+    def _stored(self, tenant_id: str, first: date, last: date, histograms: bool) -> list[Cell]:
         d = ledger_daily.c
-        query = select(ledger_daily).where(d.tenant_id == tenant_id, d.day >= first.isoformat(),
-                                           d.day <= last.isoformat())
+        columns = [d.day, d.agent_id, d.key_id, d.model, d.provider, d.endpoint, d.error_code, d.calls, d.errors,
+                   d.input_tokens, d.output_tokens, d.cost]
+        if histograms:
+            columns += [d.latency, d.upstream, d.overhead]
+        query = select(*columns).where(d.tenant_id == tenant_id, d.day >= first.isoformat(), d.day <= last.isoformat())
         with self.engine.connect() as conn:
-            return [Cell(day=r["day"], agent_id=r["agent_id"], key_id=r["key_id"], model=r["model"],
-                         provider=r["provider"], endpoint=r["endpoint"], error_code=r["error_code"],
-                         calls=r["calls"], errors=r["errors"], input_tokens=r["input_tokens"],
-                         output_tokens=r["output_tokens"], cost=r["cost"], latency=histogram.decode(r["latency"]),
-                         upstream=histogram.decode(r["upstream"]), overhead=histogram.decode(r["overhead"]))
-                    for r in conn.execute(query).mappings()]
+            return [Cell(*row) for row in conn.execute(query)]
+
+    def cost(self, tenant_id: str, first: date, last: date, key_id: str | None = None,
+             now: datetime | None = None) -> float:
+        """USD spent by the tenant (or one of its keys) on first..last: one sum over the stored days, one
+        over the open ones (the budget figures, without reading every cell)."""
+        now = now or datetime.now(UTC)
+        stored_last = min(last, (now - timedelta(seconds=GRACE_S)).date() - timedelta(days=1))
+        total = 0.0
+        if first <= stored_last:
+            self._fill(tenant_id, first, stored_last)
+        with self.engine.connect() as conn:
+            if first <= stored_last:
+                d = ledger_daily.c
+                where = [d.tenant_id == tenant_id, d.day >= first.isoformat(), d.day <= stored_last.isoformat()]
+                if key_id is not None:
+                    where.append(d.key_id == key_id)
+                total += float(conn.execute(select(func.coalesce(func.sum(d.cost), 0.0)).where(*where)).scalar_one())
+            live_first = max(first, stored_last + timedelta(days=1))
+            if live_first <= last:
+                c = ledger.c
+                where = [c.tenant_id == tenant_id, c.created_at >= day_start(live_first),
+                         c.created_at < day_start(last + timedelta(days=1))]
+                if key_id is not None:
+                    where.append(c.key_id == key_id)
+                total += float(conn.execute(select(func.coalesce(func.sum(c.cost), 0.0)).where(*where)).scalar_one())
+        return round(total, 8)
 
 
 def _row(tenant_id: str, cell: Cell) -> dict:
     return {"tenant_id": tenant_id, "day": cell.day, "agent_id": cell.agent_id, "key_id": cell.key_id,
             "model": cell.model, "provider": cell.provider, "endpoint": cell.endpoint, "error_code": cell.error_code,
             "calls": cell.calls, "errors": cell.errors, "input_tokens": cell.input_tokens,
-            "output_tokens": cell.output_tokens, "cost": cell.cost, "latency": histogram.encode(cell.latency),
-            "upstream": histogram.encode(cell.upstream), "overhead": histogram.encode(cell.overhead)}
+            "output_tokens": cell.output_tokens, "cost": cell.cost, "latency": cell.latency,
+            "upstream": cell.upstream, "overhead": cell.overhead}
 
 
 def drop_before(conn, before: datetime) -> None:
