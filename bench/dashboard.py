@@ -1,7 +1,8 @@
 """`python -m bench.dashboard`: how fast the dashboard's pages answer with many ledger rows.
 
-Bulk-seeds `--rows` ledger rows for one tenant over `--days` days up to now (executemany on SQLite,
-COPY on PostgreSQL), signs in through the real form with Flask's test client, and times each page:
+Bulk-seeds `--rows` ledger rows for one tenant over `--days` days up to now, a day's share of them
+in today so far (read live by every page, so this is the slowest moment of a day; executemany on
+SQLite, COPY on PostgreSQL), signs in through the real form with Flask's test client, and times each page:
 once cold (the first overview computes the completed days' rollups) and then warm (the median of
 `--repeat` requests). Prints a table; bench/README.md has the figures of a run on each database.
 
@@ -11,6 +12,7 @@ once cold (the first overview computes the completed days' rollups) and then war
 from __future__ import annotations
 
 import argparse
+import sys
 import random
 import re
 import statistics
@@ -32,10 +34,14 @@ CHUNK = 50_000
 
 def _rows(n: int, days: int, tenant: str, agents: list[str], keys: list[str], sqlite: bool):
     now = datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    today = n // days                  # a whole day's share falls in today so far: the live part at its largest
     rng = random.Random(17)
-    span = days * 86400
     for i in range(n):
-        when = now - timedelta(seconds=span * (i / n))
+        if i < today:
+            when = midnight + (now - midnight) * (i / today)
+        else:
+            when = midnight - timedelta(seconds=(days - 1) * 86400 * ((i - today + 1) / (n - today)))
         model, provider = MODELS[i % len(MODELS)]
         failed = rng.random() < 0.05
         latency = int(rng.lognormvariate(6.2, 0.8))
@@ -106,6 +112,7 @@ def main(argv=None) -> int:
     key, plain = store.create_key(tenant, name="bench")
     keys = [key.id, store.create_key(tenant, name="bench-2")[0].id]
     seconds = seed(engine, args.rows, args.days, tenant, agents, keys)
+    sys.stdout.reconfigure(line_buffering=True)
     print(f"seeded {args.rows:,} rows over {args.days} days on {engine.dialect.name} in {seconds:.1f} s")
 
     from nodes import create_app

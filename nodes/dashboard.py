@@ -22,7 +22,7 @@ from werkzeug.exceptions import HTTPException
 from app.dashboard import charts, figures
 from app.dashboard.exports import to_csv
 from app.dashboard.params import BadParam, View, parse
-from app.dashboard.queries import CALL_COLUMNS, Scope, day_range, narrow
+from app.dashboard.queries import CALL_COLUMNS, Scope, day_range
 from app.dashboard.sessions import Session
 from app.errors import FlowcallError
 from app.tenancy.auth import authenticate_api_key, authenticate_jwt
@@ -132,13 +132,13 @@ def _view() -> View:
     return view
 
 
-def _cells(view: View, histograms: bool = False) -> tuple[list, list[str]]:
-    """(the view's cells, narrowed to its agent; the agents the filter offers: those with calls in
-    the range, or the session's own agent). One read of the rollups per page."""
-    scope = _scope()
-    every = services().dashboard.cells(scope, view.first, view.last, histograms=histograms)
-    agents = [scope.agent_id] if scope.agent_id else sorted({c.agent_id for c in every if c.agent_id})
-    return narrow(every, view.agent), agents
+def _cells(view: View, dims: tuple[str, ...], histograms: bool = False) -> list:
+    """The view's sums grouped by `dims` (its agent's only, when it names one)."""
+    return services().dashboard.cells(_scope(), view.first, view.last, view.agent, dims=dims, histograms=histograms)
+
+
+def _agents(view: View) -> list[str]:
+    return services().dashboard.agents(_scope(), view.first, view.last)
 
 
 @bp.app_template_filter("dash_usd")
@@ -218,22 +218,22 @@ def signout():
 def overview():
     view = _view()
     svc = services()
-    cells, agents = _cells(view)
+    cells = _cells(view, ("day",))
     days = figures.daily(cells, view.first, view.last)
     chart = {name: Markup(charts.columns([(d["day"], d[name]) for d in days], f"{title} per day"))
              for name, title in (("calls", "Calls"), ("total_tokens", "Tokens"), ("cost", "Cost (USD)"))}
-    return _page("overview.html", view=view, agents=agents, totals=figures.totals(cells), days=days,
+    return _page("overview.html", view=view, agents=_agents(view), totals=figures.totals(cells), days=days,
                  charts=chart, budgets=svc.dashboard.budget(_scope()), minute=svc.dashboard.last_minute(_scope()))
 
 
 @bp.get("/dashboard/breakdowns")
 def breakdowns():
     view = _view()
-    cells, agents = _cells(view, histograms=True)
-    rows = figures.breakdown(cells, view.by, view.sort, view.descending)
+    rows = figures.breakdown(_cells(view, (figures.FIELD[view.by],), histograms=True), view.by, view.sort,
+                             view.descending)
     chart = Markup(charts.rows([(str(r["group"]), r[_chart_measure(view)]) for r in rows],
                                f"{_chart_measure(view)} by {view.by}"))
-    return _page("breakdowns.html", view=view, agents=agents, rows=rows, chart=chart,
+    return _page("breakdowns.html", view=view, agents=_agents(view), rows=rows, chart=chart,
                  measure=_chart_measure(view), keys=_key_names())
 
 
@@ -248,12 +248,11 @@ def _key_names() -> dict[str, str]:
 @bp.get("/dashboard/failures")
 def failures():
     view = _view()
-    cells, agents = _cells(view)
-    per_day, codes = figures.failures_by_code(cells, view.first, view.last)
+    per_day, codes = figures.failures_by_code(_cells(view, ("day", "error_code")), view.first, view.last)
     chart = Markup(charts.columns([(d["day"], d["errors"]) for d in per_day], "Errors per day"))
     start, end = day_range(view.first, view.last)
     latest, _ = services().dashboard.calls(_scope(), start, end, view.agent, failed=True, size=20)
-    return _page("failures.html", view=view, agents=agents, per_day=per_day, codes=codes, chart=chart,
+    return _page("failures.html", view=view, agents=_agents(view), per_day=per_day, codes=codes, chart=chart,
                  latest=latest, log_content=services().settings.log_content)
 
 
@@ -262,7 +261,7 @@ def calls():
     view = _view()
     start, end = day_range(view.first, view.last)
     rows, more = services().dashboard.calls(_scope(), start, end, view.agent, page=view.page)
-    return _page("calls.html", view=view, agents=_cells(view)[1], rows=rows, more=more)
+    return _page("calls.html", view=view, agents=_agents(view), rows=rows, more=more)
 
 
 @bp.get("/dashboard/calls/<int:row_id>")
@@ -283,12 +282,13 @@ def export(name: str):
     view = _view()
     svc = services()
     if name == "daily":
-        rows, columns = figures.daily(_cells(view)[0], view.first, view.last), DAILY_COLUMNS
+        rows, columns = figures.daily(_cells(view, ("day",)), view.first, view.last), DAILY_COLUMNS
     elif name == "breakdown":
-        rows = figures.breakdown(_cells(view, histograms=True)[0], view.by, view.sort, view.descending)
+        rows = figures.breakdown(_cells(view, (figures.FIELD[view.by],), histograms=True), view.by, view.sort,
+                                 view.descending)
         columns = BREAKDOWN_COLUMNS
     elif name == "failures":
-        per_day, codes = figures.failures_by_code(_cells(view)[0], view.first, view.last)
+        per_day, codes = figures.failures_by_code(_cells(view, ("day", "error_code")), view.first, view.last)
         rows, columns = [{"day": d["day"], **d["by_code"]} for d in per_day], ("day", *codes)
     elif name == "calls":
         start, end = day_range(view.first, view.last)

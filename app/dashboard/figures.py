@@ -12,7 +12,7 @@ from app.dashboard import histogram
 from app.dashboard.rollups import Cell
 
 BREAKDOWNS = ("model", "provider", "endpoint", "agent", "key")
-_FIELD = {"model": "model", "provider": "provider", "endpoint": "endpoint", "agent": "agent_id", "key": "key_id"}
+FIELD = {"model": "model", "provider": "provider", "endpoint": "endpoint", "agent": "agent_id", "key": "key_id"}
 SORTABLE = ("group", "calls", "errors", "error_rate", "input_tokens", "output_tokens", "total_tokens", "cost")
 
 
@@ -31,7 +31,7 @@ def _totals(cells: Iterable[Cell], percentiles: bool = False) -> dict:
     out["error_rate"] = round(out["errors"] / out["calls"], 4) if out["calls"] else 0.0
     if percentiles:                     # the cells must have been read with their histograms
         for name in ("latency", "upstream", "overhead"):
-            hist = histogram.total([getattr(c, name) for c in members])
+            hist = histogram.total([getattr(c, name) for c in members if getattr(c, name)[-1]])
             out[f"{name}_p50"] = histogram.percentile(hist, 0.50)
             out[f"{name}_p95"] = histogram.percentile(hist, 0.95)
     return out
@@ -51,7 +51,7 @@ def daily(cells: list[Cell], first: date, last: date) -> list[dict]:
 
 
 def breakdown(cells: list[Cell], by: str, sort: str = "cost", descending: bool = True) -> list[dict]:
-    field = _FIELD[by]
+    field = FIELD[by]
     groups: dict[str | None, list[Cell]] = {}
     for cell in cells:
         groups.setdefault(getattr(cell, field), []).append(cell)

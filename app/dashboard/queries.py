@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta, UTC
 from sqlalchemy import func, select
 
 from app.batch.job_store import job_items, jobs
-from app.dashboard.rollups import Cell, Rollups, day_start
+from app.dashboard.rollups import DIMENSIONS, Cell, Rollups, day_start
 from app.tenancy.db import ledger
 from app.tenancy.ledger import month_start
 from app.tenancy.store import Limits, Store
@@ -36,10 +36,17 @@ class Dashboard:
         self.rollups = Rollups(engine)
 
     # -- cells ----------------------------------------------------------------------------------
-    def cells(self, scope: Scope, first: date, last: date, agent: str | None = None,
-              now: datetime | None = None, histograms: bool = False) -> list[Cell]:
-        """The scope's cells of first..last; `agent` narrows a tenant-wide scope to one agent."""
-        return narrow(self.rollups.cells(scope.tenant_id, first, last, now, histograms), scope.agent_id or agent)
+    def cells(self, scope: Scope, first: date, last: date, agent: str | None = None, now: datetime | None = None,
+              dims: tuple[str, ...] = DIMENSIONS, histograms: bool = False) -> list[Cell]:
+        """The scope's sums of first..last grouped by `dims`; `agent` narrows a tenant-wide scope to one agent."""
+        return self.rollups.cells(scope.tenant_id, first, last, now, dims, histograms, scope.agent_id or agent)
+
+    def agents(self, scope: Scope, first: date, last: date) -> list[str]:
+        """The agents with calls in first..last (the filter's choices); an agent's session: its own."""
+        if scope.agent_id:
+            return [scope.agent_id]
+        cells = self.rollups.cells(scope.tenant_id, first, last, dims=("agent_id",))
+        return sorted({c.agent_id for c in cells if c.agent_id})
 
     # -- rows -----------------------------------------------------------------------------------
     def _where(self, scope: Scope, agent: str | None):
@@ -116,11 +123,6 @@ class Dashboard:
             for name in ("created_at", "started_at", "finished_at"):
                 r[name] = _when(r[name])
         return rows
-
-
-def narrow(cells: list[Cell], agent: str | None) -> list[Cell]:
-    """Only `agent`'s cells (all of them when None)."""
-    return [c for c in cells if c.agent_id == agent] if agent else cells
 
 
 def _budget(scope: str, limits: Limits, spent: float, first: datetime, now: datetime) -> dict:

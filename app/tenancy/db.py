@@ -106,9 +106,9 @@ ledger_daily = Table(
     Column("input_tokens", BigInteger, nullable=False),
     Column("output_tokens", BigInteger, nullable=False),
     Column("cost", Float, nullable=False),
-    Column("latency", String(200), nullable=False),       # histogram counts per bucket (app/dashboard/histogram.py)
-    Column("upstream", String(200), nullable=False),
-    Column("overhead", String(200), nullable=False),
+    # latency histograms, one column per bucket (app/dashboard/histogram.py): lat_*, up_*, oh_*
+    *[Column(f"{kind}_{i}", Integer, nullable=False, server_default="0")
+      for kind in ("lat", "up", "oh") for i in [*range(13), "n"]],
     Index("ix_ledger_daily_tenant_day", "tenant_id", "day"),
 )
 

@@ -53,9 +53,10 @@ def upgrade() -> None:
         sa.Column("input_tokens", sa.BigInteger, nullable=False),
         sa.Column("output_tokens", sa.BigInteger, nullable=False),
         sa.Column("cost", sa.Float, nullable=False),
-        sa.Column("latency", sa.String(200), nullable=False),
-        sa.Column("upstream", sa.String(200), nullable=False),
-        sa.Column("overhead", sa.String(200), nullable=False),
+        # latency histograms (app/dashboard/histogram.py): 13 cumulative buckets and a count, for the
+        # call's latency (lat), the provider's time (up) and flowcall's own (oh)
+        *[sa.Column(f"{kind}_{i}", sa.Integer, nullable=False, server_default="0")
+          for kind in ("lat", "up", "oh") for i in [*range(13), "n"]],
     )
     op.create_index("ix_ledger_daily_tenant_day", "ledger_daily", ["tenant_id", "day"])
 
