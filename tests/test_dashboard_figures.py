@@ -151,3 +151,39 @@ def test_histogram_percentiles_are_bucket_bounds():
     assert histogram.percentile(hist, 0.95) == f"> {histogram.BOUNDS_MS[-1]} ms"
     assert histogram.percentile(histogram.EMPTY, 0.5) is None
     assert histogram.total([]) == histogram.EMPTY
+
+
+def test_the_open_day_is_summed_per_completed_hour_then_per_day(dash_app):
+    """A day still open: its completed hours stored, the current one live; once the day completes
+    (after the grace), its own sums replace its hours'. The totals equal Ledger.usage throughout."""
+    svc = dash_app.extensions["flowcall"]
+    engine, tenant = svc.store.engine, str(uuid.uuid4())
+    day = datetime(2026, 1, 10, tzinfo=UTC)
+    for hour in (0, 3, 14, 15, 23):
+        for minute in (0, 59):
+            seed(engine, day + timedelta(hours=hour, minutes=minute, seconds=30), tenant_id=tenant,
+                 request_id=uuid.uuid4().hex, model_served=f"m.{hour % 2}", input_tokens=hour + 1,
+                 cost=0.001 * (hour + 1), latency_ms=hour * 10, upstream_ms=hour, status=500 if hour == 3 else 200)
+    seed(engine, day + timedelta(days=1, seconds=10), tenant_id=tenant, request_id="next-day", input_tokens=7)
+    expected = svc.ledger.usage(tenant, day, day + timedelta(days=1), "model")
+
+    def check(now: datetime) -> None:
+        cells = svc.dashboard.rollups.cells(tenant, day.date(), day.date(), now, dims=("model",), histograms=True)
+        _same(figures.totals(cells), expected["totals"])
+        rows = {r["group"]: r for r in figures.breakdown(cells, "model")}
+        for g in expected["groups"]:
+            _same(rows[g["group"]], g)
+
+    def stored(hourly: bool) -> int:
+        column = ledger_daily.c.hour_start
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(ledger_daily).where(
+                ledger_daily.c.tenant_id == tenant, column.is_not(None) if hourly else column.is_(None))).scalar_one()
+
+    check(day + timedelta(hours=15, minutes=30))             # hours 0-14 stored, 15 live
+    assert stored(hourly=True) > 0 and stored(hourly=False) == 0
+    check(day + timedelta(days=1, minutes=2))                # within the grace: hours 0-22 stored, 23 live
+    check(day + timedelta(days=1, minutes=10))               # complete: the day's own sums
+    assert stored(hourly=True) == 0 and stored(hourly=False) > 0
+    assert svc.dashboard.rollups.cost(tenant, day.date(), day.date(), now=day + timedelta(days=2)) == \
+        pytest.approx(expected["totals"]["cost"], abs=1e-8)

@@ -72,7 +72,8 @@ ledger = Table(
 
 # The dashboard (app/dashboard/): server-side sessions (the cookie holds a random token, this its SHA-256),
 # and per-day rollups of completed UTC days, computed when a page first asks (`ledger_days` marks a
-# tenant's day as rolled up, even an empty one). Nothing on the call path touches either.
+# tenant's day (or hour of a day still open) as rolled up, even an empty one). Nothing on the call path
+# touches either.
 dashboard_sessions = Table(
     "dashboard_sessions", metadata,
     Column("token_hash", String(64), primary_key=True),
@@ -87,7 +88,7 @@ dashboard_sessions = Table(
 ledger_days = Table(
     "ledger_days", metadata,
     Column("tenant_id", String(64), primary_key=True),
-    Column("day", String(10), primary_key=True),                     # YYYY-MM-DD, UTC
+    Column("day", String(13), primary_key=True),                     # YYYY-MM-DD, or YYYY-MM-DDTHH: an hour, UTC
 )
 
 ledger_daily = Table(
@@ -95,6 +96,7 @@ ledger_daily = Table(
     Column("id", _ID, primary_key=True, autoincrement=True),
     Column("tenant_id", String(64), nullable=False),
     Column("day", String(10), nullable=False),
+    Column("hour_start", String(13), nullable=True),      # set: one hour's sums of a day still open (YYYY-MM-DDTHH)
     Column("agent_id", String(64), nullable=True),
     Column("key_id", String(32), nullable=True),
     Column("model", String(200), nullable=True),

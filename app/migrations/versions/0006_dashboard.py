@@ -35,13 +35,14 @@ def upgrade() -> None:
     op.create_table(
         "ledger_days",
         sa.Column("tenant_id", sa.String(64), primary_key=True),
-        sa.Column("day", sa.String(10), primary_key=True),
+        sa.Column("day", sa.String(13), primary_key=True),        # YYYY-MM-DD, or YYYY-MM-DDTHH for an hour
     )
     op.create_table(
         "ledger_daily",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
         sa.Column("tenant_id", sa.String(64), nullable=False),
         sa.Column("day", sa.String(10), nullable=False),
+        sa.Column("hour_start", sa.String(13), nullable=True),
         sa.Column("agent_id", sa.String(64), nullable=True),
         sa.Column("key_id", sa.String(32), nullable=True),
         sa.Column("model", sa.String(200), nullable=True),
