@@ -71,9 +71,9 @@ ledger = Table(
 )
 
 # The dashboard (app/dashboard/): server-side sessions (the cookie holds a random token, this its SHA-256),
-# and per-day rollups of completed UTC days, computed when a page first asks (`ledger_days` marks a
-# tenant's day (or hour of a day still open) as rolled up, even an empty one). Nothing on the call path
-# touches either.
+# and rollups of completed UTC days (and of the completed hours of the day still open), computed when a
+# page first asks (`ledger_days` marks a tenant's day or hour as rolled up, even an empty one). Nothing
+# on the call path touches either.
 dashboard_sessions = Table(
     "dashboard_sessions", metadata,
     Column("token_hash", String(64), primary_key=True),
