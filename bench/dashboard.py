@@ -123,7 +123,7 @@ def main(argv=None) -> int:
              f"/dashboard/calls/{some_id}", "/dashboard/jobs", f"/dashboard?agent={agents[0]}",
              "/dashboard/export/daily.csv", "/dashboard/export/breakdown.csv", "/dashboard/export/calls.csv"]
     cold, size = _timed(client, pages[0])
-    print(f"cold overview (computes the rollups of {args.days} days and today's hours): {cold:,.0f} ms")
+    print(f"cold overview (computes the rollups of the completed days and hours): {cold:,.0f} ms")
     live = args.rows / (args.days * 24) * (datetime.now(UTC).minute + 5) / 60
     print(f"rows read live by each page (this hour so far, and the 5 min grace): about {live:,.0f}")
     print(f"{'page':<48} {'median ms':>10} {'max ms':>8} {'bytes':>9}")
