@@ -118,7 +118,7 @@ def test_a_tenant_signs_in_reads_filters_opens_a_failure_exports_and_signs_out(b
     per_agent = {g["group"]: g for g in _usage(service, service["key"], group_by="agent")["groups"]}
     assert int(browser.find_element(By.ID, "total-calls").text) == per_agent[tenant["agents"][0]]["calls"] == 3
 
-    browser.get(f"{service['url']}/dashboard/breakdowns?by=model")
+    browser.get(f"{service['url']}/dashboard/breakdowns?by=model&sort=calls")
     table = browser.find_element(By.ID, "breakdown").text
     assert HOSTILE_MODEL in table                                        # shown as text, not markup
     assert not browser.find_elements(By.CSS_SELECTOR, "#breakdown b")
