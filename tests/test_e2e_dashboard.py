@@ -37,7 +37,8 @@ if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
 from selenium import webdriver                          # noqa: E402 - only once a browser is known to exist
 from selenium.webdriver.chrome.service import Service   # noqa: E402
 from selenium.webdriver.common.by import By             # noqa: E402
-from selenium.webdriver.support.ui import Select        # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC   # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait      # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -83,13 +84,21 @@ def tenant(service):
     return {"agents": agents, "keys": keys, "request_ids": request_ids}
 
 
+def _submit(browser, element, arrived) -> None:
+    """Click what submits a form, then wait (bounded) until the browser is on the page `arrived`
+    accepts: a click returns when the navigation has begun, not when the next page is there."""
+    old = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 15).until(EC.staleness_of(old))
+    WebDriverWait(browser, 15).until(lambda b: arrived(b.current_url))
+
+
 def _sign_in(browser, service, key: str) -> None:
     browser.delete_all_cookies()
     browser.get(f"{service['url']}/dashboard")
     assert browser.current_url.endswith("/dashboard/signin")
     browser.find_element(By.ID, "api_key").send_keys(key)
-    browser.find_element(By.ID, "signin").click()
-    assert browser.current_url.endswith("/dashboard")
+    _submit(browser, browser.find_element(By.ID, "signin"), lambda url: url.endswith("/dashboard"))
 
 
 def _shot(browser, shots: Path, name: str) -> None:
@@ -114,7 +123,7 @@ def test_a_tenant_signs_in_reads_filters_opens_a_failure_exports_and_signs_out(b
 
     # filter by agent: the overview's figures become that agent's
     Select(browser.find_element(By.ID, "agent-filter")).select_by_value(tenant["agents"][0])
-    browser.find_element(By.ID, "apply").click()
+    _submit(browser, browser.find_element(By.ID, "apply"), lambda url: tenant["agents"][0] in url)
     per_agent = {g["group"]: g for g in _usage(service, service["key"], group_by="agent")["groups"]}
     assert int(browser.find_element(By.ID, "total-calls").text) == per_agent[tenant["agents"][0]]["calls"] == 3
 
@@ -128,7 +137,8 @@ def test_a_tenant_signs_in_reads_filters_opens_a_failure_exports_and_signs_out(b
     _shot(browser, shots, "failures")
     failed = browser.find_elements(By.CSS_SELECTOR, "#latest-failures a.call-link")
     assert {a.text for a in failed} == {tenant["request_ids"][4], tenant["request_ids"][5]}
-    next(a for a in failed if a.text == tenant["request_ids"][4]).click()
+    _submit(browser, next(a for a in failed if a.text == tenant["request_ids"][4]),
+            lambda url: "/dashboard/calls/" in url)
     assert browser.find_element(By.ID, "request-id").text == tenant["request_ids"][4]
     assert browser.find_element(By.ID, "error-code").text == "unknown_provider"
     assert "nope" in browser.find_element(By.ID, "error-message").text
@@ -153,8 +163,8 @@ def test_a_tenant_signs_in_reads_filters_opens_a_failure_exports_and_signs_out(b
     _shot(browser, shots, "overview-phone")
     browser.set_window_size(1280, 1400)
 
-    browser.find_element(By.CSS_SELECTOR, "form.signout button").click()
-    assert browser.current_url.endswith("/dashboard/signin")
+    _submit(browser, browser.find_element(By.CSS_SELECTOR, "form.signout button"),
+            lambda url: url.endswith("/dashboard/signin"))
     browser.get(f"{service['url']}/dashboard")
     assert browser.current_url.endswith("/dashboard/signin")
     stale = requests.get(href, cookies={"flowcall_dashboard": cookie["value"]}, timeout=10, allow_redirects=False)
