@@ -187,3 +187,24 @@ def test_the_open_day_is_summed_per_completed_hour_then_per_day(dash_app):
     assert stored(hourly=True) == 0 and stored(hourly=False) > 0
     assert svc.dashboard.rollups.cost(tenant, day.date(), day.date(), now=day + timedelta(days=2)) == \
         pytest.approx(expected["totals"]["cost"], abs=1e-8)
+
+
+def test_two_workers_rolling_up_the_same_days_store_them_once(dash_app):
+    """Two processes may both find a day missing and both compute it: the second's insert loses the
+    race (its marks collide), is rolled back whole, and the figures stay those of one copy."""
+    svc = dash_app.extensions["flowcall"]
+    engine, tenant = svc.store.engine, str(uuid.uuid4())
+    day = datetime(2026, 2, 3, 12, tzinfo=UTC)
+    for i in range(4):
+        seed(engine, day + timedelta(minutes=i), tenant_id=tenant, request_id=uuid.uuid4().hex, input_tokens=5)
+    rollups = svc.dashboard.rollups
+    later = day + timedelta(days=3)
+    first = figures.totals(rollups.cells(tenant, day.date(), day.date(), later))
+    with engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(select(ledger_daily).where(ledger_daily.c.tenant_id == tenant))
+                .mappings()]
+    for row in rows:
+        row.pop("id")
+    rollups._store(tenant, [day.date().isoformat()], rows, None)           # the slower worker's copy
+    again = figures.totals(rollups.cells(tenant, day.date(), day.date(), later))
+    assert again == first and first["calls"] == 4 and first["input_tokens"] == 20
