@@ -183,3 +183,11 @@ def test_an_agent_scoped_key_sees_its_agent_only(app, client, tenant_id, engine)
         assert "m.one" in page and "m.two" not in page and "r-a2" not in page, path
     overview = client.get("/dashboard").get_data(as_text=True)
     assert '<th scope="row">tenant</th>' not in overview and '<th scope="row">key</th>' in overview
+
+
+def test_the_filter_form_keeps_the_grouping_and_the_sort(client, api_key):
+    _signed_in(client, api_key)
+    page = client.get("/dashboard/breakdowns?by=agent&sort=calls&dir=asc").get_data(as_text=True)
+    hidden = dict(re.findall(r'<input type="hidden" name="(by|sort|dir)" value="([^"]*)">', page))
+    assert hidden == {"by": "agent", "sort": "calls", "dir": "asc"}
+    assert 'aria-sort="ascending"' in page
