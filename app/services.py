@@ -13,6 +13,8 @@ from app.telemetry import logs, metrics
 from app import startup
 from app.catalog import Catalog
 from app.config import Settings
+from app.dashboard.queries import Dashboard
+from app.dashboard.sessions import Sessions
 from app.dispatch import Dispatcher
 from app.tenancy.gateway import Gateway
 from app.tenancy.idempotency import Idempotency
@@ -39,6 +41,8 @@ class Services:
     quotas: Quotas
     gateway: Gateway
     responses: ResponseStore
+    dashboard: Dashboard
+    sessions: Sessions
     jobs: Jobs | None = None          # None: the job queue could not be opened (its endpoints answer 503)
 
 
@@ -60,7 +64,8 @@ def build_services(settings: Settings) -> Services:
         settings=settings, catalog=catalog, store=store, dispatcher=dispatcher,
         streaming=StreamingDispatcher(dispatcher), ledger=ledger, quotas=quotas,
         gateway=Gateway(store, dispatcher, ledger, Idempotency(store.engine), quotas),
-        responses=ResponseStore(store.engine, settings.response_retention_days))
+        responses=ResponseStore(store.engine, settings.response_retention_days),
+        dashboard=Dashboard(store.engine, store), sessions=Sessions(store.engine))
     try:
         services.jobs = Jobs(services)
     except Exception:  # noqa: BLE001 - an unreachable queue makes the job endpoints 503, not the start fail

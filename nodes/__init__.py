@@ -19,13 +19,13 @@ from app.telemetry.metrics import record_request
 from app.openapi import build_spec
 from app.services import Services, build_services
 
-from . import (agentai, batch, call, chat_completions, connection_check, docs, embeddings, health, me, models,
-               openai_embeddings, responses, usage)
+from . import (agentai, batch, call, chat_completions, connection_check, dashboard, docs, embeddings, health, me,
+               models, openai_embeddings, responses, usage)
 from . import metrics as metrics_node
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 BLUEPRINTS = (call, agentai, batch, connection_check, usage, models, me, docs, metrics_node, health,
-              chat_completions, responses, embeddings, openai_embeddings)
+              chat_completions, responses, embeddings, openai_embeddings, dashboard)
 
 
 def create_app(config: dict | None = None, services: Services | None = None) -> Flask:

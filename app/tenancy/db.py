@@ -62,8 +62,56 @@ ledger = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("prompt", Text, nullable=True),        # only with FLOWCALL_LOG_CONTENT=1
     Column("answer", Text, nullable=True),
+    Column("routing_reason", String(500), nullable=True),     # the dashboard's call detail (issue 17)
+    Column("fallbacks", String(1000), nullable=True),         # the routing's untried fallbacks, comma-separated
+    Column("upstream_ms", Integer, nullable=True),            # time at the provider; latency_ms minus it is ours
+    Column("error_message", String(500), nullable=True),      # what the caller was told (the error's message)
     Index("ix_ledger_tenant_created", "tenant_id", "created_at"),
     Index("ix_ledger_key_created", "key_id", "created_at"),
+)
+
+# The dashboard (app/dashboard/): server-side sessions (the cookie holds a random token, this its SHA-256),
+# and rollups of completed UTC days (and of the completed hours of the day still open), computed when a
+# page first asks (`ledger_days` marks a tenant's day or hour as rolled up, even an empty one). Nothing
+# on the call path touches either.
+dashboard_sessions = Table(
+    "dashboard_sessions", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("agent_id", String(64), nullable=True),
+    Column("key_id", String(32), nullable=True),
+    Column("subject", String(200), nullable=True),
+    Column("csrf", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),         # epoch seconds
+)
+
+ledger_days = Table(
+    "ledger_days", metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("day", String(13), primary_key=True),                     # YYYY-MM-DD, or YYYY-MM-DDTHH: an hour, UTC
+)
+
+ledger_daily = Table(
+    "ledger_daily", metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("hour_start", String(13), nullable=True),      # set: one hour's sums of a day still open (YYYY-MM-DDTHH)
+    Column("agent_id", String(64), nullable=True),
+    Column("key_id", String(32), nullable=True),
+    Column("model", String(200), nullable=True),
+    Column("provider", String(32), nullable=True),
+    Column("endpoint", String(64), nullable=False),
+    Column("error_code", String(64), nullable=True),
+    Column("calls", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("cost", Float, nullable=False),
+    # latency histograms, one column per bucket (app/dashboard/histogram.py): lat_*, up_*, oh_*
+    *[Column(f"{kind}_{i}", Integer, nullable=False, server_default="0")
+      for kind in ("lat", "up", "oh") for i in [*range(13), "n"]],
+    Index("ix_ledger_daily_tenant_day", "tenant_id", "day"),
 )
 
 idempotency = Table(

@@ -165,6 +165,10 @@ class Gateway:
                                                              (error.attempts if error else 0)),
             prompt="\n".join(m.text for m in call.messages) if call else None,
             answer=answer.text if answer else None,
+            routing_reason=answer.routing.reason[:500] if answer else None,
+            fallbacks=(",".join(answer.routing.fallbacks)[:1000] or None) if answer else None,
+            upstream_ms=int(answer.upstream_ms) if answer else None,
+            error_message=str(error.message)[:500] if error else None,
         )
         try:
             self.ledger.write(row, then=(lambda conn: BudgetHolds.release_in(conn, hold)) if hold else None)

@@ -35,6 +35,10 @@ class Row:
     attempts: int = 0
     prompt: str | None = None
     answer: str | None = None
+    routing_reason: str | None = None
+    fallbacks: str | None = None
+    upstream_ms: int | None = None
+    error_message: str | None = None
 
 
 class Ledger:

@@ -5,7 +5,7 @@ but expired rows stay until these functions delete them; an idempotent call stor
 answer (about 0.9 KB more per call for a 537-byte answer, measured on SQLite). The ledger is the
 usage and budget record, so it is never trimmed automatically: `purge_ledger` deletes rows before a
 date the operator chooses (never inside the current month, which budgets sum), optionally writing
-them to a CSV archive first.
+them to a CSV archive first, and the dashboard's rollups of the days it touched.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import TextIO
 
 from sqlalchemy import delete, select
 
+from app.dashboard.rollups import drop_before
 from app.tenancy.db import ledger
 from app.tenancy.idempotency import Idempotency
 from app.batch.job_store import JobStore
@@ -58,5 +59,6 @@ def purge_ledger(engine, before: datetime, archive: TextIO | None = None) -> int
                 last = rows[-1].id
             archive.flush()
         deleted = conn.execute(delete(ledger).where(old)).rowcount
+        drop_before(conn, before)           # the dashboard's rollups of those days go with them
     return deleted
 

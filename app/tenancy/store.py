@@ -104,6 +104,22 @@ class Store:
             return None
         return record
 
+    def active_key(self, key_id: str) -> ApiKey | None:
+        """The key's record if it exists and is not revoked, through the same 5 s cache as verify_key
+        (the dashboard re-checks a signed-in key on every page with this)."""
+        now = self.clock()
+        cached = self._key_cache.get(key_id)
+        if cached and cached[0] > now:
+            record = cached[2]
+        else:
+            with self.engine.connect() as conn:
+                row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).mappings().first()
+            record = _to_key(row) if row else None
+            if row is not None:
+                with self._lock:
+                    self._key_cache[key_id] = (now + KEY_CACHE_SECONDS, row["secret_hash"], record)
+        return record if record is not None and not record.revoked else None
+
     def list_keys(self, tenant_id: str | None = None) -> list[ApiKey]:
         query = select(api_keys).order_by(api_keys.c.created_at)
         if tenant_id:

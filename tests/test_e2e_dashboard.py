@@ -1,0 +1,183 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Selenium (no browser download),
+against flowcall under gunicorn. It signs in, reads the overview, filters by agent, opens a failed
+call, exports a CSV, signs out, and checks a second tenant's key sees none of the first's data.
+
+With FLOWCALL_SCREENSHOTS=1 the screenshots of each page are written to docs/dashboard/ (the
+README shows them); otherwise to a temporary directory, so a CI run leaves the tree clean.
+Skipped, saying why, when chromium or chromedriver is not installed (.ci/run installs them where
+it can)."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+
+from service import ROOT, create_key, e2e_service
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+SCREENSHOTS = os.environ.get("FLOWCALL_SCREENSHOTS") == "1"      # read at import: the fixtures clean FLOWCALL_*
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage")
+HOSTILE_MODEL = "<b>bold</b>.model"
+
+if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+    pytest.skip(f"no browser: {CHROMIUM} or {CHROMEDRIVER} is missing (apt-get install chromium chromium-driver)",
+                allow_module_level=True)
+
+from selenium import webdriver                          # noqa: E402 - only once a browser is known to exist
+from selenium.webdriver.chrome.service import Service   # noqa: E402
+from selenium.webdriver.common.by import By             # noqa: E402
+from selenium.webdriver.support import expected_conditions as EC   # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait      # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dashboard")
+    with e2e_service(tmp) as svc:
+        yield svc
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    target = ROOT / "docs" / "dashboard" if SCREENSHOTS else tmp_path_factory.mktemp("shots")
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    options.add_argument("--window-size=1280,1400")
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def tenant(service):
+    """The first tenant's traffic: calls by two agents (agent-scoped keys), failures, a hostile model name."""
+    env, tenant_id = service["env"], service["tenant"]
+    agents = [str(uuid.uuid4()), str(uuid.uuid4())]
+    keys = [create_key(env, tenant_id, "--agent", agent)[0] for agent in agents]
+    url = f"{service['url']}/api/v3/llm/public/call"
+    request_ids = []
+    for i, body in enumerate([{"model": "mock.echo", "prompt": "hello"}] * 3 + [{"model": "mock.echo", "prompt": "x"}]
+                             + [{"model": "nope.model", "prompt": "fails"}, {"model": HOSTILE_MODEL, "prompt": "y"}]):
+        r = requests.post(url, json=body, headers={"X-Api-Key": keys[i % 2]}, timeout=30)
+        request_ids.append(r.headers["X-Request-Id"])
+    return {"agents": agents, "keys": keys, "request_ids": request_ids}
+
+
+def _submit(browser, element, arrived) -> None:
+    """Click what submits a form, then wait (bounded) until the browser is on the page `arrived`
+    accepts: a click returns when the navigation has begun, not when the next page is there."""
+    old = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 15).until(EC.staleness_of(old))
+    WebDriverWait(browser, 15).until(lambda b: arrived(b.current_url))
+
+
+def _sign_in(browser, service, key: str) -> None:
+    browser.delete_all_cookies()
+    browser.get(f"{service['url']}/dashboard")
+    assert browser.current_url.endswith("/dashboard/signin")
+    browser.find_element(By.ID, "api_key").send_keys(key)
+    _submit(browser, browser.find_element(By.ID, "signin"), lambda url: url.endswith("/dashboard"))
+
+
+def _shot(browser, shots: Path, name: str) -> None:
+    assert browser.save_screenshot(str(shots / f"{name}.png"))
+
+
+def _usage(service, key: str, **params) -> dict:
+    r = requests.get(f"{service['url']}/api/v3/llm/usage", params=params, headers={"X-Api-Key": key}, timeout=10)
+    assert r.status_code == 200
+    return r.json()
+
+
+def test_a_tenant_signs_in_reads_filters_opens_a_failure_exports_and_signs_out(browser, service, tenant, shots):
+    browser.get(f"{service['url']}/dashboard/signin")
+    _shot(browser, shots, "signin")
+    _sign_in(browser, service, service["key"])
+    totals = _usage(service, service["key"])["totals"]
+    assert int(browser.find_element(By.ID, "total-calls").text.replace(",", "")) == totals["calls"] == 6
+    assert int(browser.find_element(By.ID, "total-errors").text) == totals["errors"] == 2
+    assert int(browser.find_element(By.ID, "total-tokens").text.replace(",", "")) == totals["total_tokens"]
+    _shot(browser, shots, "overview")
+
+    # filter by agent: the overview's figures become that agent's
+    Select(browser.find_element(By.ID, "agent-filter")).select_by_value(tenant["agents"][0])
+    _submit(browser, browser.find_element(By.ID, "apply"), lambda url: tenant["agents"][0] in url)
+    per_agent = {g["group"]: g for g in _usage(service, service["key"], group_by="agent")["groups"]}
+    assert int(browser.find_element(By.ID, "total-calls").text) == per_agent[tenant["agents"][0]]["calls"] == 3
+
+    browser.get(f"{service['url']}/dashboard/breakdowns?by=model&sort=calls")
+    table = browser.find_element(By.ID, "breakdown").text
+    assert HOSTILE_MODEL in table                                        # shown as text, not markup
+    assert not browser.find_elements(By.CSS_SELECTOR, "#breakdown b")
+    _shot(browser, shots, "breakdowns")
+
+    browser.get(f"{service['url']}/dashboard/failures")
+    _shot(browser, shots, "failures")
+    failed = browser.find_elements(By.CSS_SELECTOR, "#latest-failures a.call-link")
+    assert {a.text for a in failed} == {tenant["request_ids"][4], tenant["request_ids"][5]}
+    _submit(browser, next(a for a in failed if a.text == tenant["request_ids"][4]),
+            lambda url: "/dashboard/calls/" in url)
+    assert browser.find_element(By.ID, "request-id").text == tenant["request_ids"][4]
+    assert browser.find_element(By.ID, "error-code").text == "unknown_provider"
+    assert "nope" in browser.find_element(By.ID, "error-message").text
+    _shot(browser, shots, "call")
+
+    browser.get(f"{service['url']}/dashboard/calls")
+    _shot(browser, shots, "calls")
+    href = browser.find_element(By.ID, "export-calls").get_attribute("href")
+    cookie = browser.get_cookie("flowcall_dashboard")
+    exported = requests.get(href, cookies={"flowcall_dashboard": cookie["value"]}, timeout=10)
+    assert exported.status_code == 200 and exported.headers["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert sorted(r["request_id"] for r in rows) == sorted(tenant["request_ids"])
+
+    browser.get(f"{service['url']}/dashboard/jobs")
+    _shot(browser, shots, "jobs")
+    browser.set_window_size(390, 1400)                                   # a phone-sized screen
+    browser.get(f"{service['url']}/dashboard")
+    assert browser.find_element(By.ID, "total-calls").is_displayed()
+    # the page itself never scrolls sideways (wide tables scroll inside their box)
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+    _shot(browser, shots, "overview-phone")
+    browser.set_window_size(1280, 1400)
+
+    _submit(browser, browser.find_element(By.CSS_SELECTOR, "form.signout button"),
+            lambda url: url.endswith("/dashboard/signin"))
+    browser.get(f"{service['url']}/dashboard")
+    assert browser.current_url.endswith("/dashboard/signin")
+    stale = requests.get(href, cookies={"flowcall_dashboard": cookie["value"]}, timeout=10, allow_redirects=False)
+    assert stale.status_code == 303                                      # the signed-out session is gone
+
+
+def test_a_second_tenant_sees_none_of_the_first_tenants_data(browser, service, tenant):
+    other_key, _ = create_key(service["env"])
+    _sign_in(browser, service, other_key)
+    assert browser.find_element(By.ID, "total-calls").text == "0"
+    for page in ("/dashboard", "/dashboard/breakdowns?by=model", "/dashboard/breakdowns?by=agent",
+                 "/dashboard/failures", "/dashboard/calls", "/dashboard/jobs"):
+        browser.get(f"{service['url']}{page}")
+        source = browser.page_source
+        for secret in (*tenant["request_ids"], *tenant["agents"], "nope.model", "mock.echo", service["tenant"]):
+            assert secret not in source, (page, secret)
