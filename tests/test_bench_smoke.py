@@ -16,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("a_rate", "a_max", "b_hold", "c_batch", "d_image", "e_embed")
+SCENARIOS = ("a_rate", "a_max", "a_idem", "b_hold", "c_batch", "d_image", "e_embed")
 REQUESTS = 20
 
 
