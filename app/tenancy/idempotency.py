@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.tenancy.db import idempotency
+from app.tenancy.db import idempotency, transaction
 from app.errors import IdempotencyConflict, IdempotencyMismatch, ValidationError
 
 TTL_SECONDS = 24 * 3600
@@ -56,8 +56,7 @@ class Idempotency:
                "locked_until": now + lock_seconds + LOCK_MARGIN_SECONDS, "expires_at": now + TTL_SECONDS}
         for _ in range(3):
             try:
-                with self.engine.begin() as conn:
-                    conn.execute(idempotency.insert().values(**row))
+                transaction(self.engine, lambda conn: conn.execute(idempotency.insert().values(**row)))
                 return None
             except IntegrityError:
                 pass
@@ -85,15 +84,22 @@ class Idempotency:
         raise IdempotencyConflict("Could not claim the Idempotency-Key; retry shortly.", retry_after=1)
 
     def finish(self, tenant_id: str, key: str, status: int, body: dict) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(idempotency).where(
-                idempotency.c.tenant_id == tenant_id, idempotency.c.key == key).values(
-                state="done", response_status=status, response_body=json.dumps(body)))
+        transaction(self.engine, lambda conn: self.finish_in(conn, tenant_id, key, status, body))
+
+    @staticmethod
+    def finish_in(conn, tenant_id: str, key: str, status: int, body: dict) -> None:
+        """Store the answer inside the caller's transaction (the one writing the call's ledger row)."""
+        conn.execute(update(idempotency).where(
+            idempotency.c.tenant_id == tenant_id, idempotency.c.key == key).values(
+            state="done", response_status=status, response_body=json.dumps(body)))
 
     def release(self, tenant_id: str, key: str) -> None:
         """The call failed: forget the key so a retry executes again."""
-        with self.engine.begin() as conn:
-            conn.execute(delete(idempotency).where(idempotency.c.tenant_id == tenant_id, idempotency.c.key == key))
+        transaction(self.engine, lambda conn: self.release_in(conn, tenant_id, key))
+
+    @staticmethod
+    def release_in(conn, tenant_id: str, key: str) -> None:
+        conn.execute(delete(idempotency).where(idempotency.c.tenant_id == tenant_id, idempotency.c.key == key))
 
     def purge_expired(self) -> int:
         with self.engine.begin() as conn:

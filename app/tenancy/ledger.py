@@ -1,8 +1,9 @@
 """The usage ledger: one row per executed call, success or failure, and the tenant's totals.
 
-Each row is its own short transaction, written after the call ends: a crash loses at most the row
-of the call in flight and never touches another. Prompts and answers are not stored unless
-FLOWCALL_LOG_CONTENT=1.
+A row is written after its call ends, and the call's answer is sent only once the row is committed:
+a crash loses at most the rows of the calls in flight. Rows of calls ending together are committed
+in one transaction (app/tenancy/group_commit.py): one COMMIT for many calls, each still waiting for
+its own. Prompts and answers are not stored unless FLOWCALL_LOG_CONTENT=1.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from datetime import date, datetime, time, timedelta, UTC
 from sqlalchemy import Date, bindparam, case, cast, func, select
 
 from app.tenancy.db import ledger
+from app.tenancy.group_commit import GroupCommitter
 
 GROUPS = ("model", "agent", "day", "provider", "key")
 
@@ -48,9 +50,12 @@ class Ledger:
         self._sql = str(compiled)
         self._order = list(compiled.positiontup) if compiled.positional else None
         self._sqlite = engine.dialect.name == "sqlite"
+        self.committer = GroupCommitter(engine, self._write_batch)
 
     def write(self, row: Row, then=None) -> None:
-        """Insert the row; `then(conn)`, if given, runs in the same transaction (a budget hold's release)."""
+        """Insert the row and return once it is committed; `then(conn)`, if given, runs in the same
+        transaction (a budget hold's release, an idempotency key's answer). Raises when the row could
+        not be written."""
         values = dict(row.__dict__)
         if not self.log_content:
             values["prompt"] = values["answer"] = None
@@ -62,8 +67,12 @@ class Ledger:
         # SQLite stores SQLAlchemy DateTimes as naive UTC text; the driver sees raw parameters here
         values["created_at"] = now.replace(tzinfo=None).isoformat(" ") if self._sqlite else now
         params = tuple(values[name] for name in self._order) if self._order else values
-        with self.engine.begin() as conn:
-            conn.exec_driver_sql(self._sql, params)
+        self.committer.submit((params, then))
+
+    def _write_batch(self, conn, items) -> None:
+        """One transaction's rows (one executemany: one round trip on psycopg), then their callbacks."""
+        conn.exec_driver_sql(self._sql, [params for params, _ in items])
+        for _, then in items:
             if then is not None:
                 then(conn)
 
