@@ -14,10 +14,10 @@ import re
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.tenancy.db import idempotency, transaction
+from app.tenancy.db import Precompiled, idempotency, transaction
 from app.errors import IdempotencyConflict, IdempotencyMismatch, ValidationError
 
 TTL_SECONDS = 24 * 3600
@@ -48,6 +48,15 @@ class Idempotency:
     def __init__(self, engine, clock=time.time):
         self.engine = engine
         self.clock = clock
+        c, dialect = idempotency.c, engine.dialect
+        where = (c.tenant_id == bindparam("w_tenant"), c.key == bindparam("w_key"))
+        # compiled once: these run on every idempotent call (see Precompiled)
+        self._claim = Precompiled(idempotency.insert().values(
+            {name: bindparam(name) for name in ("tenant_id", "key", "body_hash", "state", "locked_until",
+                                                "expires_at")}), dialect)
+        self._finish = Precompiled(update(idempotency).where(*where).values(
+            state=bindparam("done"), response_status=bindparam("status"), response_body=bindparam("body")), dialect)
+        self._release = Precompiled(delete(idempotency).where(*where), dialect)
 
     def begin(self, tenant_id: str, key: str, digest: str, lock_seconds: float) -> Replay | None:
         """Claim the key (None: go ahead and run), or answer for it (a Replay), or raise 409/422."""
@@ -56,7 +65,7 @@ class Idempotency:
                "locked_until": now + lock_seconds + LOCK_MARGIN_SECONDS, "expires_at": now + TTL_SECONDS}
         for _ in range(3):
             try:
-                transaction(self.engine, lambda conn: conn.execute(idempotency.insert().values(**row)))
+                transaction(self.engine, lambda conn: self._claim.run(conn, row))
                 return None
             except IntegrityError:
                 pass
@@ -86,20 +95,17 @@ class Idempotency:
     def finish(self, tenant_id: str, key: str, status: int, body: dict) -> None:
         transaction(self.engine, lambda conn: self.finish_in(conn, tenant_id, key, status, body))
 
-    @staticmethod
-    def finish_in(conn, tenant_id: str, key: str, status: int, body: dict) -> None:
+    def finish_in(self, conn, tenant_id: str, key: str, status: int, body: dict) -> None:
         """Store the answer inside the caller's transaction (the one writing the call's ledger row)."""
-        conn.execute(update(idempotency).where(
-            idempotency.c.tenant_id == tenant_id, idempotency.c.key == key).values(
-            state="done", response_status=status, response_body=json.dumps(body)))
+        self._finish.run(conn, {"w_tenant": tenant_id, "w_key": key, "done": "done", "status": status,
+                                 "body": json.dumps(body)})
 
     def release(self, tenant_id: str, key: str) -> None:
         """The call failed: forget the key so a retry executes again."""
         transaction(self.engine, lambda conn: self.release_in(conn, tenant_id, key))
 
-    @staticmethod
-    def release_in(conn, tenant_id: str, key: str) -> None:
-        conn.execute(delete(idempotency).where(idempotency.c.tenant_id == tenant_id, idempotency.c.key == key))
+    def release_in(self, conn, tenant_id: str, key: str) -> None:
+        self._release.run(conn, {"w_tenant": tenant_id, "w_key": key})
 
     def purge_expired(self) -> int:
         with self.engine.begin() as conn:

@@ -12,7 +12,7 @@ from datetime import date, datetime, time, timedelta, UTC
 
 from sqlalchemy import Date, bindparam, case, cast, func, select
 
-from app.tenancy.db import ledger
+from app.tenancy.db import Precompiled, ledger
 from app.tenancy.group_commit import GroupCommitter
 
 GROUPS = ("model", "agent", "day", "provider", "key")
@@ -46,9 +46,7 @@ class Ledger:
         # The insert is compiled once: on the hot path, SQLAlchemy's per-statement compilation and
         # cache-key work cost more than the insert itself (bench/README.md, profile).
         columns = [c.name for c in ledger.columns if c.name != "id"]
-        compiled = ledger.insert().values({name: bindparam(name) for name in columns}).compile(dialect=engine.dialect)
-        self._sql = str(compiled)
-        self._order = list(compiled.positiontup) if compiled.positional else None
+        self._insert = Precompiled(ledger.insert().values({name: bindparam(name) for name in columns}), engine.dialect)
         self._sqlite = engine.dialect.name == "sqlite"
         self.committer = GroupCommitter(engine, self._write_batch)
 
@@ -66,12 +64,11 @@ class Ledger:
         now = datetime.now(UTC)
         # SQLite stores SQLAlchemy DateTimes as naive UTC text; the driver sees raw parameters here
         values["created_at"] = now.replace(tzinfo=None).isoformat(" ") if self._sqlite else now
-        params = tuple(values[name] for name in self._order) if self._order else values
-        self.committer.submit((params, then))
+        self.committer.submit((self._insert.params(values), then))
 
     def _write_batch(self, conn, items) -> None:
         """One transaction's rows (one executemany: one round trip on psycopg), then their callbacks."""
-        conn.exec_driver_sql(self._sql, [params for params, _ in items])
+        conn.exec_driver_sql(self._insert.sql, [params for params, _ in items])
         for _, then in items:
             if then is not None:
                 then(conn)
