@@ -234,3 +234,27 @@ def test_a_batch_killed_mid_write_fails_its_waiting_callers_instead_of_hanging(e
     assert isinstance(outcomes[0], Killed)
     assert isinstance(outcomes[1], CommitFailed)
     assert committed(engine) == [] and committer._writing is False
+
+
+def test_a_caller_killed_while_it_waits_leaves_the_queue_and_stalls_nobody(engine, monkeypatch):
+    gate = threading.Event()
+    writer = Writer(gate)
+    committer = GroupCommitter(engine, writer)
+    outcomes: dict = {}
+    leader = start(committer, 0, outcomes)
+    assert writer.entered.wait(WAIT_S)
+
+    class KilledWhileWaiting(threading.Event):
+        def wait(self, timeout=None):
+            raise Killed()
+    import app.tenancy.group_commit as group_commit
+    monkeypatch.setattr(group_commit.threading, "Event", KilledWhileWaiting)
+    with pytest.raises(Killed):
+        committer.submit(1)
+    monkeypatch.undo()
+    assert committer._queue == []                            # withdrawn: no leader will wait on it
+    gate.set()
+    leader.join(WAIT_S)
+    assert outcomes == {0: None} and committer._writing is False
+    committer.submit(2)
+    assert committed(engine) == [0, 2] and writer.batches == [[0], [2]]

@@ -79,15 +79,38 @@ class GroupCommitter(Generic[T]):
         if full:
             self._write_alone(item)
             return
-        while not lead:
-            pending.wake.wait()
-            if pending.state == _DONE:
-                break
-            lead = True                  # appointed: the previous leader is done, this is the oldest waiter
+        try:
+            while not lead:
+                pending.wake.wait()
+                if pending.state == _DONE:
+                    break
+                lead = True              # appointed: the previous leader is done, this is the oldest waiter
+        except BaseException:            # killed while waiting (a greenlet's kill): leave, never stall the rest
+            self._withdraw(pending)
+            raise
         if lead:
             self._lead()
         if pending.error is not None:
             raise pending.error
+
+    def _withdraw(self, pending: _Pending[T]) -> None:
+        """A caller stops waiting: its item leaves the queue unwritten (it raises, as a write that was
+        interrupted always did), and if it had just been appointed to lead, the next waiter is."""
+        with self._lock:
+            if pending.state == _DONE or pending not in self._queue:
+                return                   # already written (or being written) by a leader
+            self._queue.remove(pending)
+            if pending.state == _LEAD:
+                self._appoint_next()
+
+    def _appoint_next(self) -> None:
+        """Under the lock: the oldest waiter leads next, or nobody is writing."""
+        if self._queue:
+            nxt = self._queue[0]
+            nxt.state = _LEAD
+            nxt.wake.set()
+        else:
+            self._writing = False
 
     def _lead(self) -> None:
         with self._lock:
@@ -102,12 +125,7 @@ class GroupCommitter(Generic[T]):
                     pending.state = _DONE
                 pending.wake.set()
             with self._lock:
-                if self._queue:
-                    nxt = self._queue[0]
-                    nxt.state = _LEAD
-                    nxt.wake.set()
-                else:
-                    self._writing = False
+                self._appoint_next()
 
     def _write_batch(self, batch: list[_Pending[T]]) -> None:
         items = [p.item for p in batch]
