@@ -5,7 +5,7 @@ with one transaction per row; what changes is that calls ending while a transact
 written queue, and the next transaction takes all of them (up to `max_batch`). There is no
 background thread and no timer: the first caller finding no write in progress writes (it leads),
 the others wait on an event, and a finished leader appoints the oldest waiter as the next leader.
-So a lone call is written at once, and under load one BEGIN/COMMIT (one fsync) serves many rows.
+So a lone call is written at once, and under load one BEGIN/COMMIT serves many rows.
 
 The waiting uses `threading` primitives, which gevent's monkey patching (the gunicorn workers)
 makes cooperative; without gevent (the CLI, the in-process tests) they are ordinary thread locks.
@@ -63,7 +63,6 @@ class GroupCommitter(Generic[T]):
         self._lock = threading.Lock()
         self._queue: list[_Pending[T]] = []
         self._writing = False
-        self.batches = 0                # transactions committed or attempted (for tests and the bench)
 
     def submit(self, item: T) -> None:
         """Commit `item` with whatever else is waiting; raises the exception its write ended with."""
@@ -135,7 +134,6 @@ class GroupCommitter(Generic[T]):
             self.write(conn, items)
             sent_commit[0] = True        # `transaction` commits right after work returns
 
-        self.batches += 1
         try:
             transaction(self.engine, work)
         except Exception as exc:  # noqa: BLE001 - handed to each caller below
