@@ -258,3 +258,35 @@ def test_a_caller_killed_while_it_waits_leaves_the_queue_and_stalls_nobody(engin
     assert outcomes == {0: None} and committer._writing is False
     committer.submit(2)
     assert committed(engine) == [0, 2] and writer.batches == [[0], [2]]
+
+
+def test_a_batch_runs_each_kind_of_statement_once_for_all_its_rows(tmp_path):
+    """Two calls' rows, budget-hold releases and idempotency answers: three executemany, not six
+    statements (on psycopg each executemany is one pipelined round trip)."""
+    from conftest import migrated_db_url
+    from app.tenancy.budgets import BudgetHolds, Scope
+    from app.tenancy.db import budget_holds, idempotency, make_engine, transaction
+    from app.tenancy.idempotency import Idempotency
+    from app.tenancy.ledger import Ledger, Row
+    engine = make_engine(migrated_db_url(tmp_path))
+    ledger, keys, holds = Ledger(engine), Idempotency(engine), BudgetHolds(engine)
+    hold_ids = [holds.reserve([Scope("tenant", "t1", 10.0)], tenant_id="t1", key_id=None, amount=0.1, seconds=60)
+                for _ in range(2)]
+    for k in ("k1", "k2"):
+        keys.begin("t1", k, "h", lock_seconds=60)
+    items = []
+    for i, (hold, k) in enumerate(zip(hold_ids, ("k1", "k2"), strict=True)):
+        row = Row(tenant_id="t1", endpoint="call", status=200, request_id=f"r{i}")
+        values = {**row.__dict__, "created_at": "2026-11-30 00:00:00"}
+        items.append((ledger._insert.params(values),
+                      (holds.release_statement(hold), keys.finish_statement("t1", k, 200, {"n": i})), None))
+    sent = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, _p, _ctx, many: sent.append((statement.split()[0], many)))
+    transaction(engine, lambda conn: ledger._write_batch(conn, items))
+    assert sent == [("INSERT", True), ("DELETE", True), ("UPDATE", True)]
+    with engine.connect() as conn:
+        assert conn.execute(select(budget_holds.c.id)).all() == []
+        assert dict(conn.execute(select(idempotency.c.key, idempotency.c.state)).all()) == {"k1": "done", "k2": "done"}
+        assert sorted(conn.execute(text("SELECT request_id FROM ledger")).scalars()) == ["r0", "r1"]
+    engine.dispose()

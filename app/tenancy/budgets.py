@@ -21,12 +21,12 @@ import uuid
 from dataclasses import asdict, dataclass, is_dataclass
 from decimal import Decimal
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app import model_defaults, reasoning
 from app.calls import Call, ImagePart, TextPart, Usage
-from app.tenancy.db import budget_holds, budget_locks, ledger, transaction
+from app.tenancy.db import Precompiled, budget_holds, budget_locks, ledger, transaction
 from app.errors import BudgetExceeded, FlowcallError
 from app.tenancy.ledger import month_start
 
@@ -102,6 +102,7 @@ class BudgetHolds:
         self.engine = engine
         self.clock = clock
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._release = Precompiled(delete(budget_holds).where(budget_holds.c.id == bindparam("hold")), engine.dialect)
 
     def reserve(self, scopes: list[Scope], *, tenant_id: str, key_id: str | None, amount: float,
                 seconds: float) -> str:
@@ -146,6 +147,10 @@ class BudgetHolds:
     def release_in(conn, hold_id: str) -> None:
         """Delete the hold inside the caller's transaction (the one writing the call's ledger row)."""
         conn.execute(delete(budget_holds).where(budget_holds.c.id == hold_id))
+
+    def release_statement(self, hold_id: str) -> tuple[Precompiled, dict]:
+        """`release_in` as a statement for the ledger row's transaction (Ledger.write's `also`)."""
+        return self._release, {"hold": hold_id}
 
     def release(self, hold_id: str) -> None:
         transaction(self.engine, lambda conn: self.release_in(conn, hold_id))

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from app.tenancy import budgets
-from app.tenancy.budgets import BudgetHolds
 from app.calls import Answer, Call, Usage
 from app.dispatch import Dispatcher, Mode
 from app.errors import FlowcallError
@@ -131,10 +130,9 @@ class Gateway:
         finished = bool(key) and error is None and answer is not None and render_error is None
         settle = None
         if finished:
-            body = rendered
-            settle = lambda conn: self.idempotency.finish_in(conn, tenant_id, key, 200, body)  # noqa: E731
+            settle = self.idempotency.finish_statement(tenant_id, key, 200, rendered)
         elif key:
-            settle = lambda conn: self.idempotency.release_in(conn, tenant_id, key)  # noqa: E731
+            settle = self.idempotency.release_statement(tenant_id, key)
         recorded = self.account(principal, endpoint, admitted.call, status=status, answer=answer,
                                 error=flowcall_error, usage=usage, model_id=model_id, provider=provider, cost=cost,
                                 attempts=attempts, started=admitted.started, hold=admitted.hold, settle=settle)
@@ -164,8 +162,8 @@ class Gateway:
                 error: FlowcallError | None = None, usage: Usage | None = None, model_id: str | None = None,
                 provider: str | None = None, cost: float | None = None, attempts: int | None = None,
                 started: float | None = None, hold: str | None = None, settle=None) -> bool:
-        """Write the ledger row, releasing the call's budget hold and running `settle(conn)` (the
-        idempotency key's answer or release) in the same transaction -> whether it was written.
+        """Write the ledger row, releasing the call's budget hold and running `settle` (a statement:
+        the idempotency key's answer or release) in the same transaction -> whether it was written.
 
         A failed write is never silent: it is logged as an error with the row's figures (so they
         can be entered by hand), counted in flowcall_ledger_write_failures_total, and a whole answer
@@ -192,8 +190,8 @@ class Gateway:
             answer=answer.text if answer else None,
         )
         try:
-            self.ledger.write(row, then=_both(
-                (lambda conn: BudgetHolds.release_in(conn, hold)) if hold else None, settle))
+            also = [self.quotas.holds.release_statement(hold)] if hold else []
+            self.ledger.write(row, also=also + ([settle] if settle else []))
         except Exception:  # noqa: BLE001 - reported below, never swallowed
             log.exception("ledger write failed for request %s: tenant %s key %s model %s status %s input_tokens %s "
                           "output_tokens %s cost %s", row.request_id, row.tenant_id, row.key_id, row.model_served,
@@ -202,17 +200,6 @@ class Gateway:
             LEDGER_WRITE_FAILURES.labels(endpoint).inc()
             return False
         return True
-
-
-def _both(first, second):
-    """One `then(conn)` running both callbacks given (either may be None) -> None when neither is."""
-    if first is None or second is None:
-        return first or second
-
-    def then(conn):
-        first(conn)
-        second(conn)
-    return then
 
 
 def _billed_cost(answer: Answer) -> float | None:

@@ -96,9 +96,18 @@ class Idempotency:
         transaction(self.engine, lambda conn: self.finish_in(conn, tenant_id, key, status, body))
 
     def finish_in(self, conn, tenant_id: str, key: str, status: int, body: dict) -> None:
-        """Store the answer inside the caller's transaction (the one writing the call's ledger row)."""
-        self._finish.run(conn, {"w_tenant": tenant_id, "w_key": key, "done": "done", "status": status,
-                                 "body": json.dumps(body)})
+        """Store the answer inside the caller's transaction."""
+        statement, params = self.finish_statement(tenant_id, key, status, body)
+        statement.run(conn, params)
+
+    def finish_statement(self, tenant_id: str, key: str, status: int, body: dict) -> tuple[Precompiled, dict]:
+        """`finish` as a statement for the call's ledger row's transaction (Ledger.write's `also`)."""
+        return self._finish, {"w_tenant": tenant_id, "w_key": key, "done": "done", "status": status,
+                              "body": json.dumps(body)}
+
+    def release_statement(self, tenant_id: str, key: str) -> tuple[Precompiled, dict]:
+        """`release` as a statement for the call's ledger row's transaction."""
+        return self._release, {"w_tenant": tenant_id, "w_key": key}
 
     def release(self, tenant_id: str, key: str) -> None:
         """The call failed: forget the key so a retry executes again."""

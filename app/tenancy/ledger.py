@@ -50,10 +50,11 @@ class Ledger:
         self._sqlite = engine.dialect.name == "sqlite"
         self.committer = GroupCommitter(engine, self._write_batch)
 
-    def write(self, row: Row, then=None) -> None:
-        """Insert the row and return once it is committed; `then(conn)`, if given, runs in the same
-        transaction (a budget hold's release, an idempotency key's answer). Raises when the row could
-        not be written."""
+    def write(self, row: Row, then=None, also=()) -> None:
+        """Insert the row and return once it is committed. In the same transaction: `also`, fixed
+        statements as (Precompiled, params) pairs (a budget hold's release, an idempotency key's
+        answer), which a batch runs as one executemany per statement, and `then(conn)` if given.
+        Raises when the row could not be written."""
         values = dict(row.__dict__)
         if not self.log_content:
             values["prompt"] = values["answer"] = None
@@ -64,12 +65,19 @@ class Ledger:
         now = datetime.now(UTC)
         # SQLite stores SQLAlchemy DateTimes as naive UTC text; the driver sees raw parameters here
         values["created_at"] = now.replace(tzinfo=None).isoformat(" ") if self._sqlite else now
-        self.committer.submit((self._insert.params(values), then))
+        self.committer.submit((self._insert.params(values), tuple(also), then))
 
     def _write_batch(self, conn, items) -> None:
-        """One transaction's rows (one executemany: one round trip on psycopg), then their callbacks."""
-        conn.exec_driver_sql(self._insert.sql, [params for params, _ in items])
-        for _, then in items:
+        """One transaction: the rows in one executemany, each other statement in one executemany (on
+        psycopg an executemany is pipelined: one round trip however many rows), then the callbacks."""
+        conn.exec_driver_sql(self._insert.sql, [params for params, _, _ in items])
+        grouped: dict[str, list] = {}
+        for _, also, _ in items:
+            for statement, params in also:
+                grouped.setdefault(statement.sql, []).append(statement.params(params))
+        for sql, params in grouped.items():
+            conn.exec_driver_sql(sql, params)
+        for _, _, then in items:
             if then is not None:
                 then(conn)
 
