@@ -165,13 +165,25 @@ class Recorder:
         self.first_error = self.first_error or str(err)
 
 
-async def _one(conn: Conn, payload: bytes, timeout: float, rec: Recorder, started: float | None = None) -> bool:
-    """One request, recorded; -> whether it succeeded."""
+class UniquePayload:
+    """Request bytes whose header `name` carries a value no other request of the run carries (each
+    call a fresh Idempotency-Key, as a platform sends): `head` ends just before that header's value."""
+
+    def __init__(self, head: bytes, tail: bytes, prefix: str):
+        self.head, self.tail, self.prefix, self.n = head, tail, prefix, 0
+
+    def __call__(self) -> bytes:
+        self.n += 1
+        return self.head + f"{self.prefix}-{self.n}".encode() + self.tail
+
+
+async def _one(conn: Conn, payload, timeout: float, rec: Recorder, started: float | None = None) -> bool:
+    """One request (bytes, or a UniquePayload making them), recorded; -> whether it succeeded."""
     started = time.perf_counter() if started is None else started
     rec.in_flight += 1
     rec.peak_in_flight = max(rec.peak_in_flight, rec.in_flight)
     try:
-        status, overhead, first = await conn.request(payload, timeout)
+        status, overhead, first = await conn.request(payload() if callable(payload) else payload, timeout)
         return rec.ok(status, overhead, (time.perf_counter() - started) * 1000,
                       None if first is None else (first - started) * 1000)
     except HttpError as err:
@@ -279,7 +291,14 @@ async def _run_child(spec: dict) -> dict:
     payloads = []
     for name in spec.get("body_files") or [spec["body_file"]]:
         with open(name, "rb") as f:
-            payloads.append(build_request(spec["url"], spec.get("headers") or {}, f.read()))
+            body = f.read()
+        payload = build_request(spec["url"], spec.get("headers") or {}, body)
+        if spec.get("unique_header"):        # e.g. Idempotency-Key: a fresh value per request
+            marker = "\x00UNIQUE\x00"
+            head, _, tail = build_request(spec["url"], {**(spec.get("headers") or {}), spec["unique_header"]: marker},
+                                          body).partition(marker.encode("latin-1"))
+            payload = UniquePayload(head, tail, f"{os.getpid()}-{time.time_ns()}-{len(payloads)}")
+        payloads.append(payload)
     rec = Recorder()
     wait = spec.get("start_at", 0) - time.time()
     if wait > 0:
@@ -331,7 +350,8 @@ def run(spec: dict, procs: int = 1) -> dict:
 
     Forked rather than spawned: a child starts in milliseconds with nothing to import, which keeps
     many short phases (the smoke test) quick. spec: url, headers, body_file (or body_files), mode
-    (closed|open|burst), connections, rate, burst, max_requests, duration_s, timeout_s, expect, ttft.
+    (closed|open|burst), connections, rate, burst, max_requests, duration_s, timeout_s, expect, ttft,
+    and optionally unique_header (a header given a fresh value on every request).
     """
     procs = 1 if spec["mode"] == "burst" else max(1, procs)
     start_at = time.time() + 0.3 + 0.1 * procs if procs > 1 else 0   # several children start together

@@ -23,7 +23,10 @@ from . import loadgen, peer, procs, profile, scenarios, wrk
 from .service import ROOT, FakeProvider, Gateway, http_json, serving_config
 
 RESULTS = ROOT / "bench" / "results"
-ALL = ("a_rate", "a_max", "b_hold", "c_batch", "d_image", "e_embed", "f_chat", "g_stream", "h_tools", "i_responses")
+ALL = ("a_rate", "a_max", "a_idem", "b_hold", "c_batch", "d_image", "e_embed", "f_chat", "g_stream", "h_tools",
+       "i_responses")
+PG_BENCH_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/flowcall_bench"
+REDIS_BENCH_URL = "redis://127.0.0.1:6379/12"
 DISTURBED_CORES = 0.25     # CPU used by processes outside the run (cores) above which a phase is flagged
 
 
@@ -71,8 +74,9 @@ def summarize(raw: dict, tool: str) -> dict:
 def tool_for(load: scenarios.Load, choice: str, python_only: bool = False) -> str:
     """wrk for duration-bound closed loops (wrk's run always lasts its -d, so a request-capped phase,
     whose wall time matters, goes to the Python generator); Python for everything else, and for what
-    only it measures (time to first token, several bodies in turn)."""
-    if load.mode != "closed" or choice == "python" or load.max_requests < 10**6 or python_only:
+    only it does (time to first token, several bodies in turn, a fresh header value per request)."""
+    if (load.mode != "closed" or choice == "python" or load.max_requests < 10**6 or python_only
+            or load.unique_header):
         return "python"
     if wrk.available():
         return "wrk"
@@ -93,7 +97,7 @@ def run_load(url: str, headers: dict, body_file: str | list[str], load: scenario
     spec = {"url": url, "headers": headers, "body_file": body_file, "mode": load.mode,
             "connections": load.connections, "rate": load.rate, "burst": load.burst,
             "max_requests": load.max_requests, "duration_s": load.duration_s, "timeout_s": load.timeout_s,
-            "expect": load.expect, "body_files": body_files, "ttft": ttft}
+            "expect": load.expect, "body_files": body_files, "ttft": ttft, "unique_header": load.unique_header}
     return loadgen.run(spec, py_procs)
 
 
@@ -374,6 +378,10 @@ def parse_args(argv=None):
     ap.add_argument("--worker-connections", type=int, help="FLOWCALL_WORKER_CONNECTIONS for this run")
     ap.add_argument("--database-url", help="FLOWCALL_DATABASE_URL for this run (default: a fresh SQLite file); "
                                            "the database is migrated and gets one API key")
+    ap.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite",
+                    help="postgres: the store on PostgreSQL (--database-url, default " + PG_BENCH_URL + ", created "
+                         "if missing) and the counters on Redis (--redis-url, default " + REDIS_BENCH_URL + ")")
+    ap.add_argument("--redis-url", help="FLOWCALL_REDIS_URL for this run (rate counters; flushed first)")
     ap.add_argument("--wsgi", default="wsgi:app", help="the WSGI app gunicorn serves (default wsgi:app)")
     ap.add_argument("--gunicorn-args", default="", help="extra gunicorn command-line arguments (they win over "
                                                          "gunicorn.conf.py), e.g. \"--pythonpath tests\"")
@@ -401,6 +409,9 @@ def parse_args(argv=None):
     unknown = set(args.scenarios) - set(ALL)
     if unknown:
         ap.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    if args.store == "postgres":
+        args.database_url = args.database_url or PG_BENCH_URL
+        args.redis_url = args.redis_url or REDIS_BENCH_URL
     args.stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return args
 
@@ -453,6 +464,32 @@ def run_peer(args, tmp: Path, fake: FakeProvider, bench: Bench, built: list, res
     return out
 
 
+def ensure_database(url: str) -> None:
+    """Create the PostgreSQL database of `url` when it does not exist (its server must answer)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                  {"n": target.database}).first()
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+    finally:
+        admin.dispose()
+
+
+def flush_redis(url: str) -> None:
+    """Empty the run's Redis database: counters of an earlier run would rate-limit this one."""
+    import redis
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
 def resolve_batch_mode(args, gw: Gateway) -> str:
     if args.c_mode != "auto":
         return args.c_mode
@@ -464,7 +501,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     serving = {"WEB_CONCURRENCY": args.workers, "FLOWCALL_WORKER_CLASS": args.worker_class,
                "FLOWCALL_THREADS": args.threads, "FLOWCALL_WORKER_CONNECTIONS": args.worker_connections,
-               "FLOWCALL_DATABASE_URL": args.database_url}
+               "FLOWCALL_DATABASE_URL": args.database_url, "FLOWCALL_REDIS_URL": args.redis_url}
+    if args.database_url and args.database_url.startswith("postgresql"):
+        ensure_database(args.database_url)      # the gateway then migrates it (flowcall db upgrade)
+    if args.redis_url:
+        flush_redis(args.redis_url)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="flowcall-bench-") as tmp_s:
         tmp = Path(tmp_s)
@@ -484,6 +525,7 @@ def main(argv=None) -> int:
             result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
                       "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
                       "serving": config, "database": (args.database_url or "sqlite (temporary file)").split("@")[-1],
+                      "redis": args.redis_url.split("@")[-1] if args.redis_url else None,
                       "batch_mode": args.c_mode_resolved, "ceiling": None,
                       "scenarios": {}, "profile": None}
             if not args.no_ceiling:

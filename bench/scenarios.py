@@ -56,6 +56,7 @@ class Load:
     duration_s: float = 10.0
     timeout_s: float = 30.0
     expect: str = ""              # a 2xx body must contain this, else it counts as an error
+    unique_header: str = ""       # a header sent with a fresh value on every request (Python loadgen only)
 
 
 @dataclass
@@ -196,6 +197,13 @@ def build(args) -> list[Scenario]:
             "a_max", f"upstream 0 ms, maximum throughput, {args.a_concurrency} connections (closed loop)", 0,
             Load("closed", connections=args.a_concurrency, max_requests=n or 10**7, duration_s=dur),
             direct_plain, gw_plain, warmup=args.warmup, targets={"gateway_rps": 1500.0}),
+        "a_idem": Scenario(
+            "a_idem", f"a_max with a fresh Idempotency-Key on every call, {args.a_concurrency} connections", 0,
+            Load("closed", connections=args.a_concurrency, max_requests=n or 10**7, duration_s=dur,
+                 unique_header="Idempotency-Key"),
+            direct_plain, gw_plain, warmup=args.warmup,
+            direct_load=Load("closed", connections=args.a_concurrency, max_requests=n or 10**7, duration_s=dur),
+            note="compare its gateway calls/s with a_max's in the same run (target: within 10 %)"),
         "b_hold": Scenario(
             "b_hold", f"upstream {args.b_latency_ms} ms, {args.b_concurrency} concurrent clients (closed loop)",
             args.b_latency_ms,

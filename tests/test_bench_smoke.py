@@ -16,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("a_rate", "a_max", "b_hold", "c_batch", "d_image", "e_embed", "f_chat", "g_stream", "h_tools",
+SCENARIOS = ("a_rate", "a_max", "a_idem", "b_hold", "c_batch", "d_image", "e_embed", "f_chat", "g_stream", "h_tools",
              "i_responses")
 REQUESTS = 20
 # Every phase ends at its REQUESTS; the duration is only a cap, kept well above what 20 requests take

@@ -21,12 +21,12 @@ import uuid
 from dataclasses import asdict, dataclass, is_dataclass
 from decimal import Decimal
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app import model_defaults, reasoning
 from app.calls import Call, ImagePart, TextPart, Usage
-from app.tenancy.db import budget_holds, budget_locks, ledger
+from app.tenancy.db import Precompiled, budget_holds, budget_locks, ledger, transaction
 from app.errors import BudgetExceeded, FlowcallError
 from app.tenancy.ledger import month_start
 
@@ -102,29 +102,33 @@ class BudgetHolds:
         self.engine = engine
         self.clock = clock
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._release = Precompiled(delete(budget_holds).where(budget_holds.c.id == bindparam("hold")), engine.dialect)
 
     def reserve(self, scopes: list[Scope], *, tenant_id: str, key_id: str | None, amount: float,
                 seconds: float) -> str:
         """Admit the call against every scope's budget and hold `amount` for it; the hold's id.
         Raises BudgetExceeded (nothing held) when a scope's spend plus holds reaches its budget."""
+        return transaction(self.engine, lambda conn: self._reserve(conn, scopes, tenant_id, key_id, amount, seconds))
+
+    def _reserve(self, conn, scopes: list[Scope], tenant_id: str, key_id: str | None, amount: float,
+                 seconds: float) -> str:
         now = self.clock()
-        with self.engine.begin() as conn:
-            for scope in scopes:        # always key before tenant: one lock order, no deadlock
-                lock = self._insert(budget_locks).values(scope=f"{scope.name}:{scope.ident}", version=1)
-                conn.execute(lock.on_conflict_do_update(index_elements=[budget_locks.c.scope],
-                                                        set_={"version": budget_locks.c.version + 1}))
-            conn.execute(delete(budget_holds).where(budget_holds.c.expires_at <= now))
-            for scope in scopes:
-                spent, held = self._committed(conn, scope, now)
-                if spent + held >= scope.budget_usd:
-                    in_flight = f", {usd(round(held, 8))} reserved by calls in flight" if held else ""
-                    raise BudgetExceeded(
-                        f"The {scope.name}'s monthly budget of {usd(scope.budget_usd)} is spent "
-                        f"({usd(round(spent, 8))} this month{in_flight}); it resets on the 1st (UTC).",
-                        code=f"budget_exceeded_{scope.name}")
-            hold_id = uuid.uuid4().hex
-            conn.execute(budget_holds.insert().values(id=hold_id, tenant_id=tenant_id, key_id=key_id,
-                                                      amount=amount, expires_at=now + seconds))
+        for scope in scopes:        # always key before tenant: one lock order, no deadlock
+            lock = self._insert(budget_locks).values(scope=f"{scope.name}:{scope.ident}", version=1)
+            conn.execute(lock.on_conflict_do_update(index_elements=[budget_locks.c.scope],
+                                                    set_={"version": budget_locks.c.version + 1}))
+        conn.execute(delete(budget_holds).where(budget_holds.c.expires_at <= now))
+        for scope in scopes:
+            spent, held = self._committed(conn, scope, now)
+            if spent + held >= scope.budget_usd:
+                in_flight = f", {usd(round(held, 8))} reserved by calls in flight" if held else ""
+                raise BudgetExceeded(
+                    f"The {scope.name}'s monthly budget of {usd(scope.budget_usd)} is spent "
+                    f"({usd(round(spent, 8))} this month{in_flight}); it resets on the 1st (UTC).",
+                    code=f"budget_exceeded_{scope.name}")
+        hold_id = uuid.uuid4().hex
+        conn.execute(budget_holds.insert().values(id=hold_id, tenant_id=tenant_id, key_id=key_id,
+                                                  amount=amount, expires_at=now + seconds))
         return hold_id
 
     @staticmethod
@@ -144,6 +148,9 @@ class BudgetHolds:
         """Delete the hold inside the caller's transaction (the one writing the call's ledger row)."""
         conn.execute(delete(budget_holds).where(budget_holds.c.id == hold_id))
 
+    def release_statement(self, hold_id: str) -> tuple[Precompiled, dict]:
+        """`release_in` as a statement for the ledger row's transaction (Ledger.write's `also`)."""
+        return self._release, {"hold": hold_id}
+
     def release(self, hold_id: str) -> None:
-        with self.engine.begin() as conn:
-            self.release_in(conn, hold_id)
+        transaction(self.engine, lambda conn: self.release_in(conn, hold_id))

@@ -6,11 +6,18 @@ the first query that touches a missing column.
 """
 from __future__ import annotations
 
+import select
+import sys
+from collections.abc import Callable
 from importlib import resources
+from typing import TypeVar
 
 from sqlalchemy import (BigInteger, Boolean, Column, DateTime, Float, Index, Integer, MetaData, Numeric, String,
                         Table, Text, create_engine, event)
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, DisconnectionError
+
+T = TypeVar("T")
 
 metadata = MetaData()
 _ID = BigInteger().with_variant(Integer(), "sqlite")     # SQLite autoincrements only INTEGER keys
@@ -166,7 +173,80 @@ def make_engine(url: str) -> Engine:
     # At most 15 server connections per worker process: a burst queues for a connection (30 s)
     # instead of opening one per request, so the workers together stay under PostgreSQL's
     # max_connections (100 by default): 4 workers x 15 = 60, leaving room for the CLI and migrations.
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=30)
+    # No pool_pre_ping: its SELECT 1 was one round trip per checkout, as many as the work itself on
+    # the hot path. A checkout instead looks at the socket without a round trip (_drop_if_closed),
+    # and the hot path's writes go through `transaction`, which retries once when the connection
+    # turns out dead before COMMIT was sent. pool_recycle bounds a connection's age (firewalls and
+    # proxies that drop idle connections silently, which no local check sees).
+    engine = create_engine(url, pool_size=5, max_overflow=10, pool_timeout=30, pool_recycle=600)
+    event.listen(engine, "checkout", _drop_if_closed)
+    return engine
+
+
+def _unpatched_select():
+    """select.select as the OS gives it: gevent's, even with a 0 timeout, yields to its hub first
+    (a greenlet switch on every checkout for a check that never waits)."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("select"):
+        return monkey.get_original("select", "select")
+    return select.select
+
+
+def _drop_if_closed(dbapi_conn, _record, _proxy) -> None:
+    """A pooled connection the server has closed (restart, pg_terminate_backend, idle timeout) has
+    a readable socket: the server's farewell or EOF, where an idle healthy one has nothing to read.
+    Checked without a round trip; DisconnectionError makes the pool open a fresh connection."""
+    try:
+        fd = dbapi_conn.fileno()
+        readable, _, _ = _unpatched_select()([fd], [], [], 0)
+    except Exception as exc:  # noqa: BLE001 - a closed or unusable connection: replace it
+        raise DisconnectionError(f"pooled connection unusable: {type(exc).__name__}") from exc
+    if readable:
+        raise DisconnectionError("the server closed this pooled connection")
+
+
+def transaction(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """Run `work(conn)` in one transaction and commit it -> its result.
+
+    Without pool_pre_ping a connection can be found dead by the first statement that uses it (the
+    server went away between the checkout's check and that statement). Nothing is committed until
+    COMMIT is sent, so a disconnect raised by `work` is retried once on a fresh connection; a
+    failure of the COMMIT itself is never retried: the server may have committed before the
+    connection broke, and a retry would write the rows twice."""
+    for attempt in (1, 2):
+        with engine.connect() as conn:
+            trans = conn.begin()
+            try:
+                result = work(conn)
+            except DBAPIError as exc:
+                trans.rollback()
+                if attempt == 1 and exc.connection_invalidated:
+                    continue
+                raise
+            except BaseException:
+                trans.rollback()
+                raise
+            trans.commit()
+            return result
+    raise AssertionError("unreachable")     # pragma: no cover - the second attempt returns or raises
+
+
+class Precompiled:
+    """A statement compiled once for an engine's dialect, run with `run(conn, values)`.
+
+    On the hot path SQLAlchemy's per-execution work (building the statement, its cache key, the
+    compile-cache lookup) costs more CPU than the round trip; a fixed statement needs none of it."""
+
+    def __init__(self, statement, dialect):
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.order = list(compiled.positiontup) if compiled.positional else None
+
+    def params(self, values: dict):
+        return tuple(values[name] for name in self.order) if self.order else values
+
+    def run(self, conn: Connection, values: dict):
+        return conn.exec_driver_sql(self.sql, self.params(values))
 
 
 def alembic_config(engine: Engine):

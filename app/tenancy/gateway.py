@@ -3,7 +3,8 @@
 This is the core's front door for every node that runs calls; it knows tenants and money, while
 `dispatch` knows only models and providers. A call is `admit`ted (idempotency claimed, limits and
 budget checked), run (whole, or streamed by app/streaming.py), then `close`d exactly once however
-it ended: tokens counted, the ledger row written, the idempotency key finished or released.
+it ended: tokens counted, the ledger row written with the idempotency key finished or released in
+the same transaction.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from app.tenancy import budgets
-from app.tenancy.budgets import BudgetHolds
 from app.calls import Answer, Call, Usage
 from app.dispatch import Dispatcher, Mode
 from app.errors import FlowcallError
@@ -107,40 +107,63 @@ class Gateway:
               render: Callable[[Answer], dict] | None = None) -> dict | None:
         """The end of an admitted call, however it ended. `usage`/`model_id`/`provider`/`cost` are
         what a call that failed part-way (a broken stream) had already spent. With `render`, the
-        answer is rendered after its ledger row is written (so it can say the row was not) and the
-        rendered body is returned."""
+        rendered body is returned: rendered before the ledger write and, if the row could not be
+        written, rendered again saying so. An idempotency key is finished (or released) in the
+        row's own transaction, or on its own when the row failed."""
         flowcall_error = error if isinstance(error, FlowcallError) else None
         rendered = rendered if render is None else None
         usage = answer.usage if answer else usage
         if count_tokens and usage is not None:
             self.quotas.record_tokens(principal, principal.limits, admitted.tenant_limits, usage.total_tokens)
         status = 200 if error is None else (flowcall_error.status if flowcall_error else 500)
+        # The answer is rendered before the ledger write, as if the row will be written, so that an
+        # idempotency key's stored answer commits in the row's own transaction (one write per call,
+        # not two); if the row is not written, it is rendered again with the warning, below.
+        render_error = None
+        if render is not None and answer is not None:
+            try:
+                rendered = render(answer)
+            except Exception as exc:  # noqa: BLE001 - the row is still written; raised after it
+                render_error = exc
+        key = admitted.idempotency_key
+        tenant_id = principal.tenant_id
+        finished = bool(key) and error is None and answer is not None and render_error is None
+        settle = None
+        if finished:
+            settle = self.idempotency.finish_statement(tenant_id, key, 200, rendered)
+        elif key:
+            settle = self.idempotency.release_statement(tenant_id, key)
         recorded = self.account(principal, endpoint, admitted.call, status=status, answer=answer,
                                 error=flowcall_error, usage=usage, model_id=model_id, provider=provider, cost=cost,
-                                attempts=attempts, started=admitted.started, hold=admitted.hold)
-        if render is not None and answer is not None:
-            if not recorded:
-                answer = replace(answer, warnings=(*answer.warnings, UNRECORDED_WARNING))
-            rendered = render(answer)
-        key = admitted.idempotency_key
-        if not key:
-            return rendered
+                                attempts=attempts, started=admitted.started, hold=admitted.hold, settle=settle)
+        if render_error is not None:
+            if not recorded and key:
+                self._settle(tenant_id, admitted, key, finished=False, rendered=None)
+            raise render_error
+        if render is not None and answer is not None and not recorded:
+            rendered = render(replace(answer, warnings=(*answer.warnings, UNRECORDED_WARNING)))
+        if key and not recorded:         # the key's answer was not committed with the row: settle it alone
+            self._settle(tenant_id, admitted, key, finished=finished, rendered=rendered)
+        return rendered
+
+    def _settle(self, tenant_id: str, admitted: Admission, key: str, *, finished: bool,
+                rendered: dict | None) -> None:
+        """Finish or release the key on its own (the ledger row, which would have carried it, failed)."""
         try:
-            if error is None and answer is not None:
-                self.idempotency.finish(principal.tenant_id, key, 200, rendered)
+            if finished:
+                self.idempotency.finish(tenant_id, key, 200, rendered)
             else:
-                self.idempotency.release(principal.tenant_id, key)
+                self.idempotency.release(tenant_id, key)
         except Exception:  # noqa: BLE001 - the answer stands; a stuck key expires with its lock
             log.exception("idempotency settle failed for key of request %s",
                           admitted.call.request_id if admitted.call else None)
-        return rendered
 
     def account(self, principal, endpoint: str, call: Call | None, *, status: int, answer: Answer | None = None,
                 error: FlowcallError | None = None, usage: Usage | None = None, model_id: str | None = None,
                 provider: str | None = None, cost: float | None = None, attempts: int | None = None,
-                started: float | None = None, hold: str | None = None) -> bool:
-        """Write the ledger row, releasing the call's budget hold in the same transaction -> whether
-        it was written.
+                started: float | None = None, hold: str | None = None, settle=None) -> bool:
+        """Write the ledger row, releasing the call's budget hold and running `settle` (a statement:
+        the idempotency key's answer or release) in the same transaction -> whether it was written.
 
         A failed write is never silent: it is logged as an error with the row's figures (so they
         can be entered by hand), counted in flowcall_ledger_write_failures_total, and a whole answer
@@ -171,7 +194,8 @@ class Gateway:
             error_message=str(error.message)[:500] if error else None,
         )
         try:
-            self.ledger.write(row, then=(lambda conn: BudgetHolds.release_in(conn, hold)) if hold else None)
+            also = [self.quotas.holds.release_statement(hold)] if hold else []
+            self.ledger.write(row, also=also + ([settle] if settle else []))
         except Exception:  # noqa: BLE001 - reported below, never swallowed
             log.exception("ledger write failed for request %s: tenant %s key %s model %s status %s input_tokens %s "
                           "output_tokens %s cost %s", row.request_id, row.tenant_id, row.key_id, row.model_served,

@@ -14,10 +14,10 @@ import re
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import and_, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.tenancy.db import idempotency
+from app.tenancy.db import Precompiled, idempotency, transaction
 from app.errors import IdempotencyConflict, IdempotencyMismatch, ValidationError
 
 TTL_SECONDS = 24 * 3600
@@ -48,6 +48,15 @@ class Idempotency:
     def __init__(self, engine, clock=time.time):
         self.engine = engine
         self.clock = clock
+        c, dialect = idempotency.c, engine.dialect
+        where = (c.tenant_id == bindparam("w_tenant"), c.key == bindparam("w_key"))
+        # compiled once: these run on every idempotent call (see Precompiled)
+        self._claim = Precompiled(idempotency.insert().values(
+            {name: bindparam(name) for name in ("tenant_id", "key", "body_hash", "state", "locked_until",
+                                                "expires_at")}), dialect)
+        self._finish = Precompiled(update(idempotency).where(*where).values(
+            state=bindparam("done"), response_status=bindparam("status"), response_body=bindparam("body")), dialect)
+        self._release = Precompiled(delete(idempotency).where(*where), dialect)
 
     def begin(self, tenant_id: str, key: str, digest: str, lock_seconds: float) -> Replay | None:
         """Claim the key (None: go ahead and run), or answer for it (a Replay), or raise 409/422."""
@@ -56,8 +65,7 @@ class Idempotency:
                "locked_until": now + lock_seconds + LOCK_MARGIN_SECONDS, "expires_at": now + TTL_SECONDS}
         for _ in range(3):
             try:
-                with self.engine.begin() as conn:
-                    conn.execute(idempotency.insert().values(**row))
+                transaction(self.engine, lambda conn: self._claim.run(conn, row))
                 return None
             except IntegrityError:
                 pass
@@ -85,15 +93,28 @@ class Idempotency:
         raise IdempotencyConflict("Could not claim the Idempotency-Key; retry shortly.", retry_after=1)
 
     def finish(self, tenant_id: str, key: str, status: int, body: dict) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(update(idempotency).where(
-                idempotency.c.tenant_id == tenant_id, idempotency.c.key == key).values(
-                state="done", response_status=status, response_body=json.dumps(body)))
+        transaction(self.engine, lambda conn: self.finish_in(conn, tenant_id, key, status, body))
+
+    def finish_in(self, conn, tenant_id: str, key: str, status: int, body: dict) -> None:
+        """Store the answer inside the caller's transaction."""
+        statement, params = self.finish_statement(tenant_id, key, status, body)
+        statement.run(conn, params)
+
+    def finish_statement(self, tenant_id: str, key: str, status: int, body: dict) -> tuple[Precompiled, dict]:
+        """`finish` as a statement for the call's ledger row's transaction (Ledger.write's `also`)."""
+        return self._finish, {"w_tenant": tenant_id, "w_key": key, "done": "done", "status": status,
+                              "body": json.dumps(body)}
+
+    def release_statement(self, tenant_id: str, key: str) -> tuple[Precompiled, dict]:
+        """`release` as a statement for the call's ledger row's transaction."""
+        return self._release, {"w_tenant": tenant_id, "w_key": key}
 
     def release(self, tenant_id: str, key: str) -> None:
         """The call failed: forget the key so a retry executes again."""
-        with self.engine.begin() as conn:
-            conn.execute(delete(idempotency).where(idempotency.c.tenant_id == tenant_id, idempotency.c.key == key))
+        transaction(self.engine, lambda conn: self.release_in(conn, tenant_id, key))
+
+    def release_in(self, conn, tenant_id: str, key: str) -> None:
+        self._release.run(conn, {"w_tenant": tenant_id, "w_key": key})
 
     def purge_expired(self) -> int:
         with self.engine.begin() as conn:

@@ -1,8 +1,9 @@
 """The usage ledger: one row per executed call, success or failure, and the tenant's totals.
 
-Each row is its own short transaction, written after the call ends: a crash loses at most the row
-of the call in flight and never touches another. Prompts and answers are not stored unless
-FLOWCALL_LOG_CONTENT=1.
+A row is written after its call ends, and the call's answer is sent only once the row is committed:
+a crash loses at most the rows of the calls in flight. Rows of calls ending together are committed
+in one transaction (app/tenancy/group_commit.py): one COMMIT for many calls, each still waiting for
+its own. Prompts and answers are not stored unless FLOWCALL_LOG_CONTENT=1.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from datetime import date, datetime, time, timedelta, UTC
 
 from sqlalchemy import Date, bindparam, case, cast, func, select
 
-from app.tenancy.db import ledger
+from app.tenancy.db import Precompiled, ledger
+from app.tenancy.group_commit import GroupCommitter
 
 GROUPS = ("model", "agent", "day", "provider", "key")
 
@@ -48,13 +50,15 @@ class Ledger:
         # The insert is compiled once: on the hot path, SQLAlchemy's per-statement compilation and
         # cache-key work cost more than the insert itself (bench/README.md, profile).
         columns = [c.name for c in ledger.columns if c.name != "id"]
-        compiled = ledger.insert().values({name: bindparam(name) for name in columns}).compile(dialect=engine.dialect)
-        self._sql = str(compiled)
-        self._order = list(compiled.positiontup) if compiled.positional else None
+        self._insert = Precompiled(ledger.insert().values({name: bindparam(name) for name in columns}), engine.dialect)
         self._sqlite = engine.dialect.name == "sqlite"
+        self.committer = GroupCommitter(engine, self._write_batch)
 
-    def write(self, row: Row, then=None) -> None:
-        """Insert the row; `then(conn)`, if given, runs in the same transaction (a budget hold's release)."""
+    def write(self, row: Row, then=None, also=()) -> None:
+        """Insert the row and return once it is committed. In the same transaction: `also`, fixed
+        statements as (Precompiled, params) pairs (a budget hold's release, an idempotency key's
+        answer), which a batch runs as one executemany per statement, and `then(conn)` if given.
+        Raises when the row could not be written."""
         values = dict(row.__dict__)
         if not self.log_content:
             values["prompt"] = values["answer"] = None
@@ -65,9 +69,19 @@ class Ledger:
         now = datetime.now(UTC)
         # SQLite stores SQLAlchemy DateTimes as naive UTC text; the driver sees raw parameters here
         values["created_at"] = now.replace(tzinfo=None).isoformat(" ") if self._sqlite else now
-        params = tuple(values[name] for name in self._order) if self._order else values
-        with self.engine.begin() as conn:
-            conn.exec_driver_sql(self._sql, params)
+        self.committer.submit((self._insert.params(values), tuple(also), then))
+
+    def _write_batch(self, conn, items) -> None:
+        """One transaction: the rows in one executemany, each other statement in one executemany (on
+        psycopg an executemany is pipelined: one round trip however many rows), then the callbacks."""
+        conn.exec_driver_sql(self._insert.sql, [params for params, _, _ in items])
+        grouped: dict[str, list] = {}
+        for _, also, _ in items:
+            for statement, params in also:
+                grouped.setdefault(statement.sql, []).append(statement.params(params))
+        for sql, params in grouped.items():
+            conn.exec_driver_sql(sql, params)
+        for _, _, then in items:
             if then is not None:
                 then(conn)
 

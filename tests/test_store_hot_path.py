@@ -1,0 +1,138 @@
+"""What one call costs the store, and that the cheaper path loses nothing: transactions per call
+(an idempotent call settles its key in its ledger row's transaction), no pre-ping round trip, and
+pooled PostgreSQL connections killed under the pool still lose no ledger row."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import event, select, text
+
+from nodes import create_app
+from app.tenancy.db import idempotency, ledger, make_engine, transaction
+from app.tenancy.ledger import Ledger, Row
+from backends import DATABASES, PG_URL, fresh_database_url
+from conftest import JWT_SECRET
+
+
+@pytest.fixture(params=DATABASES)
+def app(request, tmp_path):
+    app = create_app({"FLOWCALL_DATABASE_URL": fresh_database_url(request.param, tmp_path),
+                      "FLOWCALL_JWT_SECRET": JWT_SECRET})
+    app.config["TESTING"] = True
+    yield app
+    app.extensions["flowcall"].store.close()
+
+
+class Counter:
+    """Statements sent and transactions committed on an engine, from SQLAlchemy's events."""
+
+    def __init__(self, engine):
+        self.statements: list[str] = []
+        self.commits = 0
+        event.listen(engine, "before_cursor_execute", self._statement)
+        event.listen(engine, "commit", self._commit)
+
+    def _statement(self, _conn, _cursor, statement, *_):
+        self.statements.append(statement.split()[0].upper())
+
+    def _commit(self, _conn):
+        self.commits += 1
+
+    def reset(self):
+        self.statements, self.commits = [], 0
+
+
+def _call(client, key, idem=None):
+    headers = {"X-Api-Key": key, **({"Idempotency-Key": idem} if idem else {})}
+    return client.post("/api/v3/llm/public/call", json={"model": "mock.echo", "prompt": "hi"}, headers=headers)
+
+
+def test_a_call_is_one_transaction_and_an_idempotent_one_two(app):
+    store = app.extensions["flowcall"].store
+    _, key = store.create_key(str(uuid.uuid4()))
+    client = app.test_client()
+    assert _call(client, key).status_code == 200              # keys and tenant limits now cached
+    counter = Counter(store.engine)
+    assert _call(client, key).status_code == 200
+    assert (counter.commits, counter.statements) == (1, ["INSERT"])   # the ledger row
+    assert not store.engine.pool._pre_ping                   # whose SELECT 1 the events above would not see
+    counter.reset()
+    first = _call(client, key, idem="fold-1")
+    assert first.status_code == 200
+    # the key's claim before the call; after it, the ledger row and the key's answer in one transaction
+    assert counter.commits == 2 and counter.statements == ["INSERT", "INSERT", "UPDATE"]
+    replay = _call(client, key, idem="fold-1")
+    assert replay.headers["Idempotent-Replay"] == "true" and replay.get_json() == first.get_json()
+
+
+def test_an_unrecorded_row_still_stores_the_idempotent_answer_with_its_warning(app, monkeypatch):
+    flowcall = app.extensions["flowcall"]
+    _, key = flowcall.store.create_key(str(uuid.uuid4()))
+    client = app.test_client()
+
+    def failing(conn, items):
+        raise RuntimeError("disk full (test)")
+    monkeypatch.setattr(flowcall.ledger.committer, "write", failing)
+    first = _call(client, key, idem="unrecorded-1")
+    assert first.status_code == 200
+    assert any("could not be written to the usage ledger" in w for w in first.get_json()["warnings"])
+    replay = _call(client, key, idem="unrecorded-1")          # the key was finished on its own
+    assert replay.headers["Idempotent-Replay"] == "true" and replay.get_json() == first.get_json()
+    with flowcall.store.engine.connect() as conn:
+        assert conn.execute(select(idempotency.c.state)).scalar_one() == "done"
+        assert conn.execute(select(ledger.c.id)).first() is None
+
+
+@pytest.mark.skipif(not PG_URL, reason="FLOWCALL_TEST_DATABASE_URL is not set (no PostgreSQL to test against)")
+def test_pooled_connections_killed_by_the_server_lose_no_ledger_row(tmp_path):
+    engine = make_engine(fresh_database_url("postgresql", tmp_path))
+    book = Ledger(engine)
+    tenant = str(uuid.uuid4())
+    conns = [engine.connect() for _ in range(5)]              # fill the pool with live connections
+    pids = [c.exec_driver_sql("SELECT pg_backend_pid()").scalar_one() for c in conns]
+    for c in conns:
+        c.rollback()
+        c.close()
+    admin = make_engine(PG_URL)
+    with admin.connect() as conn:
+        for pid in pids:
+            assert conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
+    for i in range(20):                                       # every pooled connection is dead now
+        book.write(Row(tenant_id=tenant, endpoint="call", status=200, request_id=f"after-kill-{i}"))
+    with admin.connect() as conn:
+        ids = conn.execute(select(ledger.c.request_id).where(ledger.c.tenant_id == tenant)).scalars().all()
+    assert sorted(ids) == sorted(f"after-kill-{i}" for i in range(20))
+    admin.dispose()
+    engine.dispose()
+
+
+@pytest.mark.skipif(not PG_URL, reason="FLOWCALL_TEST_DATABASE_URL is not set (no PostgreSQL to test against)")
+def test_a_connection_dead_before_commit_is_retried_once_and_a_failed_commit_never(tmp_path):
+    engine = make_engine(fresh_database_url("postgresql", tmp_path))
+    admin = make_engine(PG_URL)
+    attempts = []
+
+    def work_killing_its_first_connection(conn):
+        attempts.append(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+        if len(attempts) == 1:             # the server ends this connection before our INSERT is sent
+            with admin.connect() as other:
+                other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": attempts[0]})
+        conn.execute(ledger.insert().values(tenant_id="t-retry", endpoint="call", status=200,
+                                            created_at=text("now()")))
+    transaction(engine, work_killing_its_first_connection)
+    assert len(attempts) == 2 and attempts[0] != attempts[1]
+    with admin.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM ledger WHERE tenant_id = 't-retry'")).scalar_one() == 1
+
+    commits = []
+
+    def fail_commit(_conn):
+        commits.append(1)
+        raise ConnectionError("connection lost during COMMIT (test)")
+    event.listen(engine, "commit", fail_commit)
+    with pytest.raises(ConnectionError):
+        transaction(engine, lambda conn: conn.exec_driver_sql("SELECT 1"))
+    assert len(commits) == 1                                  # never sent twice
+    admin.dispose()
+    engine.dispose()
