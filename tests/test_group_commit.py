@@ -147,7 +147,8 @@ def test_a_failed_commit_is_reported_to_every_caller_of_the_batch_and_never_retr
     for t in threads:
         t.join(WAIT_S)
     assert outcomes[0] is None
-    assert all(isinstance(outcomes[i], RuntimeError) for i in (1, 2, 3))
+    assert all(isinstance(outcomes[i], CommitFailed) for i in (1, 2, 3))
+    assert all(isinstance(outcomes[i].__cause__, RuntimeError) for i in (1, 2, 3))
     assert writer.batches == [[0], [1, 2, 3]]                # a commit that may have happened: no retry
 
 

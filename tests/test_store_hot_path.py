@@ -66,6 +66,33 @@ def test_a_call_is_one_transaction_and_an_idempotent_one_two(app):
     assert replay.headers["Idempotent-Replay"] == "true" and replay.get_json() == first.get_json()
 
 
+def test_when_the_keys_statement_fails_the_row_is_still_written_once_and_the_key_settled_alone(app, monkeypatch):
+    """The record of a paid call never depends on the idempotency key's statement: the row is written
+    again without it (nothing was committed), and the key is finished on its own afterwards."""
+    flowcall = app.extensions["flowcall"]
+    _, key = flowcall.store.create_key(str(uuid.uuid4()))
+    client = app.test_client()
+    keys = flowcall.gateway.idempotency
+    real = keys.finish_statement
+
+    calls = []
+
+    def broken(*args):                  # the first use (in the row's transaction) cannot be bound
+        statement, params = real(*args)
+        calls.append(args)
+        return (statement, {**params, "w_tenant": object()}) if len(calls) == 1 else (statement, params)
+    monkeypatch.setattr(keys, "finish_statement", broken)
+    first = _call(client, key, idem="statement-fails-1")
+    assert first.status_code == 200
+    assert not any("could not be written" in w for w in first.get_json().get("warnings", []))
+    assert len(calls) == 2                                     # in the row's transaction, then alone
+    replay = _call(client, key, idem="statement-fails-1")      # finished on its own after the row
+    assert replay.headers["Idempotent-Replay"] == "true" and replay.get_json() == first.get_json()
+    with flowcall.store.engine.connect() as conn:
+        assert conn.execute(select(idempotency.c.state)).scalar_one() == "done"
+        assert len(conn.execute(select(ledger.c.id)).all()) == 1
+
+
 def test_an_unrecorded_row_still_stores_the_idempotent_answer_with_its_warning(app, monkeypatch):
     flowcall = app.extensions["flowcall"]
     _, key = flowcall.store.create_key(str(uuid.uuid4()))

@@ -17,6 +17,7 @@ from app.tenancy import budgets
 from app.calls import Answer, Call, Usage
 from app.dispatch import Dispatcher, Mode
 from app.errors import FlowcallError
+from app.tenancy.group_commit import CommitFailed
 from app.tenancy.idempotency import Idempotency, Replay, body_hash
 from app.tenancy.ledger import Ledger, Row
 from app.tenancy.quotas import Quotas
@@ -136,13 +137,14 @@ class Gateway:
         recorded = self.account(principal, endpoint, admitted.call, status=status, answer=answer,
                                 error=flowcall_error, usage=usage, model_id=model_id, provider=provider, cost=cost,
                                 attempts=attempts, started=admitted.started, hold=admitted.hold, settle=settle)
+        settled = recorded is True
         if render_error is not None:
-            if not recorded and key:
+            if not settled and key:
                 self._settle(tenant_id, admitted, key, finished=False, rendered=None)
             raise render_error
         if render is not None and answer is not None and not recorded:
             rendered = render(replace(answer, warnings=(*answer.warnings, UNRECORDED_WARNING)))
-        if key and not recorded:         # the key's answer was not committed with the row: settle it alone
+        if key and not settled:          # the key's answer was not committed with the row: settle it alone
             self._settle(tenant_id, admitted, key, finished=finished, rendered=rendered)
         return rendered
 
@@ -161,9 +163,10 @@ class Gateway:
     def account(self, principal, endpoint: str, call: Call | None, *, status: int, answer: Answer | None = None,
                 error: FlowcallError | None = None, usage: Usage | None = None, model_id: str | None = None,
                 provider: str | None = None, cost: float | None = None, attempts: int | None = None,
-                started: float | None = None, hold: str | None = None, settle=None) -> bool:
+                started: float | None = None, hold: str | None = None, settle=None) -> bool | str:
         """Write the ledger row, releasing the call's budget hold and running `settle` (a statement:
-        the idempotency key's answer or release) in the same transaction -> whether it was written.
+        the idempotency key's answer or release) in the same transaction -> True when all of it was
+        written, "row_only" when the row was written without `settle`, False when the row was not.
 
         A failed write is never silent: it is logged as an error with the row's figures (so they
         can be entered by hand), counted in flowcall_ledger_write_failures_total, and a whole answer
@@ -193,9 +196,21 @@ class Gateway:
             upstream_ms=int(answer.upstream_ms) if answer else None,
             error_message=str(error.message)[:500] if error else None,
         )
+        also = [self.quotas.holds.release_statement(hold)] if hold else []
         try:
-            also = [self.quotas.holds.release_statement(hold)] if hold else []
-            self.ledger.write(row, also=also + ([settle] if settle else []))
+            try:
+                self.ledger.write(row, also=also + ([settle] if settle else []))
+            except CommitFailed:
+                raise                    # the row may be in: never written twice
+            except Exception:
+                if settle is None:
+                    raise
+                # Nothing was committed, and the key's statement may be what failed: the row (the
+                # record of a paid call) is written without it; the caller then settles the key alone.
+                log.exception("ledger write with the idempotency key's answer failed for request %s; "
+                              "writing the row alone", row.request_id)
+                self.ledger.write(row, also=also)
+                return "row_only"
         except Exception:  # noqa: BLE001 - reported below, never swallowed
             log.exception("ledger write failed for request %s: tenant %s key %s model %s status %s input_tokens %s "
                           "output_tokens %s cost %s", row.request_id, row.tenant_id, row.key_id, row.model_served,

@@ -127,22 +127,19 @@ class GroupCommitter(Generic[T]):
                 self._appoint_next()
 
     def _write_batch(self, batch: list[_Pending[T]]) -> None:
-        items = [p.item for p in batch]
-        sent_commit = [False]
-
-        def work(conn: Connection) -> None:
-            self.write(conn, items)
-            sent_commit[0] = True        # `transaction` commits right after work returns
-
         try:
-            transaction(self.engine, work)
-        except Exception as exc:  # noqa: BLE001 - handed to each caller below
-            if sent_commit[0] or len(batch) == 1:
-                for pending in batch:
-                    pending.error = exc
-                    pending.state = _DONE
+            self._commit([p.item for p in batch])
+        except CommitFailed as exc:      # the rows may be in: never written again
+            for pending in batch:
+                pending.error = exc
+                pending.state = _DONE
+            return
+        except Exception as exc:  # noqa: BLE001 - nothing committed; handed to the callers below
+            if len(batch) == 1:
+                batch[0].error = exc
+                batch[0].state = _DONE
                 return
-            for pending in batch:        # nothing committed: each item on its own, so one bad row fails alone
+            for pending in batch:        # each item on its own, so one bad row fails alone
                 try:
                     self._write_alone(pending.item)
                 except Exception as single:  # noqa: BLE001 - that caller's own failure
@@ -152,5 +149,23 @@ class GroupCommitter(Generic[T]):
         for pending in batch:
             pending.state = _DONE
 
+    def _commit(self, items: list[T]) -> None:
+        """One transaction of `items`. A failure of its COMMIT is raised as CommitFailed (the rows may
+        be in); any other failure left nothing committed and is raised as it is."""
+        sent_commit = False
+
+        def work(conn: Connection) -> None:
+            nonlocal sent_commit
+            self.write(conn, items)
+            sent_commit = True           # `transaction` commits right after work returns
+
+        try:
+            transaction(self.engine, work)
+        except Exception as exc:
+            if sent_commit:
+                raise CommitFailed(f"COMMIT failed ({type(exc).__name__}: {exc}); the rows may or may not "
+                                   f"be committed") from exc
+            raise
+
     def _write_alone(self, item: T) -> None:
-        transaction(self.engine, lambda conn: self.write(conn, [item]))
+        self._commit([item])
