@@ -334,7 +334,14 @@ def machine() -> dict:
     if wrk.available():
         wrk_v = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0].strip()
     return {"nproc": os.cpu_count(), "cpu_model": model, "mem_gb": round(mem, 1), "python": platform.python_version(),
-            "kernel": platform.release(), "versions": versions, "wrk": wrk_v}
+            "kernel": platform.release(), "versions": versions, "wrk": wrk_v, "python_speed_us": python_speed_us()}
+
+
+def python_speed_us() -> float:
+    """Microseconds this machine's Python takes for `sum(range(1000))`, best of 5: a yardstick for
+    comparing CPU-per-call figures across machines (the same code's figures scale with it)."""
+    import timeit
+    return round(min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6, 1)
 
 
 def parse_args(argv=None):
@@ -528,6 +535,9 @@ def main(argv=None) -> int:
                       "redis": args.redis_url.split("@")[-1] if args.redis_url else None,
                       "batch_mode": args.c_mode_resolved, "ceiling": None,
                       "scenarios": {}, "profile": None}
+            print(f"machine: {result['machine']['nproc']} x {result['machine']['cpu_model']}; Python "
+                  f"sum(range(1000)) {result['machine']['python_speed_us']} us (the yardstick across machines)",
+                  flush=True)
             if not args.no_ceiling:
                 result["ceiling"] = bench.ceiling()
             built = scenarios.build(args)
