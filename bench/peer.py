@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from .service import free_port, http_json
+from .service import ServerProcess, free_port, http_json
 
 # The newest release whose `litellm[proxy]` installed from the package index this bench was run
 # against on 2026-11-29: the later ones checked (1.108.8, 1.108.9, 1.108.11-14, 1.109.3, 1.110.2)
@@ -78,7 +78,7 @@ def install(version: str = LITELLM_VERSION, root: Path | None = None, log=print)
     return exe
 
 
-class LiteLLMProxy:
+class LiteLLMProxy(ServerProcess):
     """LiteLLM's proxy with `workers` workers on 127.0.0.1; `pid` the process whose tree is measured.
 
     Served by gunicorn with uvicorn workers (`--run_gunicorn`, LiteLLM's option for several workers):
@@ -122,22 +122,6 @@ class LiteLLMProxy:
         tail = self.log_tail()
         self.stop()
         raise RuntimeError(f"litellm did not become ready:\n{tail}")
-
-    def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 PEERS = {"litellm": LiteLLMProxy}

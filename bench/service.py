@@ -113,7 +113,30 @@ def gateway_env(fake_url: str, tmp: Path, serving: dict) -> dict:
     return env
 
 
-class Gateway:
+class ServerProcess:
+    """A server the bench started (`proc`), logging to `log_path` through `_log`: its log's tail, and
+    stopping it (SIGTERM, then SIGKILL after 30 s)."""
+    proc: subprocess.Popen
+    log_path: Path
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+class Gateway(ServerProcess):
     """gunicorn + flowcall on a fresh SQLite store (`python -m app.cli db upgrade`); `pid` is the master,
     `key` an API key made with `python -m app.cli keys create`."""
 
@@ -156,21 +179,6 @@ class Gateway:
         self.stop()
         raise RuntimeError(f"gunicorn did not become ready:\n{log}")
 
-    def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
 
 
 def serving_config(env: dict) -> dict:
