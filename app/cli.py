@@ -22,6 +22,7 @@ from app.config import Settings
 from app.tenancy.db import NotMigrated, make_engine, revisions, upgrade
 from app.tenancy.ledger import Ledger, default_range, parse_day
 from app.models_check import WINDOW_DAYS, render_table, run
+from app.dashboard.rollups import ROLL_DAYS, Rollups
 from app.tenancy.purge import check_ledger_cutoff, purge_expired, purge_ledger
 from app.tenancy.store import Limits, Store
 from app.transport import Transport
@@ -83,6 +84,21 @@ def cmd_db_purge(args) -> int:
                 print(f"ledger: {deleted} rows before {before:%Y-%m-%d} deleted")
     finally:
         store.close()
+    return 0
+
+
+def cmd_db_rollup(args) -> int:
+    """Store the dashboard's sums of every tenant's completed days and hours (what `flowcall worker`
+    does every 5 minutes), for a deployment that runs no worker: from cron."""
+    if not 1 <= args.days <= 366:
+        print("--days must be between 1 and 366", file=sys.stderr)
+        return 2
+    store = Store(args.settings.database_url)     # refuses an unmigrated database
+    try:
+        done = Rollups(store.engine).roll(days=args.days)
+    finally:
+        store.close()
+    print(f"dashboard rollups: {done['units_stored']} hours or days stored for {done['tenants']} tenants")
     return 0
 
 
@@ -198,6 +214,11 @@ def parser(extra_commands: Iterable[Commands] = ()) -> argparse.ArgumentParser:
     purge.add_argument("--archive", metavar="FILE.csv",
                        help="with --ledger-before: write those rows to this new CSV file first")
     purge.set_defaults(func=cmd_db_purge)
+    rollup = db.add_parser("rollup", help="store the dashboard's sums of completed days and hours "
+                                          "(flowcall worker does it every 5 min; else run it from cron)")
+    rollup.add_argument("--days", type=int, default=ROLL_DAYS,
+                        help=f"how many days back, today included (default {ROLL_DAYS})")
+    rollup.set_defaults(func=cmd_db_rollup)
 
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="keys_command", required=True)
     create = keys.add_parser("create", help="create a key; the key is the last line of stdout")

@@ -141,6 +141,9 @@ class Settings:
     jobs: JobSettings = JobSettings()
     response_retention_days: int = DEFAULT_RESPONSE_RETENTION_DAYS
     dashboard_session_minutes: int = 480          # a dashboard sign-in lasts this long (8 h), then signs in again
+    # A roller keeps the dashboard's sums (gunicorn.conf.py starts one beside the workers and says so
+    # here): pages then leave a tenant's unsummed history to it instead of reading it themselves.
+    dashboard_roller: bool = False
     prometheus_multiproc_dir: str | None = None   # set by gunicorn.conf.py: metrics aggregate across workers
     cli_key: str | None = None                    # FLOWCALL_KEY: `flowcall batch`'s default --key
     # Keep-alive connections per provider per worker: as many as calls a worker holds at once
@@ -199,6 +202,7 @@ class Settings:
                 retention_days=_int(env, "FLOWCALL_JOB_RETENTION_DAYS", 7, 1)),
             response_retention_days=_int(env, "FLOWCALL_RESPONSE_RETENTION_DAYS", DEFAULT_RESPONSE_RETENTION_DAYS, 1),
             dashboard_session_minutes=_int(env, "FLOWCALL_DASHBOARD_SESSION_MINUTES", 480, 1),
+            dashboard_roller=env.get("FLOWCALL_DASHBOARD_ROLLER_RUNNING", "") == "1",
             prometheus_multiproc_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
             cli_key=env.get("FLOWCALL_KEY") or None,
             provider_env={k: v for k, v in env.items() if is_provider_variable(k)},

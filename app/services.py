@@ -65,7 +65,8 @@ def build_services(settings: Settings) -> Services:
         streaming=StreamingDispatcher(dispatcher), ledger=ledger, quotas=quotas,
         gateway=Gateway(store, dispatcher, ledger, Idempotency(store.engine), quotas),
         responses=ResponseStore(store.engine, settings.response_retention_days),
-        dashboard=Dashboard(store.engine, store), sessions=Sessions(store.engine))
+        dashboard=Dashboard(store.engine, store, pages_sum_history=not settings.dashboard_roller),
+        sessions=Sessions(store.engine))
     try:
         services.jobs = Jobs(services)
     except Exception:  # noqa: BLE001 - an unreachable queue makes the job endpoints 503, not the start fail

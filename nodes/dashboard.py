@@ -23,6 +23,7 @@ from app.dashboard import charts, figures
 from app.dashboard.exports import to_csv
 from app.dashboard.params import BadParam, View, parse
 from app.dashboard.queries import CALL_COLUMNS, Scope, day_range
+from app.dashboard.rollups import RollupPending
 from app.dashboard.sessions import Session
 from app.errors import FlowcallError
 from app.tenancy.auth import authenticate_api_key, authenticate_jwt
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("dashboard", __name__)
 
 COOKIE = "flowcall_dashboard"
+PENDING_REFRESH_S = 15
 PRE_COOKIE = "flowcall_dashboard_signin"          # the sign-in form's double-submit CSRF token
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
@@ -105,6 +107,15 @@ def _bad_param(err: BadParam):
 @bp.errorhandler(NotFoundPage)
 def _missing(_err):
     return _page("error.html", 404, title="Not found", message="There is no such page or call in your dashboard.")
+
+
+@bp.errorhandler(RollupPending)
+def _pending(_err):
+    """The roller is still summing this tenant's history (the first minutes after an upgrade): the
+    page says so and reloads itself, rather than reading months of ledger rows in a web worker."""
+    response = _page("pending.html", 503, title="Summing your history", refresh_s=PENDING_REFRESH_S)
+    response.headers["Retry-After"] = str(PENDING_REFRESH_S)
+    return response
 
 
 @bp.errorhandler(HTTPException)

@@ -32,8 +32,10 @@ ROW_STATUSES = {200, 502, 504}
 
 
 def worker_pids(master_pid: int) -> list[int]:
+    """The master's gunicorn workers (not its dashboard roller, also a child: gunicorn.conf.py)."""
     children = Path(f"/proc/{master_pid}/task/{master_pid}/children")
-    return [int(p) for p in children.read_text().split()]
+    return [int(p) for p in children.read_text().split()
+            if b"app.dashboard.roller" not in Path(f"/proc/{p}/cmdline").read_bytes()]
 
 
 def cpu_ticks(pid: int) -> int:

@@ -153,7 +153,7 @@ def test_histogram_percentiles_are_bucket_bounds():
     assert histogram.total([]) == histogram.EMPTY
 
 
-def test_the_open_day_is_summed_per_completed_hour_then_per_day(dash_app):
+def test_the_open_day_is_summed_per_completed_hour_then_per_day(dash_app, monkeypatch):
     """A day still open: its completed hours stored, the current one live; once the day completes
     (after the grace), its own sums replace its hours'. The totals equal Ledger.usage throughout."""
     svc = dash_app.extensions["flowcall"]
@@ -178,13 +178,26 @@ def test_the_open_day_is_summed_per_completed_hour_then_per_day(dash_app):
         column = ledger_daily.c.hour_start
         with engine.connect() as conn:
             return conn.execute(select(func.count()).select_from(ledger_daily).where(
-                ledger_daily.c.tenant_id == tenant, column.is_not(None) if hourly else column.is_(None))).scalar_one()
+                ledger_daily.c.tenant_id == tenant, ledger_daily.c.day == day.date().isoformat(),
+                column.is_not(None) if hourly else column.is_(None))).scalar_one()
 
     check(day + timedelta(hours=15, minutes=30))             # hours 0-14 stored, 15 live
     assert stored(hourly=True) > 0 and stored(hourly=False) == 0
     check(day + timedelta(days=1, minutes=2))                # within the grace: hours 0-22 stored, 23 live
-    check(day + timedelta(days=1, minutes=10))               # complete: the day's own sums
-    assert stored(hourly=True) == 0 and stored(hourly=False) > 0
+    rollups = svc.dashboard.rollups
+
+    def not_from_the_ledger(*args):
+        raise AssertionError("a day whose hours are stored is summed from them")
+
+    monkeypatch.setattr(rollups, "_days_from_ledger", not_from_the_ledger)
+    check(day + timedelta(days=1, minutes=10))               # complete: hour 23 summed, then the day from its hours
+    monkeypatch.undo()
+    assert stored(hourly=False) > 0
+    assert stored(hourly=True) > 0                           # kept for a page still inside the grace
+    later = day + timedelta(days=2, minutes=10)
+    svc.dashboard.rollups.cells(tenant, day.date(), (day + timedelta(days=1)).date(), later)   # builds the next day
+    assert stored(hourly=True) == 0                          # the hours of a day over a day old go with it
+    check(later)
     assert svc.dashboard.rollups.cost(tenant, day.date(), day.date(), now=day + timedelta(days=2)) == \
         pytest.approx(expected["totals"]["cost"], abs=1e-8)
 
@@ -205,6 +218,95 @@ def test_two_workers_rolling_up_the_same_days_store_them_once(dash_app):
                 .mappings()]
     for row in rows:
         row.pop("id")
-    rollups._store(tenant, [day.date().isoformat()], rows, None)           # the slower worker's copy
+    assert not rollups._store(tenant, [day.date().isoformat()], rows)      # the slower worker's copy
     again = figures.totals(rollups.cells(tenant, day.date(), day.date(), later))
     assert again == first and first["calls"] == 4 and first["input_tokens"] == 20
+
+
+def test_the_scheduled_roll_stores_every_tenants_days_and_hours_ahead_of_the_pages(dash_app):
+    """`Rollups.roll` (flowcall worker, flowcall db rollup) stores every tenant's completed days and
+    hours, so a page then sums nothing itself; a second roll finds nothing to do; the figures are the
+    ledger's."""
+    svc = dash_app.extensions["flowcall"]
+    engine, rollups = svc.store.engine, svc.dashboard.rollups
+    tenants = [str(uuid.uuid4()), str(uuid.uuid4())]
+    now = datetime(2026, 3, 5, 14, 30, tzinfo=UTC)
+    for i in range(60):
+        when = now - timedelta(hours=2 * i, minutes=7)
+        seed(engine, when, tenant_id=tenants[i % 2], request_id=uuid.uuid4().hex, model_served=f"m.{i % 3}",
+             input_tokens=i, cost=0.0001 * i, latency_ms=i, upstream_ms=i // 2, status=500 if i % 7 == 0 else 200)
+    first = (now - timedelta(days=6)).date()
+
+    def marks() -> int:
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(ledger_days)).scalar_one()
+
+    done = rollups.roll(now, days=7)
+    assert done["tenants"] >= 2 and done["units_stored"] > 0
+    stored = marks()
+    assert rollups.roll(now, days=7)["units_stored"] == 0
+    for tenant in tenants:
+        cells = rollups.cells(tenant, first, now.date(), now, dims=("model",), histograms=True)
+        assert marks() == stored                             # the page summed nothing itself
+        expected = svc.ledger.usage(tenant, datetime.combine(first, datetime.min.time(), UTC),
+                                    now + timedelta(seconds=1), "model")
+        _same(figures.totals(cells), expected["totals"])
+        assert figures.totals(cells)["calls"] == 30
+
+
+def test_hours_another_process_stored_meanwhile_are_not_stored_twice(dash_app, monkeypatch):
+    """A roller and a page both find hours missing; the one that loses the race (its marks collide)
+    has its whole transaction rolled back, looks again and stores only what is still missing."""
+    svc = dash_app.extensions["flowcall"]
+    engine, rollups, tenant = svc.store.engine, svc.dashboard.rollups, str(uuid.uuid4())
+    day = datetime(2026, 4, 7, tzinfo=UTC)
+    for hour in range(24):
+        seed(engine, day + timedelta(hours=hour, minutes=5), tenant_id=tenant, request_id=uuid.uuid4().hex,
+             input_tokens=hour + 1, cost=0.001)
+    rollups._fill_hours(tenant, [f"2026-04-07T{h:02d}" for h in (3, 4, 5)])     # the other process, first
+    real, stale = rollups._missing, []
+
+    def missing_once_stale(tenant_id, units):
+        if not stale:                                   # our first look predates the other's commit
+            stale.append(True)
+            return list(units)
+        return real(tenant_id, units)
+
+    monkeypatch.setattr(rollups, "_missing", missing_once_stale)
+    rollups._fill_hours(tenant, [f"2026-04-07T{h:02d}" for h in range(24)])
+    monkeypatch.undo()
+    with engine.connect() as conn:
+        per_hour = dict(conn.execute(select(ledger_daily.c.hour_start, func.sum(ledger_daily.c.calls)).where(
+            ledger_daily.c.tenant_id == tenant).group_by(ledger_daily.c.hour_start)).all())
+    assert per_hour == {f"2026-04-07T{h:02d}": 1 for h in range(24)}
+    cells = rollups.cells(tenant, day.date(), day.date(), day + timedelta(days=1, hours=1))
+    assert figures.totals(cells)["input_tokens"] == sum(range(1, 25))
+
+
+def test_with_a_roller_a_page_leaves_unsummed_history_to_it(tmp_path):
+    """FLOWCALL_DASHBOARD_ROLLER_RUNNING (set by gunicorn.conf.py beside its roller): a page that finds
+    weeks unsummed answers 503 with a page that reloads itself, reading no ledger history in the
+    web worker; once the roller has rolled, the same page answers with the ledger's figures."""
+    url = fresh_database_url("sqlite", tmp_path)
+    app = create_app({"FLOWCALL_DATABASE_URL": url, "FLOWCALL_DASHBOARD_ROLLER_RUNNING": "1"})
+    app.config["TESTING"] = True
+    svc = app.extensions["flowcall"]
+    client = app.test_client()
+    tenant, other = str(uuid.uuid4()), str(uuid.uuid4())
+    now = datetime.now(UTC)
+    key, _ = _populate(app, tenant, other, now)
+    sign_in(client, key)
+    with svc.store.engine.connect() as conn:
+        before = conn.execute(select(func.count()).select_from(ledger_days)).scalar_one()
+    page = client.get("/dashboard")
+    assert page.status_code == 503 and page.headers["Retry-After"] == "15"
+    assert '<meta http-equiv="refresh" content="15">' in page.get_data(as_text=True)
+    with svc.store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ledger_days)).scalar_one() == before
+    svc.dashboard.rollups.roll(days=35)                     # what the roller does
+    page = client.get("/dashboard")
+    assert page.status_code == 200
+    usage = _usage(client, key, month_start(now), now + timedelta(seconds=1))["totals"]
+    budget_row = re.search(r'<th scope="row">tenant</th><td>([^<]*)</td>', page.get_data(as_text=True)).group(1)
+    assert float(budget_row) == pytest.approx(usage["cost"], abs=1e-8)
+    svc.store.close()

@@ -119,3 +119,40 @@ def test_the_worker_purges_expired_answers_in_its_recovery_round(app):
     worker = Jobs(app.extensions["flowcall"], queue=MemoryHuey("test-purge", immediate=False))
     worker.recover()
     assert _count(engine, idempotency) == 0
+
+
+def test_db_rollup_stores_the_dashboards_sums_and_a_second_run_finds_nothing(db, capsys):
+    from app.tenancy.db import ledger_daily, ledger_days
+    now = datetime.now(UTC)
+    for days_ago in (1, 2, 40):
+        _ledger_row(db, now - timedelta(days=days_ago), tenant=f"t{days_ago}")
+    assert main(["db", "rollup", "--days", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "for 3 tenants" in out and " 0 hours" not in out
+    with db.connect() as conn:
+        daily = conn.execute(select(func.sum(ledger_daily.c.calls)).where(ledger_daily.c.hour_start.is_(None)))
+        assert daily.scalar_one() == 2                  # the 40-day-old row is outside the 7 days
+    marks = _count(db, ledger_days)
+    assert main(["db", "rollup", "--days", "7"]) == 0
+    assert "0 hours or days stored" in capsys.readouterr().out and _count(db, ledger_days) == marks
+    assert main(["db", "rollup", "--days", "0"]) == 2
+
+
+def test_the_worker_keeps_the_rollups_until_stopped(db, monkeypatch):
+    import threading
+    from app.dashboard import roller
+    from app.tenancy.db import ledger_days
+    _ledger_row(db, datetime.now(UTC) - timedelta(days=2))
+    stop = threading.Event()
+    rounds = []
+
+    class Counting(roller.Rollups):
+        def roll(self, *args, **kwargs):
+            done = super().roll(*args, **kwargs)
+            rounds.append(done)
+            stop.set()                                  # one round, then the worker stops
+            return done
+
+    monkeypatch.setattr(roller, "Rollups", Counting)
+    roller.keep_rolled(db, stop, every_s=3600)         # returns once stopped: no wait for the hour
+    assert len(rounds) == 1 and rounds[0]["units_stored"] > 0 and _count(db, ledger_days) > 0

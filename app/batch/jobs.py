@@ -29,6 +29,7 @@ from app.tenancy.auth import Principal
 from app.batch.items import (ItemContext, batch_body, error_body, execute_item, item_request_id, parse_envelope,
                              run_envelope)
 from app.config import JobSettings
+from app.dashboard import roller
 from app.errors import FlowcallError, ServiceUnavailable, Unauthorized
 from app.tenancy.idempotency import body_hash
 from app.batch.job_calls import note_started, unrecorded
@@ -323,6 +324,7 @@ class Jobs:
         interval = max(0.5, min(self.settings.lease_s / 2, 30.0))
         reaper = threading.Thread(target=self._reap, args=(stop, interval), daemon=True, name="flowcall-reaper")
         reaper.start()
+        roller.start(self.store.engine, stop)          # the dashboard's sums, ahead of its pages
         consumer = self.queue.create_consumer(workers=workers or self.settings.workers, worker_type="thread",
                                               periodic=False, initial_delay=0.1, max_delay=1.0)
         try:

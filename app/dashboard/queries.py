@@ -30,10 +30,10 @@ class Scope:
 
 
 class Dashboard:
-    def __init__(self, engine, store: Store):
+    def __init__(self, engine, store: Store, pages_sum_history: bool = True):
         self.engine = engine
         self.store = store
-        self.rollups = Rollups(engine)
+        self.rollups = Rollups(engine, pages_sum_history)
 
     # -- cells ----------------------------------------------------------------------------------
     def cells(self, scope: Scope, first: date, last: date, agent: str | None = None, now: datetime | None = None,

@@ -1,13 +1,21 @@
 """The ledger summed per tenant, UTC day and dimension, the unit every dashboard figure is added up
 from; a page asks for the sums grouped by the dimensions it shows ("cells"), and the database adds.
 
-A completed day's sums are computed once, the first time a page asks for that day, and stored in
-`ledger_daily` (with a `ledger_days` mark, so an empty day is not recomputed). The day still open is
-summed the same way per completed hour (rows with `hour_start`, replaced by the day's own when it
-completes), and only its current hour is read live from the ledger. Nothing on the call path writes
-here. A day or hour counts as completed GRACE_S after its end: a row's time is taken just before its
-insert commits, so a row stamped 23:59:59.9 may land a moment after midnight. `flowcall db purge`
-drops the sums of the days it touches (`drop_before`), so the next page recomputes them from the
+Each completed hour is summed once from the ledger into `ledger_daily` (rows with `hour_start`), and
+each completed day once (rows without): from its 24 stored hours, or straight from the ledger when
+they were never stored (a backfill), each with a `ledger_days` mark so that an empty hour or day is
+not summed again. A page reads stored days, the stored hours of the day still
+open, and only the current hour live from the ledger. Summing is done ahead of the pages by
+`Rollups.roll`, which `flowcall worker` runs every ROLL_EVERY_S (and `flowcall db rollup` once, for
+cron), in its own process: a page then finds at most the hour that completed since the last roll
+missing, and sums that itself. Without a roller, a page sums whatever it finds missing (the first
+page over a busy month reads the whole month once). Nothing on the call path writes here.
+
+A day or hour counts as completed GRACE_S after its end: a row's time is taken just before its
+insert commits, so a row stamped 23:59:59.9 may land a moment after midnight. Pages and rollers
+decide by their own clocks, so a page still inside the grace may read hours of a day another
+process has just summed: the hours are kept until the day is more than a day old. `flowcall db
+purge` drops the sums of the days it touches (`drop_before`), so they are summed again from the
 rows that are left.
 """
 from __future__ import annotations
@@ -15,13 +23,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, UTC
 
-from sqlalchemy import case, delete, func, insert, select
+from sqlalchemy import case, delete, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from app.dashboard import histogram
 from app.tenancy.db import ledger, ledger_daily, ledger_days
 
 GRACE_S = 300
+ROLL_DAYS = 35                  # what the scheduled roll keeps stored: the default 30-day range and the month
+ROLL_EVERY_S = 300
+HOURS_PER_QUERY = 24            # one ledger range query (and transaction) per day's worth of hours
+DAYS_PER_QUERY = 31             # a backfill's days: one ledger range query (and transaction) per month
+FILL_ATTEMPTS = 3
+PAGE_DAYS = 2                   # with a roller: the most days a page sums itself (the roller's usual lag is one)
+# Every tenant with a ledger row, in tenant order, one index probe each (a loose scan of
+# ix_ledger_tenant_created), instead of reading every row's tenant_id.
+_TENANTS = """
+WITH RECURSIVE t(id) AS (
+    SELECT min(tenant_id) FROM ledger
+    UNION ALL
+    SELECT (SELECT min(tenant_id) FROM ledger WHERE tenant_id > t.id) FROM t WHERE t.id IS NOT NULL
+) SELECT id FROM t"""
 DIMENSIONS = ("day", "agent_id", "key_id", "model", "provider", "endpoint", "error_code")
 MEASURES = ("calls", "errors", "input_tokens", "output_tokens", "cost")
 
@@ -101,34 +123,72 @@ def live_cells(conn, tenant_id: str, start: datetime, end: datetime, dims: tuple
 
 
 class Rollups:
-    def __init__(self, engine):
+    def __init__(self, engine, pages_sum_history: bool = True):
+        """`pages_sum_history` False (a roller runs): a page that finds more than PAGE_DAYS days to
+        read from the ledger raises RollupPending instead of reading them in the web worker."""
         self.engine = engine
+        self.pages_sum_history = pages_sum_history
 
     def cells(self, tenant_id: str, first: date, last: date, now: datetime | None = None,
               dims: tuple[str, ...] = DIMENSIONS, histograms: bool = False, agent: str | None = None) -> list[Cell]:
         """The sums of the days first..last (inclusive) grouped by `dims` (one agent's, with `agent`):
-        stored completed days (computed now if missing), stored completed hours of the days still
-        open, then the rest live. A group may come more than once: the figures add them."""
+        stored completed days, stored completed hours of the days still open (either computed now if
+        the scheduled roll has not stored them yet), then the rest live. A group may come more than
+        once: the figures add them."""
         now = now or datetime.now(UTC)
-        settled = now - timedelta(seconds=GRACE_S)
-        stored_last = min(last, settled.date() - timedelta(days=1))
-        open_start = day_start(max(first, stored_last + timedelta(days=1)))
-        end = day_start(last + timedelta(days=1))
-        cut = min(max(settled.replace(minute=0, second=0, microsecond=0), open_start), end)
+        span = _Span(first, last, now)
+        self._fill(tenant_id, span, self.pages_sum_history)
         d = ledger_daily.c
         out: list[Cell] = []
-        if first <= stored_last:
-            self._fill_days(tenant_id, first, stored_last)
+        if first <= span.stored_last:
             out += self._stored(tenant_id, dims, histograms, agent, d.hour_start.is_(None),
-                                d.day >= first.isoformat(), d.day <= stored_last.isoformat())
-        if open_start < cut:
-            self._fill_hours(tenant_id, open_start, cut)
-            out += self._stored(tenant_id, dims, histograms, agent, d.day >= open_start.date().isoformat(),
-                                d.hour_start >= hour_start(open_start), d.hour_start < hour_start(cut))
-        if cut < end:
+                                d.day >= first.isoformat(), d.day <= span.stored_last.isoformat())
+        if span.open_start < span.cut:
+            out += self._stored(tenant_id, dims, histograms, agent, d.day >= span.open_start.date().isoformat(),
+                                d.hour_start >= hour_start(span.open_start), d.hour_start < hour_start(span.cut))
+        if span.cut < span.end:
             with self.engine.connect() as conn:
-                out += live_cells(conn, tenant_id, cut, end, dims, histograms, agent)
+                out += live_cells(conn, tenant_id, span.cut, span.end, dims, histograms, agent)
         return out
+
+    def roll(self, now: datetime | None = None, days: int = ROLL_DAYS) -> dict[str, int]:
+        """What `flowcall worker` does every ROLL_EVERY_S and `flowcall db rollup` once: store every
+        tenant's completed days and hours of the last `days` days, so that pages read only sums and
+        the current hour. Runs in its own process, never in a web worker."""
+        now = now or datetime.now(UTC)
+        span = _Span(now.date() - timedelta(days=days - 1), now.date(), now)
+        stored = tenants = 0
+        with self.engine.connect() as conn:
+            ids = [t for t in conn.execute(text(_TENANTS)).scalars() if t is not None]
+        for tenant_id in ids:
+            tenants += 1
+            stored += self._fill(tenant_id, span, history=True)
+        return {"tenants": tenants, "units_stored": stored}
+
+    def _fill(self, tenant_id: str, span: _Span, history: bool) -> int:
+        """Store what `span` reads from rollups and is missing: its completed days (from their stored
+        hours, else from the ledger) and the completed hours of its open days -> units stored."""
+        stored = 0
+        if span.first <= span.stored_last:
+            days = _units(day_start(span.first), day_start(span.stored_last + timedelta(days=1)), timedelta(days=1))
+            for _ in range(FILL_ATTEMPTS):
+                missing = self._missing(tenant_id, days)
+                if not missing:
+                    break
+                summed = self._hours_stored(tenant_id, missing)
+                if not history and len(missing) > PAGE_DAYS:
+                    raise RollupPending(f"{len(missing)} days of tenant {tenant_id} are not summed yet")
+                if summed:                  # the usual case: the roller stored all but the last hour or so
+                    stored += self._fill_hours(tenant_id, [h for day in summed for h in _hours_of(day)])
+                    stored += self._build_days(tenant_id, summed, span.now)
+                for run in _runs([day for day in missing if day not in summed], DAYS_PER_QUERY, "%Y-%m-%d",
+                                 timedelta(days=1)):
+                    stored += self._days_from_ledger(tenant_id, run, span.now)
+            else:
+                raise RollupConflict(f"tenant {tenant_id}: days still missing after {FILL_ATTEMPTS} attempts")
+        if span.open_start < span.cut:
+            stored += self._fill_hours(tenant_id, _units(span.open_start, span.cut))
+        return stored
 
     def _stored(self, tenant_id: str, dims: tuple[str, ...], histograms: bool, agent: str | None, *where) -> list[Cell]:
         d = ledger_daily.c
@@ -146,52 +206,150 @@ class Rollups:
         cells = self.cells(tenant_id, first, last, now, dims=("key_id",))
         return round(sum(c.cost for c in cells if key_id is None or c.key_id == key_id), 8)
 
-    def _marked(self, tenant_id: str, units: list[str]) -> set[str]:
+    def _missing(self, tenant_id: str, units: list[str]) -> list[str]:
         with self.engine.connect() as conn:
-            return set(conn.execute(select(ledger_days.c.day).where(
+            done = set(conn.execute(select(ledger_days.c.day).where(
                 ledger_days.c.tenant_id == tenant_id, ledger_days.c.day >= units[0],
                 ledger_days.c.day <= units[-1])).scalars())
+        return [u for u in units if u not in done]
 
-    def _store(self, tenant_id: str, marks: list[str], rows: list[dict], replace_hours_before: str | None) -> None:
+    def _hours_stored(self, tenant_id: str, days: list[str]) -> list[str]:
+        """Those of `days` with some of their hours stored: their other hours are summed (at most a
+        day's rows, usually the last hour's), then the day from its hours. A day with none (a
+        backfill) is summed straight from the ledger instead, without storing its hours."""
+        with self.engine.connect() as conn:
+            marks = conn.execute(select(ledger_days.c.day).where(
+                ledger_days.c.tenant_id == tenant_id, ledger_days.c.day > days[0],
+                ledger_days.c.day < days[-1] + "U", func.length(ledger_days.c.day) == len("YYYY-MM-DDTHH"))).scalars()
+            per_day: dict[str, int] = {}
+            for mark in marks:
+                per_day[mark[:10]] = per_day.get(mark[:10], 0) + 1
+        return [day for day in days if per_day.get(day)]
+
+    def _days_from_ledger(self, tenant_id: str, days: list[str], now: datetime) -> int:
+        """Sum consecutive `days` straight from the ledger (a backfill: their hours were never stored)."""
+        with self.engine.connect() as conn:
+            cells = live_cells(conn, tenant_id, day_start(date.fromisoformat(days[0])),
+                               day_start(date.fromisoformat(days[-1]) + timedelta(days=1)))
+        return len(days) if self._store(tenant_id, days, [_row(tenant_id, c) for c in cells], now) else 0
+
+    def _fill_hours(self, tenant_id: str, hours: list[str]) -> int:
+        """Compute and store the missing ones of `hours` from the ledger, a day's worth (at most) of
+        consecutive hours per query and transaction. Another process storing some of them at the
+        same time makes our transaction fail whole (the marks collide): we look again, so on return
+        every hour is stored exactly once, by one of us."""
+        stored = 0
+        for _ in range(FILL_ATTEMPTS):
+            missing = self._missing(tenant_id, hours) if hours else []
+            if not missing:
+                return stored
+            for run in _runs(missing, HOURS_PER_QUERY, "%Y-%m-%dT%H", timedelta(hours=1)):
+                first = datetime.strptime(run[0], "%Y-%m-%dT%H").replace(tzinfo=UTC)
+                last = datetime.strptime(run[-1], "%Y-%m-%dT%H").replace(tzinfo=UTC)
+                with self.engine.connect() as conn:
+                    cells = live_cells(conn, tenant_id, first, last + timedelta(hours=1), ("hour", *DIMENSIONS))
+                if self._store(tenant_id, run, [_row(tenant_id, c) for c in cells]):
+                    stored += len(run)
+        raise RollupConflict(f"tenant {tenant_id}: hours still missing after {FILL_ATTEMPTS} attempts")
+
+    def _build_days(self, tenant_id: str, days: list[str], now: datetime) -> int:
+        """Sum each day's 24 stored hours into the day's own rows (no ledger read), in one transaction
+        with the days' marks. The hours stay until their day is over a day old (a page whose clock is
+        still inside the grace reads them), then go with the next days stored."""
+        d = ledger_daily.c
+        dims = [getattr(d, name) for name in DIMENSIONS if name != "day"]
+        sums = [func.sum(getattr(d, name)) for name in (*MEASURES, *histogram.COLUMNS)]
+        built = select(d.tenant_id, d.day, *dims, *sums).where(
+            d.tenant_id == tenant_id, d.hour_start.is_not(None), d.day.in_(days)).group_by(d.tenant_id, d.day, *dims)
+        columns = ["tenant_id", "day", *(c.name for c in dims), *MEASURES, *histogram.COLUMNS]
+        return len(days) if self._store(tenant_id, days, insert(ledger_daily).from_select(columns, built), now) else 0
+
+    def _store(self, tenant_id: str, marks: list[str], rows, now: datetime | None = None) -> bool:
+        """Insert the marks and the rows (dicts, or an INSERT statement) in one transaction; with
+        `now` (days being stored), also forget the tenant's hours of days over a day old."""
+        d = ledger_daily.c
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(ledger_days), [{"tenant_id": tenant_id, "day": m} for m in marks])
-                if rows:
-                    conn.execute(insert(ledger_daily), rows)
-                if replace_hours_before:        # the completed days' own sums replace their hours'
-                    conn.execute(delete(ledger_daily).where(
-                        ledger_daily.c.tenant_id == tenant_id, ledger_daily.c.hour_start.is_not(None),
-                        ledger_daily.c.hour_start < replace_hours_before))
+                if isinstance(rows, list):
+                    if rows:
+                        conn.execute(insert(ledger_daily), rows)
+                else:
+                    conn.execute(rows)
+                if now is not None:
+                    old = (now.date() - timedelta(days=1)).isoformat()
+                    conn.execute(delete(ledger_daily).where(d.tenant_id == tenant_id, d.hour_start.is_not(None),
+                                                            d.day < old))
+                    conn.execute(delete(ledger_days).where(ledger_days.c.tenant_id == tenant_id,
+                                                           func.length(ledger_days.c.day) == len("YYYY-MM-DDTHH"),
+                                                           ledger_days.c.day < old))
         except IntegrityError:
-            pass                    # another worker stored (some of) these first; theirs stand
+            return False            # another process stored (some of) these first; theirs stand
+        return True
 
-    def _fill_days(self, tenant_id: str, first: date, last: date) -> None:
-        """Compute and store the missing days between first and last, in one query over their span."""
-        days = [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
-        done = self._marked(tenant_id, days)
-        missing = [day for day in days if day not in done]
-        if not missing:
-            return
-        start, end = day_start(date.fromisoformat(missing[0])), day_start(date.fromisoformat(missing[-1]))
-        with self.engine.connect() as conn:
-            cells = live_cells(conn, tenant_id, start, end + timedelta(days=1))
-        wanted = set(missing)
-        self._store(tenant_id, missing, [_row(tenant_id, c) for c in cells if c.day in wanted],
-                    hour_start(end + timedelta(days=1)))
 
-    def _fill_hours(self, tenant_id: str, start: datetime, end: datetime) -> None:
-        """The same for the completed hours start..end of the days still open."""
-        hours = [hour_start(start + timedelta(hours=i)) for i in range(int((end - start).total_seconds() // 3600))]
-        done = self._marked(tenant_id, hours)
-        missing = [h for h in hours if h not in done]
-        if not missing:
-            return
-        first = datetime.strptime(missing[0], "%Y-%m-%dT%H").replace(tzinfo=UTC)
-        last = datetime.strptime(missing[-1], "%Y-%m-%dT%H").replace(tzinfo=UTC)
-        with self.engine.connect() as conn:
-            cells = live_cells(conn, tenant_id, first, last + timedelta(hours=1), ("hour", *DIMENSIONS))
-        wanted = set(missing)
-        self._store(tenant_id, missing, [_row(tenant_id, c) for c in cells if c.hour in wanted], None)
+class RollupPending(RuntimeError):
+    """More history to sum than a page may read itself while a roller is there to do it."""
+
+
+class RollupConflict(RuntimeError):
+    """Hours that kept colliding with another process's: never expected, since a collision means the
+    other stored them."""
+
+
+@dataclass(frozen=True)
+class _Span:
+    """Which of first..last are read from stored days, stored hours and the ledger, seen at `now`."""
+    first: date
+    last: date
+    now: datetime
+
+    @property
+    def stored_last(self) -> date:
+        settled = self.now - timedelta(seconds=GRACE_S)
+        return min(self.last, settled.date() - timedelta(days=1))
+
+    @property
+    def open_start(self) -> datetime:
+        return day_start(max(self.first, self.stored_last + timedelta(days=1)))
+
+    @property
+    def end(self) -> datetime:
+        return day_start(self.last + timedelta(days=1))
+
+    @property
+    def cut(self) -> datetime:
+        settled = (self.now - timedelta(seconds=GRACE_S)).replace(minute=0, second=0, microsecond=0)
+        return min(max(settled, self.open_start), self.end)
+
+
+def _units(start: datetime, end: datetime, step: timedelta = timedelta(hours=1)) -> list[str]:
+    """The days (step of a day) or hours between start and end, as ledger_days names them."""
+    out, at = [], start
+    while at < end:
+        out.append(at.date().isoformat() if step == timedelta(days=1) else hour_start(at))
+        at += step
+    return out
+
+
+def _hours_of(day: str) -> list[str]:
+    start = day_start(date.fromisoformat(day))
+    return _units(start, start + timedelta(days=1))
+
+
+def _runs(units: list[str], size: int, form: str, step: timedelta) -> list[list[str]]:
+    """Consecutive units (hours or days, named in `form`) in runs of at most `size`: one ledger range
+    query each."""
+    runs: list[list[str]] = []
+    previous = None
+    for h in units:
+        at = datetime.strptime(h, form)
+        if runs and previous is not None and at - previous == step and len(runs[-1]) < size:
+            runs[-1].append(h)
+        else:
+            runs.append([h])
+        previous = at
+    return runs
 
 
 def _row(tenant_id: str, cell: Cell) -> dict:
