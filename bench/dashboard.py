@@ -25,6 +25,7 @@ from pathlib import Path
 from app.dashboard.rollups import GRACE_S, Rollups
 from app.tenancy.db import ledger, make_engine, upgrade
 from app.tenancy.store import Store
+from bench.run import ensure_database
 
 MODELS = [("openai.gpt-4o", "openai"), ("openai.gpt-4o-mini", "openai"), ("anthropic.claude-sonnet-4-6", "anthropic"),
           ("google.gemini-2.5-flash", "google"), ("groq.llama-3.3-70b-versatile", "groq")]
@@ -101,6 +102,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args(argv)
     url = args.database_url or f"sqlite:///{Path(tempfile.mkdtemp(prefix='flowcall-dash-bench-')) / 'bench.db'}"
+    if url.startswith("postgresql"):
+        ensure_database(url)            # created if missing
     engine = make_engine(url)
     upgrade(engine)
     store = Store(url)
