@@ -15,7 +15,7 @@ import time
 from datetime import datetime, UTC
 
 import jwt
-from flask import Blueprint, Response, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
@@ -36,7 +36,7 @@ COOKIE = "flowcall_dashboard"
 PRE_COOKIE = "flowcall_dashboard_signin"          # the sign-in form's double-submit CSRF token
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
-PUBLIC = {"dashboard.signin", "dashboard.signin_post", "dashboard.not_found"}
+PUBLIC = {"dashboard.signin", "dashboard.signin_post", "dashboard.slash", "dashboard.not_found"}
 BREAKDOWN_COLUMNS = ("group", "calls", "errors", "error_rate", "input_tokens", "output_tokens", "total_tokens", "cost",
                      "latency_p50", "latency_p95", "upstream_p50", "upstream_p95", "overhead_p50", "overhead_p95")
 DAILY_COLUMNS = ("day", "calls", "errors", "input_tokens", "output_tokens", "total_tokens", "cost")
@@ -303,6 +303,27 @@ def export(name: str):
                     headers={"Content-Disposition": f'attachment; filename="flowcall-{name}-{stamp}.csv"'})
 
 
+@bp.get("/dashboard/", endpoint="slash")
+def trailing_slash():
+    """`/dashboard/` is the overview typed with a slash: redirect (the page itself checks the session)."""
+    return _to_page("/dashboard")
+
+
 @bp.route("/dashboard/<path:rest>", methods=["GET", "POST"])
 def not_found(rest: str):
+    """A page's URL with a trailing slash (`/dashboard/calls/`) is redirected to the page; only to a
+    path that is one of our GET pages, so the redirect can never point anywhere else."""
+    if request.method == "GET" and rest.endswith("/") and rest.rstrip("/"):
+        target = "/dashboard/" + rest.rstrip("/")
+        try:
+            endpoint, _ = current_app.url_map.bind("localhost").match(target, method="GET")
+        except HTTPException:
+            endpoint = None
+        if endpoint is not None and endpoint.startswith("dashboard.") and endpoint != "dashboard.not_found":
+            return _to_page(target)
     raise NotFoundPage()
+
+
+def _to_page(path: str) -> Response:
+    query = request.query_string.decode("latin-1")
+    return redirect(f"{path}?{query}" if query else path, code=308)
