@@ -3,7 +3,8 @@
 Server-rendered HTML, no script: tables sort through query parameters, filters are GET forms, charts
 are SVG from app/dashboard/charts.py. Sign-in (an API key, or a JWT for operators) makes a
 server-side session (app/dashboard/sessions.py) whose cookie is HttpOnly, SameSite=Strict, and
-Secure over TLS; each page re-checks the key (revoked within the store's 5 s cache). Every state
+Secure over TLS; each page re-checks the key (revoked within the store's 5 s cache). Failed
+sign-ins are throttled per client address and key (app/dashboard/signin_throttle.py). Every state
 change is a POST carrying a CSRF token. Every answer carries a strict CSP and no-referrer. Not part
 of the API: these routes are left out of the OpenAPI document, like /docs.
 """
@@ -180,6 +181,12 @@ def signin_post():
     api_key = (request.form.get("api_key") or "").strip()
     token = (request.form.get("token") or "").strip()
     lifetime = svc.settings.dashboard_session_minutes * 60
+    who = (request.remote_addr, _named(api_key, request.form.get("tenant_id", "")))
+    wait = svc.signin_failures.retry_after(who)
+    if wait is not None:
+        response = _signin_form(429, f"Too many failed sign-ins: try again in {wait} s.")
+        response.headers["Retry-After"] = str(wait)
+        return response
     try:
         if api_key:
             principal = authenticate_api_key(api_key[:300], svc.store)
@@ -193,6 +200,7 @@ def signin_post():
         else:
             return _signin_form(400, "Enter an API key (or a JWT and its tenant id).")
     except FlowcallError as exc:
+        svc.signin_failures.failed(who)
         return _signin_form(401, f"Sign-in refused: {exc.message}")
     cookie, _ = svc.sessions.create(principal.tenant_id, principal.agent_id, principal.key_id,
                                     principal.subject, expires_in)
@@ -201,6 +209,15 @@ def signin_post():
                         samesite="Strict", secure=request.is_secure)
     response.delete_cookie(PRE_COOKIE, path="/dashboard")
     return response
+
+
+def _named(api_key: str, tenant_id: str) -> str:
+    """What a sign-in attempt names, for its throttle: the API key's id (fc_<id>_<secret>), else the
+    tenant a JWT is presented for. Bounded: a caller's text is cut before it is kept."""
+    if api_key:
+        parts = api_key.split("_", 2)
+        return "key:" + (parts[1][:32] if len(parts) == 3 and parts[0] == "fc" else "?")
+    return "tenant:" + tenant_id[:100]
 
 
 @bp.post("/dashboard/signout")
