@@ -7,7 +7,7 @@ the same fully built objects; nothing is built later, inside a request.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from app.telemetry import logs, metrics
 from app import startup
@@ -15,6 +15,7 @@ from app.catalog import Catalog
 from app.config import Settings
 from app.dashboard.queries import Dashboard
 from app.dashboard.sessions import Sessions
+from app.dashboard.signin_throttle import FailedSignIns
 from app.dispatch import Dispatcher
 from app.tenancy.gateway import Gateway
 from app.tenancy.idempotency import Idempotency
@@ -44,6 +45,7 @@ class Services:
     dashboard: Dashboard
     sessions: Sessions
     jobs: Jobs | None = None          # None: the job queue could not be opened (its endpoints answer 503)
+    signin_failures: FailedSignIns = field(default_factory=FailedSignIns)   # this process's, see its module
 
 
 def build_services(settings: Settings) -> Services:

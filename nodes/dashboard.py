@@ -3,7 +3,8 @@
 Server-rendered HTML, no script: tables sort through query parameters, filters are GET forms, charts
 are SVG from app/dashboard/charts.py. Sign-in (an API key, or a JWT for operators) makes a
 server-side session (app/dashboard/sessions.py) whose cookie is HttpOnly, SameSite=Strict, and
-Secure over TLS; each page re-checks the key (revoked within the store's 5 s cache). Every state
+Secure over TLS; each page re-checks the key (revoked within the store's 5 s cache). Failed
+sign-ins are throttled per client address and key (app/dashboard/signin_throttle.py). Every state
 change is a POST carrying a CSRF token. Every answer carries a strict CSP and no-referrer. Not part
 of the API: these routes are left out of the OpenAPI document, like /docs.
 """
@@ -15,12 +16,12 @@ import time
 from datetime import datetime, UTC
 
 import jwt
-from flask import Blueprint, Response, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 from werkzeug.exceptions import HTTPException
 
 from app.dashboard import charts, figures
-from app.dashboard.exports import to_csv
+from app.dashboard.exports import csv_pieces, to_csv
 from app.dashboard.params import BadParam, View, parse
 from app.dashboard.queries import CALL_COLUMNS, Scope, day_range
 from app.dashboard.rollups import RollupPending
@@ -38,7 +39,7 @@ PENDING_REFRESH_S = 15
 PRE_COOKIE = "flowcall_dashboard_signin"          # the sign-in form's double-submit CSRF token
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
        "frame-ancestors 'none'; base-uri 'none'")
-PUBLIC = {"dashboard.signin", "dashboard.signin_post", "dashboard.not_found"}
+PUBLIC = {"dashboard.signin", "dashboard.signin_post", "dashboard.slash", "dashboard.not_found"}
 BREAKDOWN_COLUMNS = ("group", "calls", "errors", "error_rate", "input_tokens", "output_tokens", "total_tokens", "cost",
                      "latency_p50", "latency_p95", "upstream_p50", "upstream_p95", "overhead_p50", "overhead_p95")
 DAILY_COLUMNS = ("day", "calls", "errors", "input_tokens", "output_tokens", "total_tokens", "cost")
@@ -191,6 +192,12 @@ def signin_post():
     api_key = (request.form.get("api_key") or "").strip()
     token = (request.form.get("token") or "").strip()
     lifetime = svc.settings.dashboard_session_minutes * 60
+    who = (request.remote_addr, _named(api_key, request.form.get("tenant_id", "")))
+    wait = svc.signin_failures.retry_after(who)
+    if wait is not None:
+        response = _signin_form(429, f"Too many failed sign-ins: try again in {wait} s.")
+        response.headers["Retry-After"] = str(wait)
+        return response
     try:
         if api_key:
             principal = authenticate_api_key(api_key[:300], svc.store)
@@ -204,6 +211,7 @@ def signin_post():
         else:
             return _signin_form(400, "Enter an API key (or a JWT and its tenant id).")
     except FlowcallError as exc:
+        svc.signin_failures.failed(who)
         return _signin_form(401, f"Sign-in refused: {exc.message}")
     cookie, _ = svc.sessions.create(principal.tenant_id, principal.agent_id, principal.key_id,
                                     principal.subject, expires_in)
@@ -212,6 +220,15 @@ def signin_post():
                         samesite="Strict", secure=request.is_secure)
     response.delete_cookie(PRE_COOKIE, path="/dashboard")
     return response
+
+
+def _named(api_key: str, tenant_id: str) -> str:
+    """What a sign-in attempt names, for its throttle: the API key's id (fc_<id>_<secret>), else the
+    tenant a JWT is presented for. Bounded: a caller's text is cut before it is kept."""
+    if api_key:
+        parts = api_key.split("_", 2)
+        return "key:" + (parts[1][:32] if len(parts) == 3 and parts[0] == "fc" else "?")
+    return "tenant:" + tenant_id[:100]
 
 
 @bp.post("/dashboard/signout")
@@ -303,17 +320,42 @@ def export(name: str):
         rows, columns = [{"day": d["day"], **d["by_code"]} for d in per_day], ("day", *codes)
     elif name == "calls":
         start, end = day_range(view.first, view.last)
-        rows, _ = svc.dashboard.calls(_scope(), start, end, view.agent, size=EXPORT_CALLS)
-        columns = CALL_COLUMNS
+        rows = svc.dashboard.call_rows(_scope(), start, end, view.agent, EXPORT_CALLS)
+        return _csv(name, csv_pieces(rows, CALL_COLUMNS))       # streamed: the largest export by far
     elif name == "jobs":
         rows, columns = svc.dashboard.jobs(_scope()), JOB_COLUMNS
     else:
         raise NotFoundPage()
+    return _csv(name, to_csv(rows, columns))
+
+
+def _csv(name: str, body) -> Response:
     stamp = datetime.now(UTC).strftime("%Y%m%d")
-    return Response(to_csv(rows, columns), content_type="text/csv; charset=utf-8",
+    return Response(body, content_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="flowcall-{name}-{stamp}.csv"'})
+
+
+@bp.get("/dashboard/", endpoint="slash")
+def trailing_slash():
+    """`/dashboard/` is the overview typed with a slash: redirect (the page itself checks the session)."""
+    return _to_page("/dashboard")
 
 
 @bp.route("/dashboard/<path:rest>", methods=["GET", "POST"])
 def not_found(rest: str):
+    """A page's URL with a trailing slash (`/dashboard/calls/`) is redirected to the page; only to a
+    path that is one of our GET pages, so the redirect can never point anywhere else."""
+    if request.method == "GET" and rest.endswith("/") and rest.rstrip("/"):
+        target = "/dashboard/" + rest.rstrip("/")
+        try:
+            endpoint, _ = current_app.url_map.bind("localhost").match(target, method="GET")
+        except HTTPException:
+            endpoint = None
+        if endpoint is not None and endpoint.startswith("dashboard.") and endpoint != "dashboard.not_found":
+            return _to_page(target)
     raise NotFoundPage()
+
+
+def _to_page(path: str) -> Response:
+    query = request.query_string.decode("latin-1")
+    return redirect(f"{path}?{query}" if query else path, code=308)

@@ -191,3 +191,17 @@ def test_the_filter_form_keeps_the_grouping_and_the_sort(client, api_key):
     hidden = dict(re.findall(r'<input type="hidden" name="(by|sort|dir)" value="([^"]*)">', page))
     assert hidden == {"by": "agent", "sort": "calls", "dir": "asc"}
     assert 'aria-sort="ascending"' in page
+
+
+def test_a_trailing_slash_redirects_to_the_page_and_nowhere_else(client, api_key):
+    for path, target in (("/dashboard/", "/dashboard"), ("/dashboard/calls/", "/dashboard/calls"),
+                         ("/dashboard/signin/", "/dashboard/signin"), ("/dashboard/calls//", "/dashboard/calls"),
+                         ("/dashboard/breakdowns/?by=agent&sort=calls", "/dashboard/breakdowns?by=agent&sort=calls")):
+        response = client.get(path)
+        assert response.status_code == 308 and response.headers["Location"] == target, path
+    for path in ("/dashboard/nope/", "/dashboard/calls/x/", "/dashboard/x/evil.example/"):
+        assert client.get(path).status_code == 404, path         # not one of our pages: no redirect
+    _signed_in(client, api_key)
+    response = client.get("/dashboard/", follow_redirects=True)
+    assert response.status_code == 200 and response.request.path == "/dashboard"
+    assert client.post("/dashboard/signout/").status_code == 404           # a form is never re-sent elsewhere

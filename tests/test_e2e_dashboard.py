@@ -12,12 +12,17 @@ import csv
 import io
 import os
 import shutil
+import subprocess
+import sys
+import time
 import uuid
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 import pytest
 import requests
 
+import dashboard_history
 from service import ROOT, create_key, e2e_service
 
 pytestmark = pytest.mark.e2e
@@ -69,19 +74,34 @@ def browser(tmp_path_factory):
     driver.quit()
 
 
+def _cli(env: dict, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=ROOT, env=env, capture_output=True, check=True)
+
+
+def _key_id(key: str) -> str:
+    return key.split("_")[1]                                             # fc_<id>_<secret>
+
+
 @pytest.fixture(scope="module")
 def tenant(service):
-    """The first tenant's traffic: calls by two agents (agent-scoped keys), failures, a hostile model name."""
+    """The first tenant: a month of priced history by two agents (agent-scoped keys) and the tenant's
+    own key, a monthly budget and RPM/TPM limits on the tenant and its key; then today's calls through
+    the service: by the two agents, failures, a hostile model name."""
     env, tenant_id = service["env"], service["tenant"]
     agents = [str(uuid.uuid4()), str(uuid.uuid4())]
     keys = [create_key(env, tenant_id, "--agent", agent)[0] for agent in agents]
+    _cli(env, "tenants", "set", tenant_id, "--rpm", "600", "--tpm", "2000000", "--budget-usd", "10")
+    _cli(env, "keys", "set", _key_id(service["key"]), "--rpm", "120", "--tpm", "400000", "--budget-usd", "3")
+    history = dashboard_history.rows(tenant_id, [(agents[0], _key_id(keys[0])), (agents[1], _key_id(keys[1])),
+                                                 (None, _key_id(service["key"]))])
+    dashboard_history.write(env["FLOWCALL_DATABASE_URL"], history)
     url = f"{service['url']}/api/v3/llm/public/call"
     request_ids = []
     for i, body in enumerate([{"model": "mock.echo", "prompt": "hello"}] * 3 + [{"model": "mock.echo", "prompt": "x"}]
                              + [{"model": "nope.model", "prompt": "fails"}, {"model": HOSTILE_MODEL, "prompt": "y"}]):
         r = requests.post(url, json=body, headers={"X-Api-Key": keys[i % 2]}, timeout=30)
         request_ids.append(r.headers["X-Request-Id"])
-    return {"agents": agents, "keys": keys, "request_ids": request_ids}
+    return {"agents": agents, "keys": keys, "request_ids": request_ids, "history": history}
 
 
 def _submit(browser, element, arrived) -> None:
@@ -106,6 +126,10 @@ def _shot(browser, shots: Path, name: str) -> None:
 
 
 def _usage(service, key: str, **params) -> dict:
+    """The usage endpoint over the dashboard's default range (the last 30 UTC days; `to` is exclusive)."""
+    today = datetime.now(UTC).date()
+    params = {"from": (today - timedelta(days=29)).isoformat(), "to": (today + timedelta(days=1)).isoformat(),
+              **params}
     r = requests.get(f"{service['url']}/api/v3/llm/usage", params=params, headers={"X-Api-Key": key}, timeout=10)
     assert r.status_code == 200
     return r.json()
@@ -115,9 +139,12 @@ def test_a_tenant_signs_in_reads_filters_opens_a_failure_exports_and_signs_out(b
     browser.get(f"{service['url']}/dashboard/signin")
     _shot(browser, shots, "signin")
     _sign_in(browser, service, service["key"])
+    history = tenant["history"]
     totals = _usage(service, service["key"])["totals"]
-    assert int(browser.find_element(By.ID, "total-calls").text.replace(",", "")) == totals["calls"] == 6
-    assert int(browser.find_element(By.ID, "total-errors").text) == totals["errors"] == 2
+    assert (int(browser.find_element(By.ID, "total-calls").text.replace(",", "")) == totals["calls"]
+            == len(history) + 6)
+    assert (int(browser.find_element(By.ID, "total-errors").text.replace(",", "")) == totals["errors"]
+            == sum(r["status"] >= 400 for r in history) + 2)
     assert int(browser.find_element(By.ID, "total-tokens").text.replace(",", "")) == totals["total_tokens"]
     _shot(browser, shots, "overview")
 
@@ -125,7 +152,9 @@ def test_a_tenant_signs_in_reads_filters_opens_a_failure_exports_and_signs_out(b
     Select(browser.find_element(By.ID, "agent-filter")).select_by_value(tenant["agents"][0])
     _submit(browser, browser.find_element(By.ID, "apply"), lambda url: tenant["agents"][0] in url)
     per_agent = {g["group"]: g for g in _usage(service, service["key"], group_by="agent")["groups"]}
-    assert int(browser.find_element(By.ID, "total-calls").text) == per_agent[tenant["agents"][0]]["calls"] == 3
+    assert (int(browser.find_element(By.ID, "total-calls").text.replace(",", ""))
+            == per_agent[tenant["agents"][0]]["calls"]
+            == sum(r["agent_id"] == tenant["agents"][0] for r in history) + 3)
 
     browser.get(f"{service['url']}/dashboard/breakdowns?by=model&sort=calls")
     table = browser.find_element(By.ID, "breakdown").text
@@ -136,7 +165,10 @@ def test_a_tenant_signs_in_reads_filters_opens_a_failure_exports_and_signs_out(b
     browser.get(f"{service['url']}/dashboard/failures")
     _shot(browser, shots, "failures")
     failed = browser.find_elements(By.CSS_SELECTOR, "#latest-failures a.call-link")
-    assert {a.text for a in failed} == {tenant["request_ids"][4], tenant["request_ids"][5]}
+    history_failed = {r["request_id"] for r in history if r["status"] >= 400}
+    assert len(failed) == min(20, len(history_failed) + 2)
+    assert {a.text for a in failed[:2]} == {tenant["request_ids"][4], tenant["request_ids"][5]}   # the newest
+    assert {a.text for a in failed[2:]} <= history_failed
     _submit(browser, next(a for a in failed if a.text == tenant["request_ids"][4]),
             lambda url: "/dashboard/calls/" in url)
     assert browser.find_element(By.ID, "request-id").text == tenant["request_ids"][4]
@@ -151,9 +183,15 @@ def test_a_tenant_signs_in_reads_filters_opens_a_failure_exports_and_signs_out(b
     exported = requests.get(href, cookies={"flowcall_dashboard": cookie["value"]}, timeout=10)
     assert exported.status_code == 200 and exported.headers["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(exported.text)))
-    assert sorted(r["request_id"] for r in rows) == sorted(tenant["request_ids"])
+    assert sorted(r["request_id"] for r in rows) == sorted(tenant["request_ids"] + [r["request_id"] for r in history])
 
+    done, queued = _jobs(service)
     browser.get(f"{service['url']}/dashboard/jobs")
+    table = browser.find_element(By.ID, "jobs")
+    rows = {row.find_element(By.TAG_NAME, "code").text: row.text
+            for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")}
+    assert " done " in rows[done] and "8 / 8" in rows[done]
+    assert " queued " in rows[queued] and "0 / 3" in rows[queued]
     _shot(browser, shots, "jobs")
     browser.set_window_size(390, 1400)                                   # a phone-sized screen
     browser.get(f"{service['url']}/dashboard")
@@ -169,6 +207,32 @@ def test_a_tenant_signs_in_reads_filters_opens_a_failure_exports_and_signs_out(b
     assert browser.current_url.endswith("/dashboard/signin")
     stale = requests.get(href, cookies={"flowcall_dashboard": cookie["value"]}, timeout=10, allow_redirects=False)
     assert stale.status_code == 303                                      # the signed-out session is gone
+
+
+def _jobs(service) -> tuple[str, str]:
+    """Two batch jobs through the jobs API: one run to its end by `flowcall worker` (started here and
+    stopped), one submitted after it and left queued -> their ids."""
+    url, headers = f"{service['url']}/api/v3/llm/jobs", {"X-Api-Key": service["key"]}
+
+    def submit(n: int) -> str:
+        body = {"items": [{"id": f"ticket-{i}", "prompt": f"Classify ticket {i}"} for i in range(n)],
+                "defaults": {"model": "mock.echo"}}
+        r = requests.post(url, json=body, headers=headers, timeout=10)
+        assert r.status_code == 202, r.text
+        return r.json()["job_id"]
+
+    done = submit(8)
+    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "--workers", "1"], cwd=ROOT,
+                              env=service["env"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while requests.get(f"{url}/{done}", headers=headers, timeout=10).json()["status"] != "done":
+            assert time.monotonic() < deadline and worker.poll() is None, "the worker did not finish the job"
+            time.sleep(0.1)                                              # poll the job's state, bounded
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    return done, submit(3)
 
 
 def test_a_second_tenant_sees_none_of_the_first_tenants_data(browser, service, tenant):
