@@ -283,10 +283,13 @@ def test_hours_another_process_stored_meanwhile_are_not_stored_twice(dash_app, m
     assert figures.totals(cells)["input_tokens"] == sum(range(1, 25))
 
 
-def test_with_a_roller_a_page_leaves_unsummed_history_to_it(tmp_path):
-    """FLOWCALL_DASHBOARD_ROLLER_RUNNING (set by gunicorn.conf.py beside its roller): a page that finds
-    weeks unsummed answers 503 with a page that reloads itself, reading no ledger history in the
-    web worker; once the roller has rolled, the same page answers with the ledger's figures."""
+def test_with_a_roller_a_page_leaves_unsummed_history_to_it(tmp_path, monkeypatch):
+    """FLOWCALL_DASHBOARD_ROLLER_RUNNING (set by gunicorn.conf.py beside its roller): a page that would
+    read more than PAGE_ROWS unsummed ledger rows answers 503 with a page that reloads itself, reading
+    no ledger history in the web worker; a tenant with fewer (here: none) is summed by the page; once
+    the roller has rolled, the first tenant's page answers with the ledger's figures."""
+    from app.dashboard import rollups
+    monkeypatch.setattr(rollups, "PAGE_ROWS", 50)             # _populate writes 3 rows a day for the tenant
     url = fresh_database_url("sqlite", tmp_path)
     app = create_app({"FLOWCALL_DATABASE_URL": url, "FLOWCALL_DASHBOARD_ROLLER_RUNNING": "1"})
     app.config["TESTING"] = True
@@ -303,6 +306,10 @@ def test_with_a_roller_a_page_leaves_unsummed_history_to_it(tmp_path):
     assert '<meta http-equiv="refresh" content="15">' in page.get_data(as_text=True)
     with svc.store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(ledger_days)).scalar_one() == before
+    _, newcomer = svc.store.create_key(str(uuid.uuid4()), name="new")
+    fresh = app.test_client()
+    assert sign_in(fresh, newcomer).status_code == 303
+    assert fresh.get("/dashboard").status_code == 200       # nothing to read: summed (as empty) at once
     svc.dashboard.rollups.roll(days=35)                     # what the roller does
     page = client.get("/dashboard")
     assert page.status_code == 200
