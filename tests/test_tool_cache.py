@@ -125,3 +125,4 @@ def test_the_least_recently_used_list_goes_first(monkeypatch):
     load([c])
     kept = list(tool_cache._ENTRIES)
     assert kept == [tool_cache.key_of([a]), tool_cache.key_of([c])]
+
