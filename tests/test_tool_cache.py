@@ -35,7 +35,7 @@ def load(tools):
 
 def test_a_resent_list_is_answered_from_the_cache_with_what_checking_it_gives(monkeypatch):
     checked = load([copy.deepcopy(WEATHER)])
-    assert len(tool_cache._ENTRIES) == 1
+    assert len(tool_cache.MEMO.keys()) == 1
 
     def unchecked(_item):
         raise AssertionError("checked again")
@@ -66,7 +66,7 @@ def test_lists_that_differ_anywhere_do_not_share_an_entry():
     assert base[0].parameters["additionalProperties"] is False
     assert renamed[0].name == "get_forecast" and base[0].name == "get_weather"
     assert [t.name for t in two] == ["get_weather", "other"]
-    assert len(tool_cache._ENTRIES) == 4
+    assert len(tool_cache.MEMO.keys()) == 4
     assert load([weather()]) == base
 
 
@@ -75,7 +75,7 @@ def test_a_refused_list_is_not_kept_and_is_refused_every_time():
     for _ in range(2):
         with pytest.raises(MarshmallowError):
             load(copy.deepcopy(bad))
-    assert not tool_cache._ENTRIES
+    assert not tool_cache.MEMO.keys()
 
 
 def test_changing_the_request_body_or_an_answer_cannot_change_the_next_hit():
@@ -90,39 +90,40 @@ def test_changing_the_request_body_or_an_answer_cannot_change_the_next_hit():
 
 
 def test_the_entry_and_character_bounds_hold(monkeypatch):
-    monkeypatch.setattr(tool_cache, "MAX_ENTRIES", 5)
+    monkeypatch.setattr(tool_cache.MEMO, "max_entries", 5)
     for n in range(20):
         load([weather(description=f"variant {n}")])
-    assert len(tool_cache._ENTRIES) == 5
-    assert tool_cache._chars == sum(size for size, _ in tool_cache._ENTRIES.values())
+    assert len(tool_cache.MEMO.keys()) == 5
+    assert tool_cache.MEMO.chars == sum(len(k) + len(v) for k, v in tool_cache.MEMO._entries.items())
     newest = load([weather(description="variant 19")])                    # kept: the most recent
     assert newest[0].parameters["description"] == "variant 19"
 
     tool_cache.clear()
-    monkeypatch.setattr(tool_cache, "MAX_ENTRIES", 1000)
+    monkeypatch.setattr(tool_cache.MEMO, "max_entries", 1000)
     load([weather(description="variant 00")])
-    one_entry = tool_cache._chars                      # every variant below is the same size
-    monkeypatch.setattr(tool_cache, "MAX_CHARS", one_entry * 3 + one_entry // 2)
+    one_entry = tool_cache.MEMO.chars                      # every variant below is the same size
+    monkeypatch.setattr(tool_cache.MEMO, "max_chars", one_entry * 3 + one_entry // 2)
     for n in range(10, 40):
         load([weather(description=f"variant {n}")])
-    assert 0 < tool_cache._chars <= tool_cache.MAX_CHARS
-    assert len(tool_cache._ENTRIES) == 3
+    assert 0 < tool_cache.MEMO.chars <= tool_cache.MEMO.max_chars
+    assert len(tool_cache.MEMO.keys()) == 3
 
 
 def test_a_list_larger_than_an_entry_may_be_is_checked_and_not_kept(monkeypatch):
     monkeypatch.setattr(tool_cache, "MAX_ENTRY_CHARS", 100)
     tools = load([weather(description="x" * 200)])
     assert tools[0].parameters["description"] == "x" * 200
-    assert not tool_cache._ENTRIES
+    assert not tool_cache.MEMO.keys()
 
 
 def test_the_least_recently_used_list_goes_first(monkeypatch):
-    monkeypatch.setattr(tool_cache, "MAX_ENTRIES", 2)
+    monkeypatch.setattr(tool_cache.MEMO, "max_entries", 2)
     a, b, c = (weather(description=d) for d in "abc")
     load([a])
     load([b])
     load([copy.deepcopy(a)])              # a used again: b is now the oldest
     load([c])
-    kept = list(tool_cache._ENTRIES)
+    kept = tool_cache.MEMO.keys()
     assert kept == [tool_cache.key_of([a]), tool_cache.key_of([c])]
+
 
