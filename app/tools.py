@@ -15,7 +15,7 @@ import re
 from marshmallow import ValidationError as MarshmallowError
 from marshmallow import fields
 
-from app import tool_ids
+from app import tool_cache, tool_ids
 from app.calls import Message, TextPart, Tool, ToolCall, ToolCallPart, ToolChoice, ToolResultPart
 from app.errors import ValidationError
 
@@ -46,24 +46,36 @@ class ToolsField(fields.Field):
             raise MarshmallowError("Must be a list of tools.")
         if len(value) > MAX_TOOLS:
             raise MarshmallowError(f"At most {MAX_TOOLS} tools.")
-        tools, errors, seen = [], {}, set()
-        for i, item in enumerate(value):
-            try:
-                tool = _tool(item)
-            except MarshmallowError as err:
-                errors[i] = err.messages
-                continue
-            if tool.name in seen:
-                errors[i] = {"name": [f"Tool {tool.name!r} is defined twice."]}
-            seen.add(tool.name)
-            tools.append(tool)
-        if errors:
-            raise MarshmallowError(errors)
-        total = sum(len(json.dumps(t.parameters)) for t in tools if t.parameters is not None)
-        if total > MAX_TOOLS_SCHEMA_BYTES:
-            raise MarshmallowError(
-                f"At most {MAX_TOOLS_SCHEMA_BYTES} bytes of parameter schemas for all tools together.")
-        return tuple(tools)
+        key = tool_cache.key_of(value)          # bounded: the body was, and so is the number of tools
+        cached = tool_cache.get(key) if key is not None else None
+        if cached is not None:
+            return cached
+        tools = _checked_tools(value)
+        if key is not None:
+            tool_cache.put(key, tools)
+        return tools
+
+
+def _checked_tools(value: list) -> tuple[Tool, ...]:
+    """Every tool of the list in the flat form, or the errors of all of them."""
+    tools, errors, seen = [], {}, set()
+    for i, item in enumerate(value):
+        try:
+            tool = _tool(item)
+        except MarshmallowError as err:
+            errors[i] = err.messages
+            continue
+        if tool.name in seen:
+            errors[i] = {"name": [f"Tool {tool.name!r} is defined twice."]}
+        seen.add(tool.name)
+        tools.append(tool)
+    if errors:
+        raise MarshmallowError(errors)
+    total = sum(len(json.dumps(t.parameters)) for t in tools if t.parameters is not None)
+    if total > MAX_TOOLS_SCHEMA_BYTES:
+        raise MarshmallowError(
+            f"At most {MAX_TOOLS_SCHEMA_BYTES} bytes of parameter schemas for all tools together.")
+    return tuple(tools)
 
 
 def _tool(item) -> Tool:

@@ -79,6 +79,64 @@ class ChatMessageSchema(Schema):
             raise MarshmallowError({"content": ["Required (only an assistant message may omit it)."]})
 
 
+_PLAIN_ROLES = frozenset({"system", "developer", "user", "assistant"})
+_TOOL_CALLS = tooling.ToolCallsField()
+
+
+def _plain_message(message):
+    """The loaded form of a message in one of the shapes nearly every request carries (a role and
+    string content; a tool result; an assistant's tool calls) when it is valid, else None. Loading
+    these through ChatMessageSchema costs a marshmallow pass over its eight fields each (a tool
+    round trip sends three messages where a chat sends one); anything else, and every invalid
+    message, still goes through the schema, so what is accepted and every error are unchanged."""
+    if not isinstance(message, dict):
+        return None
+    role, content = message.get("role"), message.get("content")
+    if len(message) == 2 and role in _PLAIN_ROLES and isinstance(content, str):
+        return {"role": role, "content": content}
+    if role == "tool" and len(message) == 3 and isinstance(content, str):
+        call_id = message.get("tool_call_id")
+        if isinstance(call_id, str) and 0 < len(call_id) <= tool_ids.MAX_ID_CHARS:
+            return {"role": role, "content": content, "tool_call_id": call_id}
+        return None
+    if role == "assistant" and isinstance(message.get("tool_calls"), list) \
+            and message.keys() <= {"role", "content", "tool_calls"} and (content is None or isinstance(content, str)):
+        try:
+            calls = _TOOL_CALLS.deserialize(message["tool_calls"])
+        except MarshmallowError:
+            return None
+        return {"role": role, **({"content": content} if "content" in message else {}), "tool_calls": calls}
+    return None
+
+
+class ChatMessages(fields.List):
+    """`messages`: the common valid shapes loaded directly (_plain_message), the rest by ChatMessageSchema."""
+
+    def __init__(self, **kwargs):
+        super().__init__(fields.Nested(ChatMessageSchema), **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, list):
+            return super()._deserialize(value, attr, data, **kwargs)
+        plain = [_plain_message(m) for m in value]
+        if None not in plain:
+            return plain
+        loaded, errors = [], {}
+        for i, (message, fast) in enumerate(zip(value, plain, strict=True)):
+            if fast is not None:
+                loaded.append(fast)
+                continue
+            try:
+                loaded.append(self.inner.deserialize(message, **kwargs))
+            except MarshmallowError as err:
+                if err.valid_data is not None:
+                    loaded.append(err.valid_data)
+                errors[i] = err.messages
+        if errors:
+            raise MarshmallowError(errors, valid_data=loaded)
+        return loaded
+
+
 class Stop(fields.Field):
     """OpenAI's `stop`: one string or a list of them; empty strings say nothing and are dropped."""
 
@@ -121,7 +179,7 @@ class _HonouredFields(Schema):
     class Meta:
         unknown = RAISE
     model = StrictString(required=True, validate=validate.Length(min=1, max=200))
-    messages = fields.List(fields.Nested(ChatMessageSchema), required=True, validate=validate.Length(min=1))
+    messages = ChatMessages(required=True, validate=validate.Length(min=1))
     temperature = Number(allow_none=True, validate=validate.Range(min=0, max=2))
     max_tokens = WholeNumber(allow_none=True, validate=validate.Range(min=1, max=1_000_000))
     max_completion_tokens = WholeNumber(allow_none=True, validate=validate.Range(min=1, max=1_000_000))
