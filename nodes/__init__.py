@@ -6,11 +6,13 @@ node's blueprint, and the OpenAPI document built from them.
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
 
 from flask import Flask, g, request
+from flask.json.provider import DefaultJSONProvider
 
 from app.config import Settings
 from app.errors import init_app as init_errors
@@ -28,11 +30,29 @@ BLUEPRINTS = (call, agentai, batch, connection_check, usage, models, me, docs, m
               chat_completions, responses, embeddings, openai_embeddings, dashboard)
 
 
+class _JSONProvider(DefaultJSONProvider):
+    """Flask's JSON with the encoder built once per setting rather than by json.dumps on every
+    answer: the same text (the same encoder arguments), less work per request."""
+
+    def dumps(self, obj, **kwargs) -> str:
+        if kwargs.keys() <= {"separators", "indent"}:
+            settings = (self.default, self.ensure_ascii, self.sort_keys, kwargs.get("separators"),
+                        kwargs.get("indent"))
+            encoder = self.__dict__.get("_encoder")
+            if encoder is None or encoder[0] != settings:
+                encoder = self._encoder = (settings, json.JSONEncoder(
+                    default=self.default, ensure_ascii=self.ensure_ascii, sort_keys=self.sort_keys,
+                    separators=kwargs.get("separators"), indent=kwargs.get("indent")))
+            return encoder[1].encode(obj)
+        return super().dumps(obj, **kwargs)
+
+
 def create_app(config: dict | None = None, services: Services | None = None) -> Flask:
     """The WSGI app. `config` overrides environment variables by name (tests pass settings here);
     `services`, when given, are used instead of building them from the settings."""
     services = services or build_services(Settings.load(config))
     app = Flask(__name__)
+    app.json = _JSONProvider(app)
     app.config.update(MAX_CONTENT_LENGTH=services.settings.max_body_bytes)
     app.json.sort_keys = False
     app.json.compact = True

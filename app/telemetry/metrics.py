@@ -31,30 +31,49 @@ CIRCUIT = Gauge("flowcall_circuit_open", "1 when a provider's circuit is open or
                 ["provider"], multiprocess_mode="max")
 
 
+_CHILDREN_CAP = 10_000
+_children: dict = {}
+
+
+def child(metric, *labels):
+    """`metric.labels(*labels)`, looked up here once per label tuple: prometheus_client's labels()
+    validates the values and takes a lock on every call, several times per request. The same child
+    object either way (prometheus_client keeps it for the process too). Label values are bounded
+    already (routes, statuses, catalog names: see the module docstring); the cap keeps this dict so
+    whatever happens, past it lookups simply go through labels() again."""
+    key = (metric, labels)
+    found = _children.get(key)
+    if found is None:
+        found = metric.labels(*labels)
+        if len(_children) < _CHILDREN_CAP:
+            _children[key] = found
+    return found
+
+
 class PrometheusObserver(Observer):
     def attempt(self, provider, model, outcome, seconds):
-        PROVIDER_CALLS.labels(provider, model, outcome).inc()
-        PROVIDER_LATENCY.labels(provider).observe(seconds)
+        child(PROVIDER_CALLS, provider, model, outcome).inc()
+        child(PROVIDER_LATENCY, provider).observe(seconds)
 
     def retry(self, provider):
-        RETRIES.labels(provider).inc()
+        child(RETRIES, provider).inc()
 
     def fallback(self, from_model, to_model):
-        FALLBACKS.labels(from_model, to_model).inc()
+        child(FALLBACKS, from_model, to_model).inc()
 
     def circuit(self, provider, state):
-        CIRCUIT.labels(provider).set(0 if state == "closed" else 1)
+        child(CIRCUIT, provider).set(0 if state == "closed" else 1)
 
     def completed(self, answer):
-        TOKENS.labels(answer.provider, "input").inc(answer.usage.input_tokens)
-        TOKENS.labels(answer.provider, "output").inc(answer.usage.output_tokens)
+        child(TOKENS, answer.provider, "input").inc(answer.usage.input_tokens)
+        child(TOKENS, answer.provider, "output").inc(answer.usage.output_tokens)
         if answer.cost:
-            COST.labels(answer.provider).inc(answer.cost)
+            child(COST, answer.provider).inc(answer.cost)
 
 
 def record_request(endpoint: str, status: int, overhead_s: float) -> None:
-    REQUESTS.labels(endpoint, str(status)).inc()
-    OVERHEAD.labels(endpoint).observe(overhead_s)
+    child(REQUESTS, endpoint, str(status)).inc()
+    child(OVERHEAD, endpoint).observe(overhead_s)
 
 
 def exposition(multiproc_dir: str | None) -> tuple[bytes, str]:

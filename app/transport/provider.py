@@ -13,12 +13,14 @@ with `trust_env = False` and no cookies would send: requests' default headers, t
 from __future__ import annotations
 
 import functools
+import json
 import socket
 import threading
 import time
 
 import requests
 from requests.structures import CaseInsensitiveDict
+from requests.utils import get_encoding_from_headers
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 from urllib3.exceptions import SSLError as Urllib3SSLError
 
@@ -66,20 +68,65 @@ def as_requests_error(exc: Exception) -> Exception:
     return exc
 
 
+class ProviderAdapter(WatchedHTTPAdapter):
+    """requests' adapter without two per-call costs that do nothing for a provider call (no proxies,
+    default TLS verification, no client certificate, no session to keep cookies in): finding the
+    connection pool (the URL parsed for proxies and the pool key, on every call) and copying the
+    answer's cookies into a jar. Anything else goes the adapter's own way."""
+
+    def __init__(self, *args, **kwargs):
+        self._pools: dict[str, object] = {}     # origin -> pool; at most pool_connections, as the manager
+        super().__init__(*args, **kwargs)
+
+    def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
+        if proxies or verify is not True or cert is not None:
+            return super().get_connection_with_tls_context(request, verify, proxies, cert)
+        origin = origin_of(request.url)
+        pool = self._pools.get(origin)
+        if pool is None or pool.pool is None:    # first use, or closed (urllib3 releases that close evicted pools)
+            pool = super().get_connection_with_tls_context(request, verify, proxies, cert)
+            if origin in self._pools or len(self._pools) < self._pool_connections:
+                self._pools[origin] = pool
+        return pool
+
+    def close(self):
+        self._pools.clear()
+        super().close()
+
+    def build_response(self, req, resp):
+        """What HTTPAdapter.build_response builds, but for the cookies (left in the empty jar)."""
+        response = requests.Response()
+        response.status_code = getattr(resp, "status", None)
+        response.headers = CaseInsensitiveDict(getattr(resp, "headers", {}))
+        response.encoding = get_encoding_from_headers(response.headers)
+        response.raw = resp
+        response.reason = resp.reason
+        response.url = req.url.decode("utf-8") if isinstance(req.url, bytes) else req.url
+        response.request = req
+        response.connection = self
+        return response
+
+
+def origin_of(url: str) -> str:
+    """`scheme://authority` of a URL as requests prepares it (which always has a path)."""
+    end = url.find("/", url.find("//") + 2)
+    return url if end < 0 else url[:end]
+
+
 class Transport:
     def __init__(self, pool_size: int):
         """`pool_size`: keep-alive connections per provider (Settings.http_pool_size)."""
-        self._adapters: dict[str, WatchedHTTPAdapter] = {}
+        self._adapters: dict[str, ProviderAdapter] = {}
         self._lock = threading.Lock()
         self._pool_size = pool_size
 
-    def adapter(self, provider: str) -> WatchedHTTPAdapter:
+    def adapter(self, provider: str) -> ProviderAdapter:
         adapter = self._adapters.get(provider)
         if adapter is None:
             with self._lock:
                 adapter = self._adapters.get(provider)
                 if adapter is None:
-                    adapter = WatchedHTTPAdapter(pool_connections=4, pool_maxsize=self._pool_size, max_retries=0)
+                    adapter = ProviderAdapter(pool_connections=4, pool_maxsize=self._pool_size, max_retries=0)
                     self._adapters[provider] = adapter
         return adapter
 
@@ -113,18 +160,28 @@ class Transport:
 
 
 _DEFAULT_HEADERS = requests.utils.default_headers()
+_JSON = json.JSONEncoder(allow_nan=False)     # what requests' json.dumps(body, allow_nan=False) builds per call
 
 
 def prepared(request: HttpRequest) -> requests.PreparedRequest:
     """`request` as requests would prepare it: its headers over requests' defaults (a None value
-    drops a default), the JSON body encoded by requests, credentials in the URL as Basic auth."""
+    drops a default), the JSON body as requests encodes it, credentials in the URL as Basic auth."""
     headers = CaseInsensitiveDict(_DEFAULT_HEADERS)
     headers.update(request.headers)
     p = requests.PreparedRequest()
     p.prepare_method(request.method)
     p.url, url_auth = prepared_url(request.url)
     p.prepare_headers({k: v for k, v in headers.items() if v is not None})
-    p.prepare_body(None, None, request.json)
+    if request.json is None:
+        p.prepare_body(None, None, None)
+    else:
+        try:
+            p.body = _JSON.encode(request.json).encode("utf-8")
+        except ValueError as exc:            # NaN or infinity: requests' own error, as prepare_body raises
+            raise requests.exceptions.InvalidJSONError(exc, request=p) from None
+        p.headers["Content-Length"] = str(len(p.body))
+        if "content-type" not in p.headers:
+            p.headers["Content-Type"] = "application/json"
     if url_auth:
         p.prepare_auth(url_auth)
     return p
