@@ -182,9 +182,8 @@ class Rollups:
                 if summed:                  # the usual case: the roller stored all but the last hour or so
                     stored += self._fill_hours(tenant_id, [h for day in summed for h in _hours_of(day)])
                     stored += self._build_days(tenant_id, summed, span.now)
-                for run in _runs([day for day in missing if day not in summed], DAYS_PER_QUERY, DAY,
-                                 timedelta(days=1)):
-                    stored += self._days_from_ledger(tenant_id, run, span.now)
+                for run, start, end in _ranges([day for day in missing if day not in summed], DAYS_PER_QUERY, DAY):
+                    stored += self._days_from_ledger(tenant_id, run, start, end, span.now)
             else:
                 raise RollupConflict(f"tenant {tenant_id}: days still missing after {FILL_ATTEMPTS} attempts")
         if span.open_start < span.cut:
@@ -219,14 +218,11 @@ class Rollups:
         the unsummed hours of the `summed` ones, the whole of the others. Counted with a LIMIT, so
         the check itself reads at most PAGE_ROWS + 1 index entries."""
         hours = self._missing(tenant_id, [h for day in summed for h in _hours_of(day)]) if summed else []
-        ranges = [(_at(run[0], HOUR), _at(run[-1], HOUR) + timedelta(hours=1))
-                  for run in _runs(hours, len(hours), HOUR, timedelta(hours=1))]
         days = [day for day in missing if day not in summed]
-        ranges += [(_at(run[0], DAY), _at(run[-1], DAY) + timedelta(days=1))
-                   for run in _runs(days, len(days), DAY, timedelta(days=1))]
+        ranges = _ranges(hours, len(hours), HOUR) + _ranges(days, len(days), DAY)
         left = PAGE_ROWS
         with self.engine.connect() as conn:
-            for start, end in ranges:
+            for _run, start, end in ranges:
                 rows = select(ledger.c.id).where(ledger.c.tenant_id == tenant_id, ledger.c.created_at >= start,
                                                  ledger.c.created_at < end).limit(left + 1).subquery()
                 left -= conn.execute(select(func.count()).select_from(rows)).scalar_one()
@@ -246,11 +242,12 @@ class Rollups:
                 per_day[mark[:10]] = per_day.get(mark[:10], 0) + 1
         return [day for day in days if per_day.get(day)]
 
-    def _days_from_ledger(self, tenant_id: str, days: list[str], now: datetime) -> int:
-        """Sum consecutive `days` straight from the ledger (a backfill: their hours were never stored)."""
+    def _days_from_ledger(self, tenant_id: str, days: list[str], start: datetime, end: datetime,
+                          now: datetime) -> int:
+        """Sum consecutive `days` (start..end) straight from the ledger (a backfill: their hours were
+        never stored)."""
         with self.engine.connect() as conn:
-            cells = live_cells(conn, tenant_id, day_start(date.fromisoformat(days[0])),
-                               day_start(date.fromisoformat(days[-1]) + timedelta(days=1)))
+            cells = live_cells(conn, tenant_id, start, end)
         return len(days) if self._store(tenant_id, days, [_row(tenant_id, c) for c in cells], now) else 0
 
     def _fill_hours(self, tenant_id: str, hours: list[str]) -> int:
@@ -263,11 +260,9 @@ class Rollups:
             missing = self._missing(tenant_id, hours) if hours else []
             if not missing:
                 return stored
-            for run in _runs(missing, HOURS_PER_QUERY, HOUR, timedelta(hours=1)):
-                first = datetime.strptime(run[0], "%Y-%m-%dT%H").replace(tzinfo=UTC)
-                last = datetime.strptime(run[-1], "%Y-%m-%dT%H").replace(tzinfo=UTC)
+            for run, start, end in _ranges(missing, HOURS_PER_QUERY, HOUR):
                 with self.engine.connect() as conn:
-                    cells = live_cells(conn, tenant_id, first, last + timedelta(hours=1), ("hour", *DIMENSIONS))
+                    cells = live_cells(conn, tenant_id, start, end, ("hour", *DIMENSIONS))
                 if self._store(tenant_id, run, [_row(tenant_id, c) for c in cells]):
                     stored += len(run)
         raise RollupConflict(f"tenant {tenant_id}: hours still missing after {FILL_ATTEMPTS} attempts")
@@ -353,10 +348,17 @@ def _units(start: datetime, end: datetime, step: timedelta = timedelta(hours=1))
 
 
 HOUR, DAY = "%Y-%m-%dT%H", "%Y-%m-%d"
+STEPS = {HOUR: timedelta(hours=1), DAY: timedelta(days=1)}
 
 
 def _at(unit: str, form: str) -> datetime:
     return datetime.strptime(unit, form).replace(tzinfo=UTC)
+
+
+def _ranges(units: list[str], size: int, form: str) -> list[tuple[list[str], datetime, datetime]]:
+    """Each run of consecutive `units` (see _runs) with the ledger range it covers: start <= t < end."""
+    step = STEPS[form]
+    return [(run, _at(run[0], form), _at(run[-1], form) + step) for run in _runs(units, size, form, step)]
 
 
 def _hours_of(day: str) -> list[str]:
