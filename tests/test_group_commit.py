@@ -81,6 +81,17 @@ def start(committer, item, outcomes: dict, engine=None) -> threading.Thread:
     return t
 
 
+
+def queued_behind_the_leader(committer, writer, outcomes: dict, followers: int) -> list[threading.Thread]:
+    """Caller 0 leads and is held inside its write (at the writer's gate); callers 1..followers
+    queue behind it, in this order."""
+    threads = [start(committer, 0, outcomes)]
+    assert writer.entered.wait(WAIT_S)
+    for i in range(1, followers + 1):
+        threads.append(start(committer, i, outcomes))
+        spin_until(lambda i=i: len(committer._queue) == i)
+    return threads
+
 def test_a_lone_item_is_written_at_once_in_its_own_transaction(engine):
     writer = Writer()
     committer = GroupCommitter(engine, writer)
@@ -113,11 +124,7 @@ def test_a_row_that_fails_fails_alone_and_its_batch_mates_are_written(engine):
     writer = Writer(gate, poison=3)
     committer = GroupCommitter(engine, writer)
     outcomes: dict = {}
-    threads = [start(committer, 0, outcomes)]
-    assert writer.entered.wait(WAIT_S)
-    for i in (1, 2, 3, 4):
-        threads.append(start(committer, i, outcomes))
-        spin_until(lambda i=i: len(committer._queue) == i)
+    threads = queued_behind_the_leader(committer, writer, outcomes, 4)
     gate.set()
     for t in threads:
         t.join(WAIT_S)
@@ -133,11 +140,7 @@ def test_a_failed_commit_is_reported_to_every_caller_of_the_batch_and_never_retr
     writer = Writer(gate)
     committer = GroupCommitter(engine, writer)
     outcomes: dict = {}
-    threads = [start(committer, 0, outcomes)]
-    assert writer.entered.wait(WAIT_S)
-    for i in (1, 2, 3):
-        threads.append(start(committer, i, outcomes))
-        spin_until(lambda i=i: len(committer._queue) == i)
+    threads = queued_behind_the_leader(committer, writer, outcomes, 3)
 
     def fail_second_commit(_conn):
         if len(writer.batches) == 2:
@@ -199,11 +202,7 @@ def test_a_leader_killed_mid_write_leaves_nobody_waiting_and_the_next_batch_is_w
     writer = Writer(gate, kill_first=True)
     committer = GroupCommitter(engine, writer, max_batch=2)
     outcomes: dict = {}
-    threads = [start(committer, 0, outcomes)]
-    assert writer.entered.wait(WAIT_S)
-    for i in (1, 2, 3):
-        threads.append(start(committer, i, outcomes))
-        spin_until(lambda i=i: len(committer._queue) == i)
+    threads = queued_behind_the_leader(committer, writer, outcomes, 3)
     gate.set()
     for t in threads:
         t.join(WAIT_S)
