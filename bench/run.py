@@ -74,9 +74,8 @@ def summarize(raw: dict, tool: str) -> dict:
 def tool_for(load: scenarios.Load, choice: str, python_only: bool = False) -> str:
     """wrk for duration-bound closed loops (wrk's run always lasts its -d, so a request-capped phase,
     whose wall time matters, goes to the Python generator); Python for everything else, and for what
-    only it does (time to first token, several bodies in turn, a fresh header value per request)."""
-    if (load.mode != "closed" or choice == "python" or load.max_requests < 10**6 or python_only
-            or load.unique_header):
+    only it does (time to first token, several bodies in turn)."""
+    if load.mode != "closed" or choice == "python" or load.max_requests < 10**6 or python_only:
         return "python"
     if wrk.available():
         return "wrk"
@@ -91,7 +90,7 @@ def run_load(url: str, headers: dict, body_file: str | list[str], load: scenario
     body_file = body_files[0]
     if tool == "wrk":
         raw = wrk.run(url, headers, body_file, load.connections, load.duration_s, load.timeout_s,
-                      load.max_requests)
+                      load.max_requests, unique_header=load.unique_header)
         raw["cpu_s"] = None
         return raw
     spec = {"url": url, "headers": headers, "body_file": body_file, "mode": load.mode,

@@ -56,7 +56,7 @@ class Load:
     duration_s: float = 10.0
     timeout_s: float = 30.0
     expect: str = ""              # a 2xx body must contain this, else it counts as an error
-    unique_header: str = ""       # a header sent with a fresh value on every request (Python loadgen only)
+    unique_header: str = ""       # a header sent with a fresh value on every request
 
 
 @dataclass

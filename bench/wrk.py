@@ -1,7 +1,8 @@
 """The wrk backend for closed-loop phases (Debian's `wrk`, a C event loop: far cheaper per request
 than any Python client, so more of the 2 cores are left to the gateway).
 
-A generated Lua script sets the POST body and headers, counts statuses, keeps the
+A generated Lua script sets the POST body and headers (optionally one header with a fresh value on
+every request, as a platform's Idempotency-Key), counts statuses, keeps the
 X-Flowcall-Overhead-Ms values, stops each thread after its share of the request budget, and prints
 one JSON line from `done()` with wrk's own latency percentiles (from send to last byte).
 """
@@ -23,12 +24,12 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Connection"] = "keep-alive"
 %(headers)s
 
-function setup(thread) table.insert(threads, thread) end
+function setup(thread) table.insert(threads, thread); thread:set("tid", #threads) end
 
 function init(args)
-  ov = {}; nov = 0; codes = {}; seen = 0; limit = %(per_thread)d
+  ov = {}; nov = 0; codes = {}; seen = 0; limit = %(per_thread)d; sent = 0
 end
-
+%(unique)s
 function response(status, headers, body)
   seen = seen + 1
   codes[status] = (codes[status] or 0) + 1
@@ -67,16 +68,29 @@ def _lua_string(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+UNIQUE = r"""
+function request()
+  sent = sent + 1
+  wrk.headers[%(name)s] = %(prefix)s .. tid .. "-" .. sent
+  return wrk.format()
+end
+"""
+
+
 def run(url: str, headers: dict, body_file: str, connections: int, duration_s: float, timeout_s: float,
-        max_requests: int, threads: int = 2) -> dict:
-    """One wrk run; returns the same shape of totals as bench.loadgen (percentiles instead of samples)."""
+        max_requests: int, threads: int = 2, unique_header: str = "") -> dict:
+    """One wrk run; returns the same shape of totals as bench.loadgen (percentiles instead of samples).
+    `unique_header`: a header sent with a fresh value (unique to this run) on every request."""
     if not url.startswith(("http://127.0.0.1", "http://localhost")):
         raise SystemExit("the bench load generator only targets loopback addresses")
     threads = max(1, min(threads, connections))
     per_thread = max(1, -(-max_requests // threads))
     hdrs = "\n".join(f"wrk.headers[{_lua_string(k)}] = {_lua_string(v)}" for k, v in headers.items())
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(LUA % {"headers": hdrs, "per_thread": per_thread, "body_file": _lua_string(body_file)})
+        unique = UNIQUE % {"name": _lua_string(unique_header), "prefix": _lua_string(f"wrk-{os.urandom(6).hex()}-")} \
+            if unique_header else ""
+        f.write(LUA % {"headers": hdrs, "per_thread": per_thread, "body_file": _lua_string(body_file),
+                       "unique": unique})
         script = f.name
     cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{max(1, int(round(duration_s)))}s",
            "--timeout", f"{max(1, int(round(timeout_s)))}s", "-s", script, url]

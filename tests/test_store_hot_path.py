@@ -66,6 +66,60 @@ def test_a_call_is_one_transaction_and_an_idempotent_one_two(app):
     assert replay.headers["Idempotent-Replay"] == "true" and replay.get_json() == first.get_json()
 
 
+def test_concurrent_claims_commit_together_and_a_key_claimed_twice_in_one_batch_wins_once(app):
+    """Claims arriving while one is being written queue and commit in one INSERT; of two claims of
+    the same key in that batch only the first runs, and keys are per tenant. (Batched claims are
+    PostgreSQL's default; SQLite runs the same statement when asked to.)"""
+    import threading
+    import time
+
+    from app.errors import IdempotencyConflict
+    from app.tenancy.idempotency import Idempotency
+    engine = app.extensions["flowcall"].store.engine
+    assert (Idempotency(engine).claims is not None) == (engine.dialect.name == "postgresql")
+    idem = Idempotency(engine, batch_claims=True)            # PostgreSQL's default
+    gate, entered, batches = threading.Event(), threading.Event(), []
+    write = idem.claims.write
+
+    def held_first(conn, claims):
+        batches.append([(c.row["tenant_id"], c.row["key"]) for c in claims])
+        if len(batches) == 1:
+            entered.set()
+            assert gate.wait(10)
+        write(conn, claims)
+    idem.claims.write = held_first
+    t1, t2 = str(uuid.uuid4()), str(uuid.uuid4())
+    outcomes: dict = {}
+
+    def claim(n, tenant_id, key):
+        try:
+            outcomes[n] = idem.begin(tenant_id, key, "h", lock_seconds=60)
+        except IdempotencyConflict:
+            outcomes[n] = "conflict"
+    order = [(t1, "k0"), (t1, "k1"), (t1, "k2"), (t1, "k1"), (t2, "k1")]
+    threads = [threading.Thread(target=claim, args=(0, *order[0]))]
+    threads[0].start()
+    assert entered.wait(10)
+    for n, (tenant_id, key) in enumerate(order[1:], start=1):
+        threads.append(threading.Thread(target=claim, args=(n, tenant_id, key)))
+        threads[-1].start()
+        deadline = time.monotonic() + 10
+        while len(idem.claims._queue) < n:                     # queued in this order
+            assert time.monotonic() < deadline, "claim not queued"
+    counter = Counter(idem.engine)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert batches == [order[:1], order[1:]]
+    assert outcomes == {0: None, 1: None, 2: None, 3: "conflict", 4: None}
+    # the held claim, then the four queued ones in one INSERT; the loser then reads the row it lost to
+    assert counter.statements == ["INSERT", "INSERT", "SELECT"]
+    with idem.engine.connect() as conn:
+        stored = conn.execute(select(idempotency.c.tenant_id, idempotency.c.key, idempotency.c.state)).all()
+    assert sorted(stored) == sorted([(t1, "k0", "running"), (t1, "k1", "running"), (t1, "k2", "running"),
+                                     (t2, "k1", "running")])
+
+
 def test_when_the_keys_statement_fails_the_row_is_still_written_once_and_the_key_settled_alone(app, monkeypatch):
     """The record of a paid call never depends on the idempotency key's statement: the row is written
     again without it (nothing was committed), and the key is finished on its own afterwards."""
