@@ -2,14 +2,16 @@
 
 The first request with a key inserts a `running` row (the primary key makes that atomic across
 workers and machines); repeats then get the stored answer (replay), a 409 while it runs, or a 422
-when the body differs. On PostgreSQL the claims of concurrent calls commit together
-(app/tenancy/group_commit.py): one `INSERT ... ON CONFLICT DO NOTHING RETURNING` a batch, so an
-idempotent call shares three round trips (BEGIN, INSERT, COMMIT) instead of making its own; each
-caller still starts its provider call only after its own claim is committed. On SQLite a claim is
-its own short transaction: SQLite runs it in-process without yielding to other greenlets, so there
-is nothing to share it with and the batch's bookkeeping would only add cost (bench/README.md). Only successful answers are kept (24 h): a failed call frees its key so the
+when the body differs. Only successful answers are kept (24 h): a failed call frees its key so the
 platform's retry really retries. A worker that dies mid-call leaves a row whose lock expires
 (the call's deadline plus a margin), after which a repeat takes the key over.
+
+On PostgreSQL the claims of concurrent calls commit together (app/tenancy/group_commit.py): one
+`INSERT ... ON CONFLICT DO NOTHING RETURNING` a batch, so an idempotent call shares three round
+trips (BEGIN, INSERT, COMMIT) instead of making its own; each caller still starts its provider call
+only after its own claim is committed. On SQLite a claim is its own short transaction: SQLite runs
+it in-process without yielding to other greenlets, so there is nothing to share it with and a
+batch's bookkeeping only added cost (bench/README.md).
 """
 from __future__ import annotations
 
