@@ -6,8 +6,6 @@ the first query that touches a missing column.
 """
 from __future__ import annotations
 
-import select
-import sys
 from collections.abc import Callable
 from importlib import resources
 from typing import TypeVar
@@ -16,6 +14,8 @@ from sqlalchemy import (BigInteger, Boolean, Column, DateTime, Float, Index, Int
                         Table, Text, create_engine, event)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError
+
+from app.readable import readable_now
 
 T = TypeVar("T")
 
@@ -183,22 +183,12 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def _unpatched_select():
-    """select.select as the OS gives it: gevent's, even with a 0 timeout, yields to its hub first
-    (a greenlet switch on every checkout for a check that never waits)."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("select"):
-        return monkey.get_original("select", "select")
-    return select.select
-
-
 def _drop_if_closed(dbapi_conn, _record, _proxy) -> None:
     """A pooled connection the server has closed (restart, pg_terminate_backend, idle timeout) has
     a readable socket: the server's farewell or EOF, where an idle healthy one has nothing to read.
     Checked without a round trip; DisconnectionError makes the pool open a fresh connection."""
     try:
-        fd = dbapi_conn.fileno()
-        readable, _, _ = _unpatched_select()([fd], [], [], 0)
+        readable = readable_now(dbapi_conn.fileno())
     except Exception as exc:  # noqa: BLE001 - a closed or unusable connection: replace it
         raise DisconnectionError(f"pooled connection unusable: {type(exc).__name__}") from exc
     if readable:

@@ -27,6 +27,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from app.readable import readable_now
+
 _local = threading.local()
 log = logging.getLogger(__name__)
 
@@ -155,6 +157,15 @@ class _Watched:
     def request(self, *args, **kwargs):
         watch_current(self.sock)     # a reused keep-alive connection (None when not yet dialled)
         return super().request(*args, **kwargs)
+
+    @property
+    def is_connected(self) -> bool:
+        """urllib3's check before a pooled connection is reused (a closed one is readable), asked
+        of the OS's poll without yielding to gevent's hub (app/readable.py)."""
+        sock = self.sock
+        if sock is None or sock.fileno() < 0:
+            return False
+        return not readable_now(sock.fileno())
 
 
 class WatchedHTTPConnection(_Watched, HTTPConnection):
