@@ -286,13 +286,60 @@ def load(schema: Schema, body: dict, unknown_field: Callable[[str], str] = hinte
     """`body` validated by `schema`; errors are a 400 with dotted field paths."""
     check_unknown_fields(schema, body)
     try:
-        return schema.load(body)
+        return narrowed(schema, body).load(body)
     except MarshmallowError as err:
         fields_ = flatten_errors(err.messages, unknown_field=unknown_field)
         summary = "; ".join(f"{k}: {v}" for k, v in list(fields_.items())[:5])
         raise ValidationError(f"Invalid request: {summary}", fields=fields_) from None
     except RecursionError:
         raise ValidationError("The request body is nested too deeply.") from None
+
+
+NARROWED_PER_SCHEMA = 64       # key sets kept per schema; past it, bodies load with the whole schema
+_NARROWED_SCHEMAS = 16         # schemas narrowed (the module-level ones the nodes load with)
+
+
+class _Narrowing:
+    __slots__ = ("always", "names", "by_keys")
+
+    def __init__(self, schema: Schema):
+        fields_ = schema.load_fields
+        # only the fields a body names, plus those that act when absent (required, defaulted)
+        self.always = frozenset(name for name, f in fields_.items()
+                                if f.required or f.load_default is not fields.missing_)
+        plain = all(f.data_key in (None, name) for name, f in fields_.items())
+        self.names = frozenset(fields_) if plain else frozenset()
+        self.by_keys: dict[frozenset, Schema] = {}
+
+
+_narrowings: dict[Schema, _Narrowing] = {}
+
+
+def narrowed(schema: Schema, body) -> Schema:
+    """`schema` loading only the top-level fields `body` has, and the required and defaulted ones.
+
+    marshmallow visits every declared field on every load, present or not: the chat completions
+    schema declares 39 (so that a field flowcall ignores is not an unknown one) where a body names
+    two to five. The narrowed schema has copies of the same fields and the same schema validators, so
+    a body loads to the same data or fails with the same errors. Bodies naming anything else (an
+    unknown field) load with `schema` itself, which reports it. Kept per schema and bounded: once a
+    schema has NARROWED_PER_SCHEMA key sets, other key sets load with the whole schema (as they all
+    did before), so no body can make another pay for building schemas."""
+    if not isinstance(body, dict):
+        return schema
+    narrowing = _narrowings.get(schema)
+    if narrowing is None:
+        if (len(_narrowings) >= _NARROWED_SCHEMAS or schema.only is not None or schema.exclude or schema.partial
+                or schema.many or schema.load_only or schema.dump_only or schema.unknown != type(schema).opts.unknown):
+            return schema
+        narrowing = _narrowings.setdefault(schema, _Narrowing(schema))
+    keys = frozenset(body)
+    found = narrowing.by_keys.get(keys)
+    if found is not None:
+        return found
+    if not keys <= narrowing.names or len(narrowing.by_keys) >= NARROWED_PER_SCHEMA:
+        return schema
+    return narrowing.by_keys.setdefault(keys, type(schema)(only=keys | narrowing.always))
 
 
 def content_parts(content, where: str, max_image_bytes: int) -> tuple:
