@@ -273,6 +273,8 @@ class Bench:
         summary["raw_file"] = str(kept.relative_to(ROOT))
         for row in summary["self"][:12]:
             print(f"   self {row['share'] * 100:5.1f}%  {row['function']}", flush=True)
+        for row in summary["layers"]:
+            print(f"   layer {row['share'] * 100:5.1f}%  {row['layer']}", flush=True)
         return summary
 
 
