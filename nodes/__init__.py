@@ -83,7 +83,12 @@ def _init_request_context(app: Flask) -> None:
             response.headers["X-Flowcall-Overhead-Ms"] = f"{overhead_ms:.3f}"
             endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
             record_request(endpoint, response.status_code, overhead_ms / 1000)
-            access(request_id=g.get("request_id"), method=request.method, path=request.path,
-                   status=response.status_code, latency_ms=total_ms, overhead_ms=overhead_ms,
-                   principal=g.get("principal"), answer=g.get("answer"), error_code=g.get("error_code"))
+            fields = {"request_id": g.get("request_id"), "method": request.method, "path": request.path,
+                      "status": response.status_code, "overhead_ms": overhead_ms, "principal": g.get("principal"),
+                      "answer": g.get("answer"), "error_code": g.get("error_code")}
+            if response.is_streamed:     # written once the body is sent: not before the first byte, and
+                started = g.started      # its latency is the whole stream's, not the time to first byte
+                response.call_on_close(lambda: access(latency_ms=(time.perf_counter() - started) * 1000, **fields))
+            else:
+                access(latency_ms=total_ms, **fields)
         return response

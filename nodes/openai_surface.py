@@ -55,7 +55,8 @@ def bearer_principal() -> Principal:
     if not presented:
         raise Unauthorized("Send your flowcall API key as Authorization: Bearer <key> (the OpenAI SDKs' api_key).",
                            code="missing_api_key")
-    return authenticate_api_key(presented, services().store)
+    g.principal = authenticate_api_key(presented, services().store)     # for the request line
+    return g.principal
 
 
 def relay(metered: streaming.MeteredStream, emit, fail, request_id):

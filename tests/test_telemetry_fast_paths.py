@@ -77,3 +77,32 @@ def test_a_metric_child_is_the_one_labels_gives_and_the_cache_stays_under_its_ca
     metrics.child(counter, "b", "y").inc(3)
     assert len(metrics._children) == 1
     assert counter.labels("b", "y")._value.get() == 5 and counter.labels("a", "x")._value.get() == 1
+
+
+def test_a_streamed_answers_request_line_is_written_once_when_its_stream_ends(app, client, api_key, monkeypatch):
+    """Not before the first byte (where it would delay the first token) and not at all until the
+    stream is sent; then once, with the whole stream's latency."""
+    keep = Keep()
+    logs.ACCESS.addHandler(keep)
+    monkeypatch.setattr(logs.ACCESS, "level", logging.INFO)
+    try:
+        streamed = client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {api_key}"},
+                               json={"model": "mock.echo", "stream": True,
+                                     "messages": [{"role": "user", "content": "hi"}]}, buffered=False)
+        assert streamed.status_code == 200 and keep.records == []         # headers out, body not yet
+        body = streamed.get_data(as_text=True)
+        assert body.rstrip().endswith("data: [DONE]") and keep.records == []
+        streamed.close()
+        assert len(keep.records) == 1
+        line = keep.records[0]
+        assert (line.path, line.status, line.tenant_id) == ("/v1/chat/completions", 200, PRINCIPAL_OF(app, api_key))
+        assert line.latency_ms >= line.overhead_ms >= 0
+        whole = client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {api_key}"},
+                            json={"model": "mock.echo", "messages": [{"role": "user", "content": "hi"}]})
+        assert whole.status_code == 200 and len(keep.records) == 2        # a whole answer's: at once
+    finally:
+        logs.ACCESS.removeHandler(keep)
+
+
+def PRINCIPAL_OF(app, api_key):  # noqa: N802 - reads as the value it stands for
+    return app.extensions["flowcall"].store.verify_key(api_key).tenant_id
