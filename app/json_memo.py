@@ -3,7 +3,7 @@ Worth it only where the work saved costs more than a dump of the key and a parse
 small schema's strict conversion (app/strict_schema.py, ~15 us) does not, its JSON round trip is slower.
 
 Shared by every tenant, so it is bounded in entries and in characters (keys and results together),
-least recently used dropped first, and a pair larger than one entry may be is never kept: losing an
+least recently used dropped first, and it never keeps a pair larger than one entry may be: losing an
 entry only means computing it again. Results are held as text, never as objects a caller or later
 code can reach, so each hit is a fresh copy that nothing can have changed.
 """

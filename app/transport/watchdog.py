@@ -162,10 +162,8 @@ class _Watched:
     def is_connected(self) -> bool:
         """urllib3's check before a pooled connection is reused (a closed one is readable), asked
         of the OS's poll without yielding to gevent's hub (app/readable.py)."""
-        sock = self.sock
-        if sock is None or sock.fileno() < 0:
-            return False
-        return not readable_now(sock.fileno())
+        fd = self.sock.fileno() if self.sock is not None else -1
+        return fd >= 0 and not readable_now(fd)
 
 
 class WatchedHTTPConnection(_Watched, HTTPConnection):
